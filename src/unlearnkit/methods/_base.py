@@ -1,0 +1,306 @@
+"""The method contract: hyperparameters in ``__init__``, one verb ``unlearn(model, data) -> model``.
+
+Following scikit-learn's estimator rules:
+
+* every hyperparameter is a keyword-only ``__init__`` argument with a default, stored verbatim under
+  the same name, with no logic in ``__init__``;
+* ``_parameter_constraints`` declares what each accepts; :meth:`Method.validate_params` checks them on
+  entry to :meth:`Method.unlearn` (and the runner calls it before any training);
+* ``unlearn`` deep-copies its input (it never mutates ``model``) and records diagnostics in trailing
+  underscore attributes (``elapsed_s_``, ``history_``).
+
+Each method declares the data it needs (``needs``) and the forget requests it can serve
+(``requests``, ``multi_class``); an unsuitable scenario fails before any work with a clear message.
+"""
+
+from __future__ import annotations
+
+import copy
+import inspect
+import math
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from numbers import Integral, Real
+from typing import Any, ClassVar
+
+import torch
+from torch import nn
+from torch.utils.data import Dataset
+
+from unlearnkit._registry import Registry
+from unlearnkit.engine import TrainConfig, seed_everything
+from unlearnkit.errors import DataAccessError, UnlearnkitError, suggest
+from unlearnkit.scenario import KINDS, ForgetRequest, Scenario
+
+# -- parameter constraints (scikit-learn's _param_validation, reduced to what we need) ------------------
+
+
+@dataclass(frozen=True)
+class Interval:
+    """A numeric range; ``kind`` is ``int`` or ``float`` (ints are accepted for floats)."""
+
+    kind: type
+    low: float | None
+    high: float | None
+    closed: str = "both"  # "both" | "left" | "right" | "neither"
+
+    def check(self, v: Any) -> bool:
+        if isinstance(v, bool):
+            return False
+        if self.kind is int and not isinstance(v, Integral):
+            return False
+        if not isinstance(v, Real) or not math.isfinite(float(v)):
+            return False
+        lo_ok = self.low is None or (v >= self.low if self.closed in ("both", "left") else v > self.low)
+        hi_ok = self.high is None or (v <= self.high if self.closed in ("both", "right") else v < self.high)
+        return lo_ok and hi_ok
+
+    def __str__(self) -> str:
+        lb = "[" if self.closed in ("both", "left") else "("
+        rb = "]" if self.closed in ("both", "right") else ")"
+        lo = "-inf" if self.low is None else self.low
+        hi = "inf" if self.high is None else self.high
+        return f"{self.kind.__name__} in {lb}{lo}, {hi}{rb}"
+
+
+@dataclass(frozen=True)
+class Options:
+    """One of a fixed set of values."""
+
+    values: frozenset
+
+    def check(self, v: Any) -> bool:
+        return v in self.values
+
+    def __str__(self) -> str:
+        return "one of " + ", ".join(repr(x) for x in sorted(self.values, key=str))
+
+
+class _Boolean:
+    def check(self, v: Any) -> bool:
+        return isinstance(v, bool)
+
+    def __str__(self) -> str:
+        return "a boolean"
+
+
+class _NoneOk:
+    def check(self, v: Any) -> bool:
+        return v is None
+
+    def __str__(self) -> str:
+        return "None"
+
+
+BOOLEAN = _Boolean()
+NONE = _NoneOk()
+POSITIVE = Interval(float, 0.0, None, "neither")
+NON_NEGATIVE = Interval(float, 0.0, None, "left")
+POSITIVE_INT = Interval(int, 1, None, "left")
+NON_NEGATIVE_INT = Interval(int, 0, None, "left")
+UNIT = Interval(float, 0.0, 1.0, "both")
+OPTIMIZER = Options(frozenset({"adam", "adamw", "sgd"}))
+
+
+# -- the data a method receives ------------------------------------------------------------------------
+
+
+@dataclass
+class UnlearnData:
+    """What a method is given. Splits it is not given raise :class:`DataAccessError` when read.
+
+    Build it from a scenario with :meth:`from_scenario`, or by hand (e.g. only ``forget`` for the
+    no-retain setting).
+    """
+
+    request: ForgetRequest
+    num_classes: int
+    in_shape: tuple[int, ...]
+    _forget: Dataset | None = None
+    _retain: Dataset | None = None
+    _val: Dataset | None = None
+    forget_classes: tuple[int, ...] = ()
+    make_model: Callable[[], nn.Module] | None = None
+    train_config: TrainConfig | None = None
+    device: torch.device = field(default_factory=lambda: torch.device("cpu"))
+    seed: int = 0
+    on_epoch: Callable[[int, int, float], None] | None = None
+
+    @classmethod
+    def from_scenario(
+        cls,
+        scenario: Scenario,
+        *,
+        provide: Sequence[str] = ("forget", "retain", "val"),
+        make_model: Callable[[], nn.Module] | None = None,
+        train_config: TrainConfig | None = None,
+        device: torch.device | str = "cpu",
+        seed: int | None = None,
+        on_epoch: Callable[[int, int, float], None] | None = None,
+    ) -> UnlearnData:
+        """The scenario's splits named in ``provide`` (others are withheld)."""
+        from unlearnkit.engine import resolve_device
+
+        return cls(
+            request=scenario.request,
+            num_classes=scenario.bundle.num_classes,
+            in_shape=scenario.bundle.in_shape,
+            _forget=scenario.forget if "forget" in provide else None,
+            _retain=scenario.retain if "retain" in provide else None,
+            _val=scenario.val if "val" in provide else None,
+            forget_classes=scenario.forget_classes,
+            make_model=make_model,
+            train_config=train_config,
+            device=resolve_device(device),
+            seed=scenario.seed if seed is None else seed,
+            on_epoch=on_epoch,
+        )
+
+    def has(self, name: str) -> bool:
+        """Whether the split/resource ``name`` is available."""
+        if name == "train_recipe":
+            return self.make_model is not None and self.train_config is not None
+        return getattr(self, f"_{name}", None) is not None
+
+    def _get(self, name: str) -> Dataset:
+        ds = getattr(self, f"_{name}")
+        if ds is None:
+            raise DataAccessError(f"the {name} set is not available to this method in this scenario")
+        return ds
+
+    @property
+    def forget(self) -> Dataset:
+        """D_f."""
+        return self._get("forget")
+
+    @property
+    def retain(self) -> Dataset:
+        """D_r (raises in a no-retain scenario)."""
+        return self._get("retain")
+
+    @property
+    def val(self) -> Dataset:
+        """Validation data."""
+        return self._get("val")
+
+
+# -- the base class --------------------------------------------------------------------------------------
+
+
+class Method:
+    """Base class of every unlearning method. Subclasses implement :meth:`_unlearn`."""
+
+    name: ClassVar[str] = ""
+    #: data/resources required: "forget", "retain", "val", "train_recipe"
+    needs: ClassVar[frozenset[str]] = frozenset({"forget", "retain"})
+    #: forget-request kinds the method can serve
+    requests: ClassVar[frozenset[str]] = frozenset(KINDS)
+    #: whether ``class:a,b`` (several classes at once) is supported
+    multi_class: ClassVar[bool] = True
+    _parameter_constraints: ClassVar[dict[str, list[Any]]] = {}
+
+    # sklearn-style introspection
+    @classmethod
+    def _get_param_names(cls) -> list[str]:
+        sig = inspect.signature(cls.__init__)
+        names = []
+        for p in sig.parameters.values():
+            if p.name == "self":
+                continue
+            if p.kind is not p.KEYWORD_ONLY:
+                raise TypeError(f"{cls.__name__}.__init__ must take keyword-only hyperparameters ({p.name})")
+            names.append(p.name)
+        return sorted(names)
+
+    def get_params(self) -> dict[str, Any]:
+        """Hyperparameters as given (name -> value)."""
+        return {n: getattr(self, n) for n in self._get_param_names()}
+
+    def set_params(self, **params: Any) -> Method:
+        """Set hyperparameters by name; unknown names raise."""
+        valid = self._get_param_names()
+        for k, v in params.items():
+            if k not in valid:
+                raise UnlearnkitError(_unknown_param_msg(self.name or type(self).__name__, k, valid))
+            setattr(self, k, v)
+        return self
+
+    def __repr__(self) -> str:
+        args = ", ".join(f"{k}={v!r}" for k, v in self.get_params().items())
+        return f"{type(self).__name__}({args})"
+
+    def validate_params(self) -> None:
+        """Check every hyperparameter against ``_parameter_constraints``; raise naming the first bad one."""
+        for pname, constraints in self._parameter_constraints.items():
+            v = getattr(self, pname)
+            if not any(c.check(v) for c in constraints):
+                expected = " or ".join(str(c) for c in constraints)
+                raise UnlearnkitError(
+                    f"method {self.name!r}: parameter {pname!r} must be {expected}, got {v!r}"
+                )
+
+    def check_data(self, data: UnlearnData) -> None:
+        """Refuse, before any work, a request or a data set-up this method cannot serve."""
+        req = data.request
+        if req.kind not in self.requests:
+            raise UnlearnkitError(
+                f"method {self.name!r} does not support {req.kind} requests ({req}); "
+                f"it supports: {', '.join(sorted(self.requests))}"
+            )
+        if req.kind == "class" and len(req.classes) > 1 and not self.multi_class:
+            raise UnlearnkitError(f"method {self.name!r} forgets one class at a time; got {req}")
+        for need in sorted(self.needs):
+            if not data.has(need):
+                what = "a model factory and training recipe" if need == "train_recipe" else f"{need} data"
+                raise UnlearnkitError(f"method {self.name!r} needs {what}, which this scenario does not provide")
+
+    def unlearn(self, model: nn.Module, data: UnlearnData) -> nn.Module:
+        """Return an unlearned copy of ``model`` (``model`` itself is left untouched)."""
+        self.validate_params()
+        self.check_data(data)
+        generator = seed_everything(data.seed)
+        work = copy.deepcopy(model).to(data.device)
+        t0 = time.perf_counter()
+        out = self._unlearn(work, data, generator)
+        self.elapsed_s_ = time.perf_counter() - t0
+        return out.eval()
+
+    def _unlearn(self, model: nn.Module, data: UnlearnData, generator: torch.Generator) -> nn.Module:
+        raise NotImplementedError
+
+
+def _unknown_param_msg(method: str, key: str, valid: list[str]) -> str:
+    return (
+        f"method {method!r} has no hyperparameter {key!r}{suggest(key, valid)}; "
+        f"its hyperparameters: {', '.join(valid) or 'none'}"
+    )
+
+
+METHODS: Registry[type[Method]] = Registry("method")
+
+
+def register_method(name: str) -> Callable[[type[Method]], type[Method]]:
+    """Class decorator: register a :class:`Method` subclass under ``name``."""
+
+    def deco(cls: type[Method]) -> type[Method]:
+        cls.name = name
+        cls._get_param_names()  # fail at import if the signature breaks the contract
+        return METHODS.register(name)(cls)
+
+    return deco
+
+
+def create_method(name: str, **params: Any) -> Method:
+    """Instantiate the registered method ``name`` with ``params`` (unknown names raise)."""
+    cls = METHODS.get(name)
+    valid = cls._get_param_names()
+    for k in params:
+        if k not in valid:
+            raise UnlearnkitError(_unknown_param_msg(name, k, valid))
+    return cls(**params)
+
+
+def list_methods(pattern: str = "*") -> list[str]:
+    """Registered method names matching ``pattern``."""
+    return METHODS.list(pattern)

@@ -1,0 +1,30 @@
+"""Metrics: pure functions in :mod:`unlearnkit.metrics.functional`, registered wrappers here."""
+
+from __future__ import annotations
+
+from unlearnkit.metrics import standard as _standard  # noqa: F401  (registers)
+from unlearnkit.metrics._base import (
+    METRICS,
+    EvalContext,
+    Metric,
+    MetricUnavailable,
+    NotComputed,
+    evaluate,
+    is_not_computed,
+    list_metrics,
+    register_metric,
+    value_to_json,
+)
+
+__all__ = [
+    "METRICS",
+    "EvalContext",
+    "Metric",
+    "MetricUnavailable",
+    "NotComputed",
+    "evaluate",
+    "is_not_computed",
+    "list_metrics",
+    "register_metric",
+    "value_to_json",
+]

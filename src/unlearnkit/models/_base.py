@@ -1,0 +1,39 @@
+"""Model registry and factory: ``create_model(name, num_classes, in_shape)``.
+
+Each entry is a function ``fn(num_classes, in_shape, **kwargs) -> nn.Module``; kwargs whose value is
+``None`` are dropped before the call (the timm idiom), so generic options do not break models that do
+not take them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+
+from torch import nn
+
+from unlearnkit._registry import Registry
+from unlearnkit.errors import UnlearnkitError
+
+ModelFn = Callable[..., nn.Module]
+MODELS: Registry[ModelFn] = Registry("model")
+
+
+def register_model(name: str) -> Callable[[ModelFn], ModelFn]:
+    """Decorator registering a model constructor under ``name``."""
+    return MODELS.register(name)
+
+
+def create_model(name: str, num_classes: int, in_shape: Sequence[int], **kwargs: object) -> nn.Module:
+    """Build the registered model ``name`` for ``num_classes`` outputs and inputs of ``in_shape``."""
+    fn = MODELS.get(name)
+    if int(num_classes) < 1:
+        raise UnlearnkitError(f"num_classes must be >= 1, got {num_classes}")
+    if not in_shape or any(int(s) < 1 for s in in_shape):
+        raise UnlearnkitError(f"in_shape must be a non-empty tuple of positive sizes, got {tuple(in_shape)}")
+    kwargs = {k: v for k, v in kwargs.items() if v is not None}
+    return fn(int(num_classes), tuple(int(s) for s in in_shape), **kwargs)
+
+
+def list_models(pattern: str = "*") -> list[str]:
+    """Registered model names matching ``pattern``."""
+    return MODELS.list(pattern)
