@@ -1,0 +1,31 @@
+"""Shared fixtures: a tiny digits scenario, a trained small model, an isolated model cache."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+import unlearnkit as uk
+from unlearnkit.engine import TrainConfig
+
+
+@pytest.fixture(autouse=True)
+def _isolated_cache(tmp_path_factory, monkeypatch):
+    """Never touch the user's ~/.cache from tests."""
+    monkeypatch.setenv("UNLEARNKIT_CACHE", str(tmp_path_factory.getbasetemp() / "uk_cache"))
+
+
+@pytest.fixture(scope="session")
+def digits_class_scenario() -> uk.Scenario:
+    return uk.Scenario(dataset="digits", forget="class:3", seed=0)
+
+
+@pytest.fixture(scope="session")
+def digits_random_scenario() -> uk.Scenario:
+    return uk.Scenario(dataset="digits", forget="random:0.1", seed=0)
+
+
+@pytest.fixture(scope="session")
+def trained_mlp(digits_class_scenario) -> torch.nn.Module:
+    """An MLP trained briefly on digits (seconds on CPU)."""
+    return uk.train("mlp", digits_class_scenario, config=TrainConfig(epochs=8), device="cpu")
