@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -90,7 +91,9 @@ class ForgetRequest:
             try:
                 num = float(value)
             except ValueError:
-                raise UnlearnkitError(f"random:{value}: expected a fraction in (0, 1) or a count") from None
+                num = float("nan")
+            if not math.isfinite(num):
+                raise UnlearnkitError(f"random:{value}: expected a fraction in (0, 1) or a count")
             is_count = "." not in value and "e" not in value.lower()
             if is_count:
                 return cls("random", count=int(num))
@@ -143,7 +146,11 @@ def read_indices_file(path: str | Path) -> np.ndarray:
         if not np.issubdtype(arr.dtype, np.integer):
             raise UnlearnkitError(f"indices in {p} must be integers, got dtype {arr.dtype}")
         return arr.astype(np.int64).ravel()
-    tokens = p.read_text().replace(",", " ").split()
+    try:
+        text = p.read_text()
+    except UnicodeDecodeError:
+        raise UnlearnkitError(f"indices file {p} is not a text file of integers (nor a .npy array)") from None
+    tokens = text.replace(",", " ").split()
     out = []
     for t in tokens:
         try:
@@ -245,7 +252,9 @@ class Scenario:
             if idx.size == 0:
                 raise UnlearnkitError(f"indices file {req.path} lists no indices: the forget set is empty")
             if idx.min() < 0 or idx.max() >= n_train:
-                raise UnlearnkitError(f"indices in {req.path} must be in [0, {n_train}); found {idx.min()}..{idx.max()}")
+                raise UnlearnkitError(
+                    f"indices in {req.path} must be in [0, {n_train}); found {idx.min()}..{idx.max()}"
+                )
             if len(np.unique(idx)) != len(idx):
                 raise UnlearnkitError(f"indices file {req.path} lists an index more than once")
             if np.isin(idx, self.val_idx).any():

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 from unlearnkit.data import digits as _digits  # noqa: F401  (registers)
+from unlearnkit.data import image_folder as _image_folder  # noqa: F401
 from unlearnkit.data import mnist1d as _mnist1d  # noqa: F401
+from unlearnkit.data import torchvision_sets as _torchvision_sets  # noqa: F401
 from unlearnkit.data._base import DATASETS, ArrayDataset, DatasetBundle, from_torch, register_dataset
 
 
@@ -17,4 +19,12 @@ def list_datasets(pattern: str = "*") -> list[str]:
     return DATASETS.list(pattern)
 
 
-__all__ = ["DATASETS", "ArrayDataset", "DatasetBundle", "from_torch", "list_datasets", "load_dataset", "register_dataset"]
+__all__ = [
+    "DATASETS",
+    "ArrayDataset",
+    "DatasetBundle",
+    "from_torch",
+    "list_datasets",
+    "load_dataset",
+    "register_dataset",
+]

@@ -98,7 +98,7 @@ def _targets_of(ds: Dataset) -> np.ndarray:
         t = getattr(ds, attr, None)
         if t is not None:
             return np.asarray(t)
-    return np.asarray([int(ds[i][1]) for i in range(len(ds))])
+    return np.asarray([torch.as_tensor(ds[i][1]).item() for i in range(len(ds))])  # no int(): keep 0.5 visible
 
 
 def from_torch(

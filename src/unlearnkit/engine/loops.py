@@ -10,7 +10,7 @@ from __future__ import annotations
 import contextlib
 import math
 from collections.abc import Callable, Iterator
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 
 import numpy as np
 import torch
@@ -59,7 +59,7 @@ def iterate(
         stop = n - n % batch_size if drop_last and n >= batch_size else n
         for i in range(0, stop, batch_size):
             j = order[i : i + batch_size]
-            yield x[j], y[j]
+            yield (x[j].float().div_(255.0) if x.dtype == torch.uint8 else x[j]), y[j]  # uint8 images -> [0, 1]
         return
     loader = DataLoader(
         dataset, batch_size=batch_size, shuffle=shuffle, generator=generator, num_workers=0, drop_last=drop_last
@@ -97,7 +97,6 @@ class TrainConfig:
     momentum: float = 0.9
     scheduler: str = "cosine"
     amp: bool = True
-    extra: dict = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if self.epochs < 0:

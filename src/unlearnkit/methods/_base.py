@@ -71,7 +71,10 @@ class Options:
     values: frozenset
 
     def check(self, v: Any) -> bool:
-        return v in self.values
+        try:
+            return v in self.values
+        except TypeError:  # unhashable values (lists, dicts) are never options
+            return False
 
     def __str__(self) -> str:
         return "one of " + ", ".join(repr(x) for x in sorted(self.values, key=str))
@@ -198,6 +201,8 @@ class Method:
     requests: ClassVar[frozenset[str]] = frozenset(KINDS)
     #: whether ``class:a,b`` (several classes at once) is supported
     multi_class: ClassVar[bool] = True
+    #: the talk's setting: 1 = forget/retain data available, 2 = no retain data (few-shot), 3 = concept (CLIP)
+    setting: ClassVar[int] = 1
     _parameter_constraints: ClassVar[dict[str, list[Any]]] = {}
 
     # sklearn-style introspection
@@ -240,16 +245,23 @@ class Method:
                     f"method {self.name!r}: parameter {pname!r} must be {expected}, got {v!r}"
                 )
 
+    @classmethod
+    def unsupported_reason(cls, request: ForgetRequest) -> str | None:
+        """Why this method cannot serve ``request`` (``None`` if it can)."""
+        if request.kind not in cls.requests:
+            return (
+                f"method {cls.name!r} does not support {request.kind} requests ({request}); "
+                f"it supports: {', '.join(sorted(cls.requests))}"
+            )
+        if request.kind == "class" and len(request.classes) > 1 and not cls.multi_class:
+            return f"method {cls.name!r} forgets one class at a time; got {request}"
+        return None
+
     def check_data(self, data: UnlearnData) -> None:
         """Refuse, before any work, a request or a data set-up this method cannot serve."""
-        req = data.request
-        if req.kind not in self.requests:
-            raise UnlearnkitError(
-                f"method {self.name!r} does not support {req.kind} requests ({req}); "
-                f"it supports: {', '.join(sorted(self.requests))}"
-            )
-        if req.kind == "class" and len(req.classes) > 1 and not self.multi_class:
-            raise UnlearnkitError(f"method {self.name!r} forgets one class at a time; got {req}")
+        reason = self.unsupported_reason(data.request)
+        if reason is not None:
+            raise UnlearnkitError(reason)
         for need in sorted(self.needs):
             if not data.has(need):
                 what = "a model factory and training recipe" if need == "train_recipe" else f"{need} data"

@@ -66,6 +66,7 @@ class NegGrad(Method):
             self.history_.append(total)
             if data.on_epoch:
                 data.on_epoch(epoch + 1, self.epochs, total)
-            if self.stop_forget_acc is not None and accuracy_on(model, data.forget, data.device) <= self.stop_forget_acc:
-                break
+            if self.stop_forget_acc is not None:
+                if accuracy_on(model, data.forget, data.device) <= self.stop_forget_acc:
+                    break
         return model

@@ -55,8 +55,11 @@ class NegGradPlus(Method):
         dev = data.device
         for epoch in range(self.epochs):
             total = 0.0
-            for (xr, yr), (xf, yf) in paired_batches(data.retain, data.forget, self.batch_size, self.batch_size, generator):
-                loss = self.alpha * ce(model, xr.to(dev), yr.to(dev)) - (1 - self.alpha) * ce(model, xf.to(dev), yf.to(dev))
+            pairs = paired_batches(data.retain, data.forget, self.batch_size, self.batch_size, generator)
+            for (xr, yr), (xf, yf) in pairs:
+                ce_r = ce(model, xr.to(dev), yr.to(dev))
+                ce_f = ce(model, xf.to(dev), yf.to(dev))
+                loss = self.alpha * ce_r - (1 - self.alpha) * ce_f  # α·CE_r − (1−α)·CE_f
                 check_finite(loss, "neggrad_plus")
                 opt.zero_grad(set_to_none=True)
                 loss.backward()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from unlearnkit.metrics import mia as _mia  # noqa: F401  (registers)
 from unlearnkit.metrics import standard as _standard  # noqa: F401  (registers)
 from unlearnkit.metrics._base import (
     METRICS,

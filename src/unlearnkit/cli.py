@@ -1,0 +1,196 @@
+"""The ``unlearnkit`` command line: a thin layer over the Python API.
+
+Every user error (unknown name, bad spec, unwritable output, ...) prints one line and exits with code 2.
+"""
+
+from __future__ import annotations
+
+import sys
+from datetime import datetime
+from enum import StrEnum
+from importlib import resources
+from pathlib import Path
+from typing import Annotated
+
+import typer
+import yaml
+from rich.console import Console
+from rich.table import Table
+
+from unlearnkit.errors import UnlearnkitError
+
+console = Console()
+err_console = Console(stderr=True)
+
+app = typer.Typer(
+    name="unlearnkit",
+    help="Make a trained model forget data, classes or concepts, and prove it against retraining.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    epilog=(
+        "Examples:\n\n"
+        "  unlearnkit run                                    # the default benchmark (digits, ~1-2 min on CPU)\n\n"
+        "  unlearnkit run --forget class:3,7 --methods retrain,neggrad_plus --seeds 0,1,2 --out runs/demo\n\n"
+        "  unlearnkit run --config benchmarks/setting1_digits.yaml\n\n"
+        "  unlearnkit list methods\n\n"
+        "  unlearnkit report runs/demo"
+    ),
+)
+
+
+def _fail(msg: str) -> None:
+    err_console.print(f"[bold red]error:[/bold red] {msg}", highlight=False, soft_wrap=True)
+    raise typer.Exit(code=2)
+
+
+def default_config_data() -> dict:
+    """The built-in default benchmark config as a mapping."""
+    text = resources.files("unlearnkit").joinpath("configs/default.yaml").read_text()
+    return yaml.safe_load(text)
+
+
+def _csv_ints(value: str, what: str) -> list[int]:
+    try:
+        return [int(v) for v in value.split(",") if v.strip()]
+    except ValueError:
+        raise UnlearnkitError(f"{what} must be comma-separated integers, got {value!r}") from None
+
+
+@app.command(
+    epilog="Example: unlearnkit run --dataset mnist1d --forget class:3 --forget random:0.1 --seeds 0,1 --out runs/m1d"
+)
+def run(
+    config: Annotated[Path | None, typer.Option("--config", "-c", help="YAML benchmark config.")] = None,
+    dataset: Annotated[str | None, typer.Option(help="Dataset name (see `unlearnkit list datasets`).")] = None,
+    data_root: Annotated[str | None, typer.Option(help="Root folder of torchvision/image-folder data.")] = None,
+    download: Annotated[bool, typer.Option("--download", help="Let torchvision download the dataset.")] = False,
+    model: Annotated[str | None, typer.Option(help="Model name (see `unlearnkit list models`).")] = None,
+    forget: Annotated[
+        list[str] | None, typer.Option(help="Forget request, repeatable: class:3, class:3,7, random:0.1, ...")
+    ] = None,
+    methods: Annotated[str | None, typer.Option(help="Comma-separated method names, or 'all'.")] = None,
+    seeds: Annotated[str | None, typer.Option(help="Comma-separated seeds, e.g. 0,1,2.")] = None,
+    epochs: Annotated[int | None, typer.Option(help="Epochs for the original and retrained models.")] = None,
+    device: Annotated[str | None, typer.Option(help="auto, cpu, cuda or mps.")] = None,
+    out: Annotated[Path | None, typer.Option(help="Output directory (default runs/<timestamp>).")] = None,
+    cache_dir: Annotated[str | None, typer.Option(help="Model cache (default ~/.cache/unlearnkit).")] = None,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress display.")] = False,
+) -> None:
+    """Run a benchmark; with no options, the default one (digits, small_cnn, class:3 and random:0.1)."""
+    from unlearnkit.experiments import parse_config, run_benchmark
+    from unlearnkit.experiments.config import load_config
+    from unlearnkit.experiments.progress import NullProgress, RichProgress
+
+    try:
+        cfg = load_config(config) if config is not None else parse_config(default_config_data(), "default config")
+        overrides: dict = {}
+        if dataset is not None:
+            overrides["dataset"] = dataset
+        if data_root is not None:
+            overrides["data_root"] = data_root
+        if download:
+            overrides["download"] = True
+        if model is not None:
+            overrides["model"] = model
+        if forget:
+            overrides["forget"] = list(forget)
+        if methods is not None:
+            overrides["methods"] = "all" if methods.strip() == "all" else [m.strip() for m in methods.split(",") if m]
+        if seeds is not None:
+            overrides["seeds"] = _csv_ints(seeds, "--seeds")
+        if epochs is not None:
+            overrides["train"] = {**cfg.train.model_dump(), "epochs": epochs}
+        if device is not None:
+            overrides["device"] = device
+        if cache_dir is not None:
+            overrides["cache_dir"] = cache_dir
+        if overrides:
+            cfg = parse_config({**cfg.model_dump(), **overrides}, "options")
+        out_dir = out or Path("runs") / datetime.now().strftime("%Y%m%d-%H%M%S")
+        res = run_benchmark(cfg, out_dir, progress=NullProgress() if quiet else RichProgress())
+    except UnlearnkitError as e:
+        _fail(str(e))
+        return
+    for reason in res.not_applicable:
+        console.print(f"[yellow]skipped:[/yellow] {reason}", highlight=False)
+    console.print(
+        f"{res.ran} runs ({res.failed} failed), {res.skipped} already stored, "
+        f"{res.trained_models} models trained, {res.wall_s:.1f} s -> {res.out_dir}",
+        highlight=False,
+    )
+    md = res.reports.get("md")
+    if md is not None and not quiet:
+        console.print(Path(md).read_text(), markup=False, highlight=False)
+    if res.failed:
+        console.print(f"[red]{res.failed} runs failed; see report.md[/red]")
+
+
+class ListWhat(StrEnum):
+    methods = "methods"
+    metrics = "metrics"
+    datasets = "datasets"
+    models = "models"
+
+
+@app.command("list")
+def list_(what: Annotated[ListWhat, typer.Argument(help="methods, metrics, datasets or models.")]) -> None:
+    """List registered methods, metrics, datasets or models."""
+    import unlearnkit as uk
+    from unlearnkit.methods import METHODS
+    from unlearnkit.metrics import METRICS
+
+    table = Table(title=what.value)
+    if what is ListWhat.methods:
+        table.add_column("method")
+        table.add_column("setting")
+        table.add_column("needs")
+        table.add_column("requests")
+        for n in uk.list_methods():
+            cls = METHODS.get(n)
+            table.add_row(n, str(cls.setting), ",".join(sorted(cls.needs)), ",".join(sorted(cls.requests)))
+    elif what is ListWhat.metrics:
+        table.add_column("metric")
+        table.add_column("better")
+        table.add_column("needs")
+        table.add_column("description")
+        for n in uk.list_metrics():
+            m = METRICS.get(n)
+            arrow = {True: "higher", False: "lower", None: "match retrain"}[m.higher_is_better]
+            table.add_row(n, arrow, ",".join(sorted(m.needs)), m.description)
+    else:
+        table.add_column(what.value[:-1])
+        for n in uk.list_datasets() if what is ListWhat.datasets else uk.list_models():
+            table.add_row(n)
+    console.print(table)
+
+
+@app.command()
+def report(directory: Annotated[Path, typer.Argument(help="A run directory containing results.db.")]) -> None:
+    """Regenerate report.json, report.md and report.html from DIRECTORY/results.db."""
+    from unlearnkit.experiments import ResultsStore
+    from unlearnkit.reports import write_reports
+
+    try:
+        db = directory / "results.db"
+        if not db.is_file():
+            raise UnlearnkitError(f"no results.db in {directory}")
+        paths = write_reports(ResultsStore(db).runs(), directory)
+    except UnlearnkitError as e:
+        _fail(str(e))
+        return
+    for p in paths.values():
+        console.print(str(p), highlight=False)
+
+
+def main() -> None:
+    """Console-script entry point."""
+    try:
+        app()
+    except UnlearnkitError as e:  # pragma: no cover - commands catch their own
+        err_console.print(f"error: {e}")
+        sys.exit(2)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,127 @@
+"""Typed experiment configs (pydantic): YAML in, validated, unknown keys are errors.
+
+A config describes a benchmark: one dataset and model, a list of forget requests, methods (with
+hyperparameters), seeds and the training recipe of the original/retrained models::
+
+    name: default
+    dataset: digits
+    model: small_cnn
+    forget: ["class:3", "random:0.1"]
+    methods: all            # or [retrain, finetune] or [{name: neggrad, params: {lr: 1e-4}}]
+    seeds: [0]
+    train: {epochs: 30, lr: 0.001, batch_size: 64}
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from unlearnkit.engine import TrainConfig
+from unlearnkit.errors import ConfigError
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class TrainSection(_Strict):
+    """Recipe for the original and retrained models (see :class:`unlearnkit.engine.TrainConfig`)."""
+
+    epochs: int = Field(30, ge=0)
+    lr: float = Field(1e-3, gt=0)
+    batch_size: int = Field(64, ge=1)
+    optimizer: Literal["adam", "adamw", "sgd"] = "adam"
+    weight_decay: float = Field(5e-4, ge=0)
+    momentum: float = Field(0.9, ge=0)
+    scheduler: Literal["cosine", "none"] = "cosine"
+    amp: bool = True
+
+    def to_train_config(self) -> TrainConfig:
+        """The engine's dataclass."""
+        return TrainConfig(**self.model_dump())
+
+
+class MethodSpec(_Strict):
+    """A method and its hyperparameters."""
+
+    name: str
+    params: dict[str, Any] = Field(default_factory=dict)
+
+
+class RunConfig(_Strict):
+    """A benchmark: dataset × model × forget requests × methods × seeds."""
+
+    name: str = "default"
+    dataset: str = "digits"
+    data_root: str | None = None
+    download: bool = False
+    model: str = "small_cnn"
+    model_kwargs: dict[str, Any] = Field(default_factory=dict)
+    forget: list[str] = Field(default_factory=lambda: ["class:3", "random:0.1"], min_length=1)
+    methods: Literal["all"] | list[str | MethodSpec] | dict[str, dict[str, Any]] = "all"
+    seeds: list[int] = Field(default_factory=lambda: [0], min_length=1)
+    train: TrainSection = Field(default_factory=TrainSection)
+    metrics: list[str] | None = None
+    device: str = "auto"
+    val_fraction: float = Field(0.1, ge=0, lt=0.5)
+    cache_dir: str | None = None
+
+    @field_validator("forget", mode="before")
+    @classmethod
+    def _one_forget(cls, v: Any) -> Any:
+        return [v] if isinstance(v, str) else v
+
+    @field_validator("seeds")
+    @classmethod
+    def _unique_seeds(cls, v: list[int]) -> list[int]:
+        if len(set(v)) != len(v):
+            raise ValueError("seeds must be distinct")
+        return v
+
+    def method_specs(self) -> list[MethodSpec] | None:
+        """Explicit methods as specs, or ``None`` for ``all``."""
+        if self.methods == "all":
+            return None
+        if isinstance(self.methods, dict):
+            return [MethodSpec(name=k, params=v or {}) for k, v in self.methods.items()]
+        return [m if isinstance(m, MethodSpec) else MethodSpec(name=m) for m in self.methods]
+
+
+def _one_line(e: ValidationError, source: str) -> str:
+    err = e.errors()[0]
+    loc = ".".join(str(p) for p in err["loc"]) or "(top level)"
+    msg = err["msg"]
+    if err["type"] == "extra_forbidden":
+        msg = "unknown key"
+    more = f" (and {len(e.errors()) - 1} more problems)" if len(e.errors()) > 1 else ""
+    return f"{source}: {loc}: {msg}{more}"
+
+
+def parse_config(data: dict[str, Any] | None, source: str = "config") -> RunConfig:
+    """Validate a mapping into a :class:`RunConfig`; problems raise :class:`ConfigError` (one line)."""
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{source}: expected a mapping of keys at the top level, got {type(data).__name__}")
+    try:
+        return RunConfig.model_validate(data)
+    except ValidationError as e:
+        raise ConfigError(_one_line(e, source)) from None
+
+
+def load_config(path: str | Path) -> RunConfig:
+    """Read and validate a YAML config file."""
+    p = Path(path)
+    if not p.is_file():
+        raise ConfigError(f"config file not found: {p}")
+    try:
+        data = yaml.safe_load(p.read_text())
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f" at line {mark.line + 1}" if mark is not None else ""
+        raise ConfigError(f"config file {p} is not valid YAML{where}") from None
+    return parse_config(data, str(p))

@@ -1,0 +1,47 @@
+"""Extra report sections: the hook later code uses to add a talk-layout table, a leaderboard, ..."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Any
+
+from unlearnkit.errors import UnlearnkitError
+
+
+@dataclass(frozen=True)
+class Section:
+    """A section appended to every report format after the scenario tables.
+
+    Build its tables with :func:`~unlearnkit.reports.markdown_table` and
+    :func:`~unlearnkit.reports.html_table`, which escape their cells.
+
+    Attributes:
+        title: the section heading (plain text; escaped in HTML).
+        markdown: the body in Markdown (inserted verbatim into report.md).
+        html: the body as a *trusted* HTML fragment (inserted verbatim into report.html); ``None`` shows
+            the markdown, escaped, in a ``<pre>`` block.
+        data: optional JSON-able payload stored under ``report.json["sections"]`` with the title.
+    """
+
+    title: str
+    markdown: str
+    html: str | None = None
+    data: Any = None
+
+
+def check_sections(sections: Iterable[Section] | None) -> list[Section]:
+    """Validate ``extra_sections`` arguments.
+
+    Raises:
+        UnlearnkitError: an item is not a :class:`Section` or has an empty title.
+    """
+    out = list(sections or ())
+    for i, s in enumerate(out):
+        if not isinstance(s, Section):
+            raise UnlearnkitError(f"extra_sections[{i}] must be a reports.Section, got {type(s).__name__}")
+        if not isinstance(s.title, str) or not s.title.strip():
+            raise UnlearnkitError(f"extra_sections[{i}] needs a non-empty title")
+        if not isinstance(s.markdown, str) or not (s.html is None or isinstance(s.html, str)):
+            raise UnlearnkitError(f"extra_sections[{i}] ({s.title!r}): markdown and html must be strings")
+    return out
