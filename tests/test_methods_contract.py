@@ -75,18 +75,22 @@ def _tripwire_factory() -> nn.Module:
 
 
 class _NaNNet(nn.Module):
-    """Trainable, but every logit is NaN."""
+    """Trainable, but every logit is NaN (wraps a model of the method's example architecture)."""
 
-    def __init__(self) -> None:
+    def __init__(self, inner: nn.Module | None = None) -> None:
         super().__init__()
-        self.fc = nn.Linear(64, 10)
+        self.inner = inner if inner is not None else _make_mlp()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.fc(x.flatten(1)) * float("nan")
+        return self.inner(x) * float("nan")
 
 
 def _make_mlp() -> nn.Module:
     return uk.create_model("mlp", 10, (1, 8, 8))
+
+
+def _factory(model_name: str) -> Callable[[], nn.Module]:
+    return lambda: uk.create_model(model_name, 10, (1, 8, 8))
 
 
 def _state(model: nn.Module) -> dict[str, torch.Tensor]:
@@ -117,12 +121,13 @@ class Problem:
 
     scenario: uk.Scenario
     model: nn.Module
+    make_model: Callable[[], nn.Module] = _make_mlp
     _runs: dict[type, _Run] = field(default_factory=dict)
 
     def data(self, *, request: ForgetRequest | None = None, **override: Any) -> UnlearnData:
         """Full data for the scenario (all splits + a 1-epoch retrain recipe), with overrides."""
         d = UnlearnData.from_scenario(
-            self.scenario, make_model=_make_mlp, train_config=TrainConfig(epochs=1), device="cpu"
+            self.scenario, make_model=self.make_model, train_config=TrainConfig(epochs=1), device="cpu"
         )
         if request is not None:
             d.request = request
@@ -165,9 +170,25 @@ class Problem:
         return self._runs[cls]
 
 
+class Problems:
+    """One tiny problem per example architecture (``Method.example_model``), built on first use."""
+
+    def __init__(self, scenario: uk.Scenario, trained_mlp: nn.Module) -> None:
+        self.scenario = scenario
+        self._by_model: dict[str, Problem] = {"mlp": Problem(scenario, copy.deepcopy(trained_mlp))}
+
+    def for_method(self, cls: type[Method]) -> Problem:
+        name = cls.example_model
+        if name not in self._by_model:
+            make = _factory(name)
+            model = uk.train(make(), self.scenario, config=TrainConfig(epochs=3), device="cpu")
+            self._by_model[name] = Problem(self.scenario, model, make_model=make)
+        return self._by_model[name]
+
+
 @pytest.fixture(scope="module")
-def problem(digits_class_scenario, trained_mlp) -> Problem:
-    return Problem(digits_class_scenario, copy.deepcopy(trained_mlp))
+def problems(digits_class_scenario, trained_mlp) -> Problems:
+    return Problems(digits_class_scenario, trained_mlp)
 
 
 # -- invalid values generated from the constraint objects ----------------------------------------------------
@@ -397,9 +418,9 @@ def check_request_kinds(cls: type[Method], problem: Problem) -> None:
 
 def check_nan_raises_diverged(cls: type[Method], problem: Problem) -> None:
     """A model with NaN logits makes the method raise TrainingDivergedError (not return garbage)."""
-    data = problem.data(make_model=_NaNNet)
+    data = problem.data(make_model=lambda: _NaNNet(problem.make_model()))
     with pytest.raises(TrainingDivergedError):
-        cls().unlearn(_NaNNet(), data)
+        cls().unlearn(_NaNNet(copy.deepcopy(problem.model)), data)
 
 
 CHECKS: list[Callable[[type[Method], Problem], None]] = [
@@ -428,8 +449,9 @@ def _method_checks():
 
 
 @pytest.mark.parametrize(("name", "check"), list(_method_checks()))
-def test_method_contract(name: str, check: Callable[[type[Method], Problem], None], problem: Problem) -> None:
-    check(METHODS.get(name), problem)
+def test_method_contract(name: str, check: Callable[[type[Method], Problem], None], problems: Problems) -> None:
+    cls = METHODS.get(name)
+    check(cls, problems.for_method(cls))
 
 
 def test_registry_lists_the_baselines():
@@ -490,6 +512,7 @@ class _UnderDeclaresNeeds(_Base):
     ],
     ids=["mutates_input", "nondeterministic", "skips_validation", "under_declares_needs"],
 )
-def test_checks_catch_broken_methods(broken, check, error, problem):
+def test_checks_catch_broken_methods(broken, check, error, problems):
+    problem = problems.for_method(broken)
     with pytest.raises(error):
         check(broken, problem)

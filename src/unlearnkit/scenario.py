@@ -337,6 +337,31 @@ class Scenario:
             raise UnlearnkitError(f"unknown split {name!r}; expected one of {', '.join(SPLITS)}")
         return getattr(self, f"{name}_idx")
 
+    def few_shot_forget(self, k: int, *, folder: str | None = None) -> Dataset:
+        """The no-retain setting's forget data: ``k`` images of the forgotten class.
+
+        Drawn (seeded) from D_f, or, with ``folder``, loaded from a user's folder of external images of the
+        class (see :func:`unlearnkit.data.few_shot.load_external_images`).
+        """
+        if self.request.kind != "class":
+            raise UnlearnkitError(f"few-shot forgetting needs a class request, got {self.request}")
+        if k < 1:
+            raise UnlearnkitError(f"the number of forget images k must be >= 1, got {k}")
+        if folder is not None:
+            from unlearnkit.data.few_shot import load_external_images
+
+            ds = load_external_images(folder, self.bundle.in_shape, label=self.forget_classes[0])
+            available = len(ds)
+            if k > available:
+                raise UnlearnkitError(f"k={k} forget images asked for, but {folder} holds only {available}")
+            return Subset(ds, np.random.default_rng(self.seed).choice(available, k, replace=False).tolist())
+        if k > len(self.forget_idx):
+            raise UnlearnkitError(
+                f"k={k} forget images asked for, but the forget set holds only {len(self.forget_idx)}"
+            )
+        pick = np.sort(np.random.default_rng(self.seed + 7).choice(self.forget_idx, k, replace=False))
+        return self._train_subset(pick)
+
     # -- identity -----------------------------------------------------------------------------------
     def spec(self) -> dict[str, Any]:
         """What identifies this scenario (goes into every run's config hash)."""

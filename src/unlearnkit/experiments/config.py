@@ -68,12 +68,21 @@ class RunConfig(_Strict):
     metrics: list[str] | None = None
     device: str = "auto"
     val_fraction: float = Field(0.1, ge=0, lt=0.5)
+    shots: list[int] = Field(default_factory=lambda: [10], min_length=1)
+    few_shot_folder: str | None = None
     cache_dir: str | None = None
 
     @field_validator("forget", mode="before")
     @classmethod
     def _one_forget(cls, v: Any) -> Any:
         return [v] if isinstance(v, str) else v
+
+    @field_validator("shots")
+    @classmethod
+    def _positive_shots(cls, v: list[int]) -> list[int]:
+        if any(k < 1 for k in v) or len(set(v)) != len(v):
+            raise ValueError("shots must be distinct positive integers (forget images given to no-retain methods)")
+        return v
 
     @field_validator("seeds")
     @classmethod

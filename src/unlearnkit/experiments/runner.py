@@ -156,6 +156,21 @@ def run_benchmark(
     return result
 
 
+@dataclass(eq=False)
+class Cell:
+    """One run of a scenario: a method with its (record) parameters; ``shots`` for no-retain methods."""
+
+    name: str
+    params: dict[str, Any]
+    method: Method | None
+    shots: int | None = None
+    key: str = ""
+
+    @property
+    def label(self) -> str:
+        return self.name if self.shots is None else f"{self.name} k={self.shots}"
+
+
 def _timing(info: dict[str, Any], retrain_time: float) -> dict[str, float]:
     """Costs recorded when a cached model was trained (time, peak memory)."""
     out = {"time_s": float(info["time_s"]), "retrain_time_s": retrain_time} if "time_s" in info else {}
@@ -185,29 +200,35 @@ def _run_scenario(
         "model_kwargs": cfg.model_kwargs, "train": train_cfg.to_dict(),
     }  # fmt: skip
     label_base = f"{spec['dataset']} {spec['forget']} s{scenario.seed}"
-    todo = [(ORIGINAL, {}, None)] + [(m.name, m.get_params(), m) for m in methods]
-    keys = {name: _run_key(base, name, params) for name, params, _ in todo}
-    pending = [t for t in todo if not store.has(keys[t[0]])]
-    for name, _, _ in todo:
-        if all(p[0] != name for p in pending):  # already stored: a rerun skips it
+    todo = [Cell(ORIGINAL, {}, None)]
+    for m in methods:
+        if m.setting == 2:  # no retain data: one cell per number of forget images k
+            todo += [Cell(m.name, {**m.get_params(), "shots": k}, m, shots=k) for k in cfg.shots]
+        else:
+            todo.append(Cell(m.name, m.get_params(), m))
+    for c in todo:
+        c.key = _run_key(base, c.name, c.params)
+    pending = [c for c in todo if not store.has(c.key)]
+    for c in todo:
+        if c not in pending:  # already stored: a rerun skips it
             result.skipped += 1
-            progress.run_finished(f"{label_base} {name} (stored)", "ok")
+            progress.run_finished(f"{label_base} {c.label} (stored)", "ok")
     if not pending:
         return
 
     def make_model() -> nn.Module:
         return create_model(cfg.model, scenario.bundle.num_classes, scenario.bundle.in_shape, **cfg.model_kwargs)
 
-    def record(name: str, params: dict[str, Any], status: str, metrics: dict[str, Any], error: str | None) -> None:
+    def record(cell: Cell, status: str, metrics: dict[str, Any], error: str | None) -> None:
         rec = {
-            "key": keys[name], "status": status, "error": error, "scenario": spec, "model": cfg.model,
-            "method": name, "params": params, "seed": scenario.seed, "config": base, "metrics": metrics,
+            "key": cell.key, "status": status, "error": error, "scenario": spec, "model": cfg.model,
+            "method": cell.name, "params": cell.params, "seed": scenario.seed, "config": base, "metrics": metrics,
             "splits_hash": base["splits_hash"], "versions": _versions(),
         }  # fmt: skip
         store.put(rec, scenario.splits_dict())
         result.ran += 1
         result.failed += status == "failed"
-        progress.run_finished(f"{label_base} {name}", status)
+        progress.run_finished(f"{label_base} {cell.label}", status)
 
     # -- the original (trained on D) and the retrained (on D_r) models, each trained once ---------------
     key_common = {"dataset": spec["dataset"], "model": cfg.model, "model_kwargs": cfg.model_kwargs,
@@ -239,8 +260,8 @@ def _run_scenario(
     except (UnlearnkitError, KeyboardInterrupt):
         raise
     except Exception as e:  # NaN loss or another failure: every pending run of this scenario fails
-        for name, params, _ in pending:
-            record(name, params, "failed", {}, f"reference training failed: {type(e).__name__}: {e}")
+        for c in pending:
+            record(c, "failed", {}, f"reference training failed: {type(e).__name__}: {e}")
         return
     original.to(device)
     retrained.to(device)
@@ -253,26 +274,46 @@ def _run_scenario(
                         metrics=cfg.metrics, timing=timing, device=device)  # fmt: skip
         return {k: value_to_json(v) for k, v in vals.items()}
 
-    for name, params, method in pending:
-        progress.run_started(f"{label_base} {name}")
-        if method is None:  # the original model's row; its cost is that of training it on D
-            record(name, params, "ok", metrics_of(original, _timing(original_info, retrain_time)), None)
+    for c in pending:
+        progress.run_started(f"{label_base} {c.label}")
+        if c.method is None:  # the original model's row; its cost is that of training it on D
+            record(c, "ok", metrics_of(original, _timing(original_info, retrain_time)), None)
             continue
         try:
-            if name == "retrain":  # the cached reference *is* this run; its cost is retraining's
+            if c.name == "retrain":  # the cached reference *is* this run; its cost is retraining's
                 model, timing = retrained, _timing(retrain_info, retrain_time)
             else:
-                data = UnlearnData.from_scenario(
-                    scenario, make_model=make_model, train_config=train_cfg, device=device, on_epoch=progress.epoch
-                )
+                data = _unlearn_data(cfg, scenario, c, make_model, train_cfg, device, progress)
                 with peak_memory(device) as mem:
-                    model = method.unlearn(original, data)
-                timing = {"time_s": method.elapsed_s_, "retrain_time_s": retrain_time}
+                    model = c.method.unlearn(original, data)
+                timing = {"time_s": c.method.elapsed_s_, "retrain_time_s": retrain_time}
                 if mem.mb is not None:
                     timing["peak_mem_mb"] = mem.mb
-            record(name, params, "ok", metrics_of(model, timing), None)
+            metrics = metrics_of(model, timing)
+            # method-specific figures (e.g. trainable-parameter count) recorded by the method itself
+            metrics.update({k: value_to_json(v) for k, v in getattr(c.method, "report_", {}).items()})
+            record(c, "ok", metrics, None)
         except (KeyboardInterrupt, UnlearnkitError):
             raise
         except Exception as e:
             tb = traceback.extract_tb(e.__traceback__)[-1]
-            record(name, params, "failed", {}, f"{type(e).__name__}: {e} (at {Path(tb.filename).name}:{tb.lineno})")
+            record(c, "failed", {}, f"{type(e).__name__}: {e} (at {Path(tb.filename).name}:{tb.lineno})")
+
+
+def _unlearn_data(
+    cfg: RunConfig,
+    scenario: Scenario,
+    cell: Cell,
+    make_model: Callable[[], nn.Module],
+    train_cfg: Any,
+    device: torch.device,
+    progress: ProgressSink,
+) -> UnlearnData:
+    """What a method may see: every training split (setting 1), or only k forget images (setting 2)."""
+    if cell.shots is None:
+        return UnlearnData.from_scenario(
+            scenario, make_model=make_model, train_config=train_cfg, device=device, on_epoch=progress.epoch
+        )
+    data = UnlearnData.from_scenario(scenario, provide=(), device=device, on_epoch=progress.epoch)
+    data._forget = scenario.few_shot_forget(cell.shots, folder=cfg.few_shot_folder)
+    return data

@@ -7,7 +7,8 @@ Following scikit-learn's estimator rules:
 * ``_parameter_constraints`` declares what each accepts; :meth:`Method.validate_params` checks them on
   entry to :meth:`Method.unlearn` (and the runner calls it before any training);
 * ``unlearn`` deep-copies its input (it never mutates ``model``) and records diagnostics in trailing
-  underscore attributes (``elapsed_s_``, ``history_``).
+  underscore attributes (``elapsed_s_``, ``history_``); a ``report_`` dict of name -> number (e.g.
+  ``{"trainable_params": 1234}``) is added to the run's metrics by the runner.
 
 Each method declares the data it needs (``needs``) and the forget requests it can serve
 (``requests``, ``multi_class``); an unsuitable scenario fails before any work with a clear message.
@@ -203,6 +204,8 @@ class Method:
     multi_class: ClassVar[bool] = True
     #: the talk's setting: 1 = forget/retain data available, 2 = no retain data (few-shot), 3 = concept (CLIP)
     setting: ClassVar[int] = 1
+    #: the registered model (built for digits, 1x8x8) that the contract tests train a tiny instance of
+    example_model: ClassVar[str] = "mlp"
     _parameter_constraints: ClassVar[dict[str, list[Any]]] = {}
 
     # sklearn-style introspection

@@ -16,16 +16,26 @@ from unlearnkit.metrics._base import (
     register_metric,
     value_to_json,
 )
+from unlearnkit.metrics.forget_quality import (
+    ForgetQualityResult,
+    final_score,
+    forget_quality,
+    logit_scaled_confidence,
+)
 
 __all__ = [
     "METRICS",
     "EvalContext",
+    "ForgetQualityResult",
     "Metric",
     "MetricUnavailable",
     "NotComputed",
     "evaluate",
+    "final_score",
+    "forget_quality",
     "is_not_computed",
     "list_metrics",
+    "logit_scaled_confidence",
     "register_metric",
     "value_to_json",
 ]

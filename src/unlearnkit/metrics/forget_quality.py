@@ -412,7 +412,10 @@ def final_score(
         raise UnlearnkitError(f"forget quality must be a finite number >= 0, got {f!r}")
     means = []
     for name, acc in (("ra_u", ra_u), ("ra_r", ra_r), ("ta_u", ta_u), ("ta_r", ta_r)):
-        a = _as_numpy(acc).astype(np.float64).ravel()
+        try:
+            a = _as_numpy(acc).astype(np.float64).ravel()
+        except (TypeError, ValueError):
+            raise UnlearnkitError(f"{name} must be numeric accuracies, got {acc!r}") from None
         if a.size == 0 or not np.isfinite(a).all() or (a < 0).any():
             raise UnlearnkitError(f"{name} must be finite non-negative accuracies, got {acc!r}")
         means.append(float(a.mean()))

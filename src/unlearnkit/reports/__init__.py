@@ -33,11 +33,12 @@ from unlearnkit.reports._aggregate import (
     order_metrics,
     to_jsonable,
 )
-from unlearnkit.reports._section import Section, check_sections
+from unlearnkit.reports._section import SECTIONS, Section, check_sections, register_section, registered_sections
 from unlearnkit.reports.html import html_report, html_table, render_html
 from unlearnkit.reports.tables import markdown_report, markdown_table, render_markdown
 
 __all__ = [
+    "SECTIONS",
     "Row",
     "RunView",
     "ScenarioTable",
@@ -47,6 +48,7 @@ __all__ = [
     "build_report_json",
     "html_table",
     "markdown_table",
+    "register_section",
     "render_html",
     "render_markdown",
     "write_reports",
@@ -154,8 +156,9 @@ def write_reports(
     Returns:
         ``{"json": .../report.json, "md": .../report.md, "html": .../report.html}``.
     """
+    runs = list(runs)
     views = normalize_runs(runs)
-    sections = check_sections(extra_sections)
+    sections = check_sections(extra_sections) + registered_sections([dict(r) for r in runs])
     tables = aggregate(views)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)

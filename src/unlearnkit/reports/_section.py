@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from unlearnkit._registry import Registry
 from unlearnkit.errors import UnlearnkitError
 
 
@@ -44,4 +45,29 @@ def check_sections(sections: Iterable[Section] | None) -> list[Section]:
             raise UnlearnkitError(f"extra_sections[{i}] needs a non-empty title")
         if not isinstance(s.markdown, str) or not (s.html is None or isinstance(s.html, str)):
             raise UnlearnkitError(f"extra_sections[{i}] ({s.title!r}): markdown and html must be strings")
+    return out
+
+
+#: A section builder looks at every run record and returns a Section, or None when it has nothing to show
+#: (e.g. the talk-layout table only for runs of the talk's settings). Registered builders run on every
+#: report, in name order, after the ``extra_sections`` given explicitly.
+SectionBuilder = Callable[[list[Mapping[str, Any]]], "Section | None"]
+SECTIONS: Registry[SectionBuilder] = Registry("report section")
+
+
+def register_section(name: str) -> Callable[[SectionBuilder], SectionBuilder]:
+    """Decorator registering a section builder ``fn(runs) -> Section | None`` under ``name``."""
+    return SECTIONS.register(name)
+
+
+def registered_sections(runs: list[Mapping[str, Any]]) -> list[Section]:
+    """Run every registered builder on ``runs``; a builder that fails becomes a section saying so."""
+    out: list[Section] = []
+    for name in SECTIONS.list():
+        try:
+            sec = SECTIONS.get(name)(runs)
+        except Exception as e:  # a broken optional section must not lose the report
+            sec = Section(title=name, markdown=f"not computed: {type(e).__name__}: {e}")
+        if sec is not None:
+            out.append(sec)
     return out
