@@ -1,25 +1,31 @@
-"""The benchmark runner: config -> scenarios -> cached original/retrained models -> methods -> store.
+"""The benchmark runner: config -> cells -> (cached reference models, unlearning, evaluation) -> store.
 
 One path for the CLI, the Python API and sweeps:
 
-1. Validate everything up front (dataset, model, forget specs, methods and their hyperparameters,
-   metrics, device, output directory), so bad input fails before any training and nothing is written.
-2. For each (forget request, seed): build the :class:`~unlearnkit.scenario.Scenario`; train (or load from
-   the cache) the original model on D and the retrained model on D_r, keyed by config hash.
-3. For each applicable method: skip if its run key is already in ``results.db``; else unlearn a copy of
-   the original, measure time and peak memory, evaluate every metric, and store the row in one
-   transaction. A run that fails (e.g. NaN loss) is stored as failed with its reason; the others go on.
-4. Regenerate ``report.json``, ``report.md`` and ``report.html`` from the store.
+1. :func:`plan` validates everything up front (dataset, model, forget specs, methods and their
+   hyperparameters, metrics, device) and expands the config into :class:`Cell` s — one per stored row:
+   the original model, then each applicable method, for every (forget request, seed). Bad input fails
+   here, before any training, and nothing is written.
+2. An executor runs :func:`run_cell` on each cell not yet in ``results.db``. A cell loads (or trains
+   once, cached by config hash) the original model on D and the retrained model on D_r, unlearns a
+   copy of the original, measures time and peak memory, evaluates every metric, and *returns* its
+   record. A run that fails (e.g. NaN loss) returns a failed record with the reason; the others go on.
+3. Only the driver writes to the store, one transaction per record, so an interrupted benchmark keeps
+   every finished row and a rerun skips them.
+4. ``report.json``, ``report.md`` and ``report.html`` are regenerated from the store.
+
+The in-process executor is the default; :mod:`unlearnkit.experiments` sweeps hand the same cells to Ray.
 """
 
 from __future__ import annotations
 
+import functools
 import os
 import tempfile
 import time
 import traceback
-from collections.abc import Callable
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -28,7 +34,7 @@ from torch import nn
 
 import unlearnkit
 from unlearnkit.data import DATASETS, DatasetBundle, load_dataset
-from unlearnkit.engine import ModelCache, config_hash, resolve_device, seed_everything, train_model
+from unlearnkit.engine import ModelCache, TrainConfig, config_hash, resolve_device, seed_everything, train_model
 from unlearnkit.errors import ConfigError, UnlearnkitError
 from unlearnkit.experiments.config import RunConfig
 from unlearnkit.experiments.memory import peak_memory
@@ -41,6 +47,54 @@ from unlearnkit.scenario import ForgetRequest, Scenario
 
 #: pseudo-method name of the model before unlearning (a row in every report)
 ORIGINAL = "original"
+
+
+# -- planning ----------------------------------------------------------------------------------------------
+
+
+@dataclass
+class Cell:
+    """One run = one stored row. Plain data (picklable), so any executor can ship it to a worker.
+
+    Attributes:
+        dataset, data_root, download, forget, seed, val_fraction: the scenario.
+        model, model_kwargs, train: the architecture and the recipe of the original/retrained models.
+        method: a registered method name, or ``"original"``.
+        params: the method's hyperparameters as recorded (plus ``shots`` for no-retain methods).
+        shots: number of forget images for setting-2 (no retain data) methods, else ``None``.
+        metrics: metric names to compute (``None``: all registered).
+        few_shot_folder: external images for setting-2 methods.
+        key: the hash of everything above that determines the result (the store's primary key).
+    """
+
+    dataset: str
+    forget: str
+    seed: int
+    model: str
+    method: str
+    params: dict[str, Any]
+    train: dict[str, Any]
+    model_kwargs: dict[str, Any] = field(default_factory=dict)
+    data_root: str | None = None
+    download: bool = False
+    val_fraction: float = 0.1
+    shots: int | None = None
+    metrics: list[str] | None = None
+    few_shot_folder: str | None = None
+    key: str = ""
+
+    @property
+    def label(self) -> str:
+        """Short human-readable name for progress displays."""
+        k = "" if self.shots is None else f" k={self.shots}"
+        return f"{self.dataset} {self.forget} s{self.seed} {self.method}{k}"
+
+    def identity(self) -> dict[str, Any]:
+        """What determines the result (hashed into :attr:`key`)."""
+        d = asdict(self)
+        for k in ("key", "data_root", "download", "metrics"):
+            d.pop(k)
+        return d
 
 
 @dataclass
@@ -71,7 +125,10 @@ def ensure_writable_dir(path: str | Path) -> Path:
 
 
 def resolve_methods(cfg: RunConfig) -> list[Method]:
-    """Instantiate and validate the configured methods (``all``: every registered setting-1 method)."""
+    """Instantiate and validate the configured methods (``all``: every registered setting-1 method).
+
+    ``retrain`` is always included: every report shows the gold standard beside each method.
+    """
     specs = cfg.method_specs()
     if specs is None:
         return [create_method(n) for n in METHODS.list() if METHODS.get(n).setting == 1]
@@ -81,7 +138,7 @@ def resolve_methods(cfg: RunConfig) -> list[Method]:
     if len(set(names)) != len(names):
         raise ConfigError(f"a method is listed twice in {names}")
     methods = [create_method(s.name, **s.params) for s in specs]
-    if "retrain" not in names:  # every report shows the gold standard beside each method
+    if "retrain" not in names:
         methods.insert(0, create_method("retrain"))
     for m in methods:
         m.validate_params()
@@ -97,78 +154,155 @@ def validate_config(cfg: RunConfig) -> tuple[list[Method], list[ForgetRequest], 
     for name in cfg.metrics or []:
         METRICS.get(name)
     device = resolve_device(cfg.device)
-    for m in methods:
-        if all(m.unsupported_reason(r) for r in requests):
-            if cfg.methods != "all":
+    if cfg.methods != "all":
+        for m in methods:
+            if all(m.unsupported_reason(r) for r in requests):
                 raise UnlearnkitError(m.unsupported_reason(requests[0]) or f"method {m.name!r} does not apply")
     return methods, requests, device
+
+
+def plan(cfg: RunConfig, bundle: DatasetBundle | None = None) -> tuple[list[Cell], list[str]]:
+    """Validate ``cfg`` and expand it into cells; also return why some (method, request) pairs were skipped.
+
+    Every scenario is built here (so an unknown class or an empty forget set fails before any work).
+    """
+    methods, requests, _ = validate_config(cfg)
+    bundle = bundle if bundle is not None else _bundle(cfg.dataset, cfg.data_root, cfg.download)
+    train = cfg.train.to_train_config().to_dict()
+    common = {
+        "dataset": bundle.name, "model": cfg.model, "model_kwargs": dict(cfg.model_kwargs), "train": train,
+        "data_root": cfg.data_root, "download": cfg.download, "val_fraction": cfg.val_fraction,
+        "metrics": cfg.metrics, "few_shot_folder": cfg.few_shot_folder,
+    }  # fmt: skip
+    cells: list[Cell] = []
+    skipped: list[str] = []
+    for req in requests:
+        for seed in cfg.seeds:
+            Scenario(bundle, req, seed, val_fraction=cfg.val_fraction)  # validates the request on the data
+            cells.append(Cell(forget=str(req), seed=seed, method=ORIGINAL, params={}, **common))
+            for m in methods:
+                reason = m.unsupported_reason(req)
+                if reason:
+                    if reason not in skipped:
+                        skipped.append(reason)
+                    continue
+                shots_list = cfg.shots if m.setting == 2 else [None]
+                for k in shots_list:
+                    params = m.get_params() if k is None else {**m.get_params(), "shots": k}
+                    cells.append(Cell(forget=str(req), seed=seed, method=m.name, params=params, shots=k, **common))
+    for c in cells:
+        c.key = config_hash(c.identity())
+    return cells, skipped
+
+
+# -- executing one cell ---------------------------------------------------------------------------------------
+
+
+@functools.lru_cache(maxsize=4)
+def _bundle(dataset: str, root: str | None, download: bool) -> DatasetBundle:
+    return load_dataset(dataset, root, download)
 
 
 def _versions() -> dict[str, str]:
     return {"unlearnkit": unlearnkit.__version__, "torch": torch.__version__}
 
 
-def run_benchmark(
-    cfg: RunConfig,
-    out_dir: str | Path,
+def reference_keys(cell: Cell, scenario: Scenario) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Cache keys of the original (trained on D) and retrained (on D_r) models a cell needs."""
+    common = {"dataset": cell.dataset, "model": cell.model, "model_kwargs": cell.model_kwargs,
+              "train": cell.train, "seed": cell.seed}  # fmt: skip
+    orig = {**common, "role": "original", "train_idx": config_hash({"i": scenario.train_idx.tolist()})}
+    retr = {**common, "role": "retrain", "retain_idx": config_hash({"i": scenario.retain_idx.tolist()})}
+    return orig, retr
+
+
+def run_cell(
+    cell: Cell,
     *,
+    cache_dir: str | Path | None = None,
+    device: str | torch.device = "auto",
     progress: ProgressSink | None = None,
     bundle: DatasetBundle | None = None,
-) -> BenchmarkResult:
-    """Run (or resume) the benchmark described by ``cfg`` into ``out_dir``.
+) -> dict[str, Any]:
+    """Run one cell and return its record (status ``ok`` or ``failed``); never writes to the store.
 
-    Args:
-        cfg: the validated config.
-        out_dir: where ``results.db`` and the reports go.
-        progress: a progress sink (e.g. :class:`~unlearnkit.experiments.progress.RichProgress`).
-        bundle: an already loaded dataset (Python API: any user dataset via ``from_torch``).
+    Reference models are loaded from (or trained once into) the model cache at ``cache_dir``.
     """
-    t_start = time.perf_counter()
     progress = progress or NullProgress()
-    methods, requests, device = validate_config(cfg)
-    out = ensure_writable_dir(out_dir)
-    if bundle is None:
-        bundle = load_dataset(cfg.dataset, cfg.data_root, cfg.download)
-    # Build every scenario before writing anything: bad requests (unknown class, empty set) fail here.
-    scenarios = [
-        Scenario(bundle, r, seed, val_fraction=cfg.val_fraction) for r in requests for seed in cfg.seeds
-    ]
-    store = ResultsStore(out / "results.db")
-    cache = ModelCache(Path(cfg.cache_dir) / "models" if cfg.cache_dir else None)
-    result = BenchmarkResult(out_dir=out)
+    dev = resolve_device(device)
+    bundle = bundle if bundle is not None else _bundle(cell.dataset, cell.data_root, cell.download)
+    scenario = Scenario(bundle, cell.forget, cell.seed, val_fraction=cell.val_fraction)
+    spec = scenario.spec()
+    record: dict[str, Any] = {
+        "key": cell.key, "status": "ok", "error": None, "scenario": spec, "model": cell.model,
+        "method": cell.method, "params": cell.params, "seed": cell.seed, "metrics": {},
+        "config": {**cell.identity(), "splits_hash": scenario.splits_hash()},
+        "splits_hash": scenario.splits_hash(), "versions": _versions(),
+        "splits": scenario.splits_dict(), "trained_models": 0,
+    }  # fmt: skip
+    train_cfg = TrainConfig(**cell.train)
+    cache = ModelCache(Path(cache_dir) / "models" if cache_dir else None)
 
-    plan = [(s, [m for m in methods if m.unsupported_reason(s.request) is None]) for s in scenarios]
-    for s in scenarios:
-        for m in methods:
-            reason = m.unsupported_reason(s.request)
-            if reason and reason not in result.not_applicable:
-                result.not_applicable.append(reason)
-    progress.start(sum(len(ms) + 1 for _, ms in plan))  # +1: the original model's row
+    def make_model() -> nn.Module:
+        return create_model(cell.model, bundle.num_classes, bundle.in_shape, **cell.model_kwargs)
+
+    def trainer(split: str, role: str) -> Callable[[nn.Module], dict[str, Any]]:
+        def _train(model: nn.Module) -> dict[str, Any]:
+            progress.run_started(f"{cell.dataset} {cell.forget} s{cell.seed} train {role}")
+            gen = seed_everything(cell.seed)
+            t0 = time.perf_counter()
+            with peak_memory(dev) as mem:
+                train_model(model, scenario.split(split), train_cfg, device=dev, generator=gen,
+                            on_epoch=progress.epoch, where=f"training the {role} model")  # fmt: skip
+            record["trained_models"] += 1
+            info: dict[str, Any] = {"time_s": time.perf_counter() - t0, "device": str(dev)}
+            if mem.mb is not None:
+                info["peak_mem_mb"] = mem.mb
+            return info
+
+        return _train
+
+    orig_key, retr_key = reference_keys(cell, scenario)
     try:
-        for scenario, scenario_methods in plan:
-            _run_scenario(cfg, scenario, scenario_methods, store, cache, device, progress, result)
-    finally:
-        progress.close()
-    from unlearnkit.reports import write_reports
+        seed_everything(cell.seed)
+        original, original_info, _ = cache.get_or_train(orig_key, make_model, trainer("train", "original"))
+        seed_everything(cell.seed)
+        retrained, retrain_info, _ = cache.get_or_train(retr_key, make_model, trainer("retain", "retrained"))
+    except (UnlearnkitError, KeyboardInterrupt):
+        raise
+    except Exception as e:  # NaN loss or another failure while training a reference model
+        return {**record, "status": "failed", "error": f"reference training failed: {type(e).__name__}: {e}"}
+    original.to(dev)
+    retrained.to(dev)
+    torch.manual_seed(cell.seed + 1_000_003)
+    random_model = make_model().to(dev).eval()  # ZRF's incompetent teacher: never trained
+    retrain_time = float(retrain_info.get("time_s", 0.0))
 
-    result.reports = write_reports(store.runs(), out)
-    result.wall_s = time.perf_counter() - t_start
-    return result
-
-
-@dataclass(eq=False)
-class Cell:
-    """One run of a scenario: a method with its (record) parameters; ``shots`` for no-retain methods."""
-
-    name: str
-    params: dict[str, Any]
-    method: Method | None
-    shots: int | None = None
-    key: str = ""
-
-    @property
-    def label(self) -> str:
-        return self.name if self.shots is None else f"{self.name} k={self.shots}"
+    progress.run_started(cell.label)
+    try:
+        extra: dict[str, Any] = {}
+        if cell.method == ORIGINAL:  # the model before unlearning; its cost is that of training it on D
+            model, timing = original, _timing(original_info, retrain_time)
+        elif cell.method == "retrain":  # the cached reference *is* this run; its cost is retraining's
+            model, timing = retrained, _timing(retrain_info, retrain_time)
+        else:
+            method = create_method(cell.method, **{k: v for k, v in cell.params.items() if k != "shots"})
+            data = _unlearn_data(cell, scenario, make_model, train_cfg, dev, progress)
+            with peak_memory(dev) as mem:
+                model = method.unlearn(original, data)
+            timing = {"time_s": method.elapsed_s_, "retrain_time_s": retrain_time}
+            if mem.mb is not None:
+                timing["peak_mem_mb"] = mem.mb
+            extra = getattr(method, "report_", {})  # method-specific figures, e.g. trainable parameters
+        values = evaluate(model, scenario, reference=retrained, random_model=random_model, original=original,
+                          metrics=cell.metrics, timing=timing, device=dev)  # fmt: skip
+        record["metrics"] = {k: value_to_json(v) for k, v in {**values, **extra}.items()}
+    except (KeyboardInterrupt, UnlearnkitError):
+        raise
+    except Exception as e:
+        tb = traceback.extract_tb(e.__traceback__)[-1]
+        record.update(status="failed", error=f"{type(e).__name__}: {e} (at {Path(tb.filename).name}:{tb.lineno})")
+    return record
 
 
 def _timing(info: dict[str, Any], retrain_time: float) -> dict[str, float]:
@@ -179,133 +313,11 @@ def _timing(info: dict[str, Any], retrain_time: float) -> dict[str, float]:
     return out
 
 
-def _run_key(base: dict[str, Any], method: str, params: dict[str, Any]) -> str:
-    return config_hash({**base, "method": method, "params": params})
-
-
-def _run_scenario(
-    cfg: RunConfig,
-    scenario: Scenario,
-    methods: list[Method],
-    store: ResultsStore,
-    cache: ModelCache,
-    device: torch.device,
-    progress: ProgressSink,
-    result: BenchmarkResult,
-) -> None:
-    spec = scenario.spec()
-    train_cfg = cfg.train.to_train_config()
-    base = {
-        "scenario": spec, "splits_hash": scenario.splits_hash(), "model": cfg.model,
-        "model_kwargs": cfg.model_kwargs, "train": train_cfg.to_dict(),
-    }  # fmt: skip
-    label_base = f"{spec['dataset']} {spec['forget']} s{scenario.seed}"
-    todo = [Cell(ORIGINAL, {}, None)]
-    for m in methods:
-        if m.setting == 2:  # no retain data: one cell per number of forget images k
-            todo += [Cell(m.name, {**m.get_params(), "shots": k}, m, shots=k) for k in cfg.shots]
-        else:
-            todo.append(Cell(m.name, m.get_params(), m))
-    for c in todo:
-        c.key = _run_key(base, c.name, c.params)
-    pending = [c for c in todo if not store.has(c.key)]
-    for c in todo:
-        if c not in pending:  # already stored: a rerun skips it
-            result.skipped += 1
-            progress.run_finished(f"{label_base} {c.label} (stored)", "ok")
-    if not pending:
-        return
-
-    def make_model() -> nn.Module:
-        return create_model(cfg.model, scenario.bundle.num_classes, scenario.bundle.in_shape, **cfg.model_kwargs)
-
-    def record(cell: Cell, status: str, metrics: dict[str, Any], error: str | None) -> None:
-        rec = {
-            "key": cell.key, "status": status, "error": error, "scenario": spec, "model": cfg.model,
-            "method": cell.name, "params": cell.params, "seed": scenario.seed, "config": base, "metrics": metrics,
-            "splits_hash": base["splits_hash"], "versions": _versions(),
-        }  # fmt: skip
-        store.put(rec, scenario.splits_dict())
-        result.ran += 1
-        result.failed += status == "failed"
-        progress.run_finished(f"{label_base} {cell.label}", status)
-
-    # -- the original (trained on D) and the retrained (on D_r) models, each trained once ---------------
-    key_common = {"dataset": spec["dataset"], "model": cfg.model, "model_kwargs": cfg.model_kwargs,
-                  "train": train_cfg.to_dict(), "seed": scenario.seed}  # fmt: skip
-    orig_key = {**key_common, "role": "original", "train_idx": config_hash({"i": scenario.train_idx.tolist()})}
-    retr_key = {**key_common, "role": "retrain", "retain_idx": config_hash({"i": scenario.retain_idx.tolist()})}
-
-    def trainer(split: str, role: str) -> Callable[[nn.Module], dict[str, Any]]:
-        def _train(model: nn.Module) -> dict[str, Any]:
-            progress.run_started(f"{label_base} train {role}")
-            gen = seed_everything(scenario.seed)
-            t0 = time.perf_counter()
-            with peak_memory(device) as mem:
-                train_model(model, scenario.split(split), train_cfg, device=device, generator=gen,
-                            on_epoch=progress.epoch, where=f"training the {role} model")  # fmt: skip
-            result.trained_models += 1
-            info: dict[str, Any] = {"time_s": time.perf_counter() - t0, "device": str(device)}
-            if mem.mb is not None:
-                info["peak_mem_mb"] = mem.mb
-            return info
-
-        return _train
-
-    try:
-        seed_everything(scenario.seed)
-        original, original_info, _ = cache.get_or_train(orig_key, make_model, trainer("train", "original"))
-        seed_everything(scenario.seed)
-        retrained, retrain_info, _ = cache.get_or_train(retr_key, make_model, trainer("retain", "retrained"))
-    except (UnlearnkitError, KeyboardInterrupt):
-        raise
-    except Exception as e:  # NaN loss or another failure: every pending run of this scenario fails
-        for c in pending:
-            record(c, "failed", {}, f"reference training failed: {type(e).__name__}: {e}")
-        return
-    original.to(device)
-    retrained.to(device)
-    torch.manual_seed(scenario.seed + 1_000_003)
-    random_model = make_model().to(device).eval()  # ZRF's incompetent teacher: never trained
-    retrain_time = float(retrain_info.get("time_s", 0.0))
-
-    def metrics_of(model: nn.Module, timing: dict[str, float]) -> dict[str, Any]:
-        vals = evaluate(model, scenario, reference=retrained, random_model=random_model, original=original,
-                        metrics=cfg.metrics, timing=timing, device=device)  # fmt: skip
-        return {k: value_to_json(v) for k, v in vals.items()}
-
-    for c in pending:
-        progress.run_started(f"{label_base} {c.label}")
-        if c.method is None:  # the original model's row; its cost is that of training it on D
-            record(c, "ok", metrics_of(original, _timing(original_info, retrain_time)), None)
-            continue
-        try:
-            if c.name == "retrain":  # the cached reference *is* this run; its cost is retraining's
-                model, timing = retrained, _timing(retrain_info, retrain_time)
-            else:
-                data = _unlearn_data(cfg, scenario, c, make_model, train_cfg, device, progress)
-                with peak_memory(device) as mem:
-                    model = c.method.unlearn(original, data)
-                timing = {"time_s": c.method.elapsed_s_, "retrain_time_s": retrain_time}
-                if mem.mb is not None:
-                    timing["peak_mem_mb"] = mem.mb
-            metrics = metrics_of(model, timing)
-            # method-specific figures (e.g. trainable-parameter count) recorded by the method itself
-            metrics.update({k: value_to_json(v) for k, v in getattr(c.method, "report_", {}).items()})
-            record(c, "ok", metrics, None)
-        except (KeyboardInterrupt, UnlearnkitError):
-            raise
-        except Exception as e:
-            tb = traceback.extract_tb(e.__traceback__)[-1]
-            record(c, "failed", {}, f"{type(e).__name__}: {e} (at {Path(tb.filename).name}:{tb.lineno})")
-
-
 def _unlearn_data(
-    cfg: RunConfig,
-    scenario: Scenario,
     cell: Cell,
+    scenario: Scenario,
     make_model: Callable[[], nn.Module],
-    train_cfg: Any,
+    train_cfg: TrainConfig,
     device: torch.device,
     progress: ProgressSink,
 ) -> UnlearnData:
@@ -315,5 +327,99 @@ def _unlearn_data(
             scenario, make_model=make_model, train_config=train_cfg, device=device, on_epoch=progress.epoch
         )
     data = UnlearnData.from_scenario(scenario, provide=(), device=device, on_epoch=progress.epoch)
-    data._forget = scenario.few_shot_forget(cell.shots, folder=cfg.few_shot_folder)
+    data._forget = scenario.few_shot_forget(cell.shots, folder=cell.few_shot_folder)
     return data
+
+
+# -- executors and the driver -----------------------------------------------------------------------------------
+
+
+class InProcessExecutor:
+    """Runs cells one after another in this process (the default)."""
+
+    def __init__(
+        self, *, cache_dir: str | Path | None, device: str | torch.device, bundle: DatasetBundle | None = None
+    ) -> None:
+        self.cache_dir, self.device, self.bundle = cache_dir, device, bundle
+
+    def map(self, cells: list[Cell], progress: ProgressSink) -> Iterator[dict[str, Any]]:
+        """Yield each cell's record as it completes."""
+        for c in cells:
+            yield run_cell(c, cache_dir=self.cache_dir, device=self.device, progress=progress, bundle=self.bundle)
+
+
+def drive(
+    cells: list[Cell],
+    store: ResultsStore,
+    executor: Any,
+    progress: ProgressSink,
+    result: BenchmarkResult,
+    *,
+    retry_failed: bool = False,
+) -> None:
+    """Run the cells not yet stored through ``executor`` and store each record as it arrives."""
+    pending = []
+    for c in cells:
+        status = store.status(c.key)
+        if status is None or (retry_failed and status == "failed"):
+            pending.append(c)
+        else:
+            result.skipped += 1
+    progress.start(len(pending))
+    try:
+        for rec in executor.map(pending, progress):
+            store_record(store, rec)
+            result.ran += 1
+            result.failed += rec["status"] == "failed"
+            result.trained_models += int(rec.get("trained_models", 0))
+            progress.run_finished(f"{rec['scenario']['dataset']} {rec['scenario']['forget']} s{rec['seed']} "
+                                  f"{rec['method']}", rec["status"])  # fmt: skip
+    finally:
+        progress.close()
+
+
+def store_record(store: ResultsStore, rec: dict[str, Any]) -> None:
+    """Write one record (and its splits) in one transaction."""
+    rec = dict(rec)
+    splits = rec.pop("splits", None)
+    rec.pop("trained_models", None)
+    store.put(rec, splits)
+
+
+def run_benchmark(
+    cfg: RunConfig,
+    out_dir: str | Path,
+    *,
+    progress: ProgressSink | None = None,
+    bundle: DatasetBundle | None = None,
+    executor: Any = None,
+    retry_failed: bool = False,
+) -> BenchmarkResult:
+    """Run (or resume) the benchmark described by ``cfg`` into ``out_dir``.
+
+    Args:
+        cfg: the validated config.
+        out_dir: where ``results.db`` and the reports go.
+        progress: a progress sink (e.g. :class:`~unlearnkit.experiments.progress.RichProgress`).
+        bundle: an already loaded dataset (Python API: any user dataset via ``from_torch``).
+        executor: runs the cells (default: :class:`InProcessExecutor`).
+        retry_failed: rerun cells stored as failed.
+    """
+    t_start = time.perf_counter()
+    progress = progress or NullProgress()
+    cells, skipped = plan(cfg, bundle)
+    out = ensure_writable_dir(out_dir)
+    store = ResultsStore(out / "results.db")
+    result = BenchmarkResult(out_dir=out, not_applicable=skipped)
+    executor = executor or InProcessExecutor(cache_dir=cfg.cache_dir, device=cfg.device, bundle=bundle)
+    drive(cells, store, executor, progress, result, retry_failed=retry_failed)
+    result.reports = write_reports_from(store, out)
+    result.wall_s = time.perf_counter() - t_start
+    return result
+
+
+def write_reports_from(store: ResultsStore, out: Path, runs: Iterable[dict[str, Any]] | None = None) -> dict[str, Path]:
+    """Regenerate the three reports from the store."""
+    from unlearnkit.reports import write_reports
+
+    return write_reports(list(runs) if runs is not None else store.runs(), out)
