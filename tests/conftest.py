@@ -9,6 +9,11 @@ import unlearnkit as uk
 from unlearnkit.engine import TrainConfig
 
 
+# The tests train tiny models: one intra-op thread is as fast and avoids thread oversubscription when the
+# machine is busy (2-core CI runners).
+torch.set_num_threads(1)
+
+
 @pytest.fixture(autouse=True)
 def _isolated_cache(tmp_path_factory, monkeypatch):
     """Never touch the user's ~/.cache from tests."""

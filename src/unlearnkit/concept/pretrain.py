@@ -1,0 +1,95 @@
+"""Short contrastive pretraining of a small CLIP on the concept world (the "original" model of setting 3).
+
+CLIP's objective (Radford et al., "Learning Transferable Visual Models From Natural Language
+Supervision", ICML 2021, arXiv 2103.00020): the symmetric InfoNCE over a batch of B image-text pairs,
+ℓ = ½ [CE(s·T Vᵀ, I) + CE(s·V Tᵀ, I)] on L2-normalised embeddings, with a learnable logit scale s
+(clamped at 100 as in CLIP).
+
+Like a web-scale crawl, the pretraining pairs contain both safe ``(s, v)`` and unsafe ``(u, g)`` pairs of
+the training quadruplets, so the original model learns the unsafe concept (and, since twins share a
+batch now and then, to tell a render with the unsafe marker from one without it).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+
+import torch
+import torch.nn.functional as F
+from transformers import CLIPModel
+
+from unlearnkit.concept._data import Quadruplets, Tokenizer
+from unlearnkit.concept.clip import image_features, model_device, text_features
+from unlearnkit.engine import check_finite
+from unlearnkit.errors import UnlearnkitError
+
+
+def clip_loss(text: torch.Tensor, image: torch.Tensor, scale: torch.Tensor | float) -> torch.Tensor:
+    """Symmetric InfoNCE ``½ [CE(s·t iᵀ, I) + CE(s·i tᵀ, I)]`` of paired rows (normalised inside)."""
+    t, i = F.normalize(text, dim=-1), F.normalize(image, dim=-1)
+    logits = scale * t @ i.T
+    target = torch.arange(len(t), device=t.device)
+    return 0.5 * (F.cross_entropy(logits, target) + F.cross_entropy(logits.T, target))
+
+
+def pretrain_clip(
+    model: CLIPModel,
+    data: Quadruplets,
+    tokenizer: Tokenizer,
+    *,
+    epochs: int = 30,
+    lr: float = 2e-3,
+    batch_size: int = 128,
+    weight_decay: float = 0.05,
+    warmup_frac: float = 0.05,
+    generator: torch.Generator | None = None,
+    on_epoch: Callable[[int, int, float], None] | None = None,
+) -> dict[str, float]:
+    """Train ``model`` in place on the safe and unsafe pairs of ``data``; returns ``{"loss": last epoch}``.
+
+    AdamW with linear warm-up then cosine decay (the usual CLIP recipe, shortened); ``generator`` fixes
+    the batch order.
+    """
+    if epochs < 0 or lr <= 0 or batch_size < 2:
+        raise UnlearnkitError(f"pretraining needs epochs >= 0, lr > 0, batch_size >= 2 (got {epochs}, {lr}, {batch_size})")
+    n = len(data)
+    ids_s, mask_s = tokenizer(data.safe_text)
+    ids_u, mask_u = tokenizer(data.unsafe_text)
+    ids, mask = torch.cat([ids_s, ids_u]), torch.cat([mask_s, mask_u])
+    dev = model_device(model)
+    decay = [p for name, p in model.named_parameters() if p.ndim >= 2 and "embedding" not in name]
+    other = [p for name, p in model.named_parameters() if not (p.ndim >= 2 and "embedding" not in name)]
+    opt = torch.optim.AdamW([{"params": decay, "weight_decay": weight_decay}, {"params": other, "weight_decay": 0.0}],
+                            lr=lr)  # fmt: skip
+    steps_per_epoch = max(1, (2 * n) // batch_size)
+    total = max(1, epochs * steps_per_epoch)
+    warm = max(1, int(warmup_frac * total))
+    sched = torch.optim.lr_scheduler.LambdaLR(
+        opt, lambda s: (s + 1) / warm if s < warm else 0.5 * (1 + math.cos(math.pi * (s - warm) / max(1, total - warm)))
+    )
+    model.train()
+    last = float("nan")
+    for epoch in range(epochs):
+        order = torch.randperm(2 * n, generator=generator)
+        run = 0.0
+        for b in range(steps_per_epoch):
+            j = order[b * batch_size : (b + 1) * batch_size]
+            safe, unsafe = j[j < n], j[j >= n] - n  # pair j < n: (s_j, v_j); j >= n: (u_{j-n}, g_{j-n})
+            px = torch.cat([data.safe_image.batch(safe.tolist()), data.unsafe_image.batch(unsafe.tolist())])
+            jj = torch.cat([safe, unsafe + n])
+            t = text_features(model, ids[jj].to(dev), mask[jj].to(dev))
+            v = image_features(model, px.to(dev))
+            loss = clip_loss(t, v, model.logit_scale.exp().clamp(max=100.0))
+            check_finite(loss, "CLIP pretraining")
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+            opt.step()
+            sched.step()
+            run += loss.item()
+        last = run / steps_per_epoch
+        if on_epoch:
+            on_epoch(epoch + 1, epochs, last)
+    model.eval()
+    return {"loss": last}

@@ -1,0 +1,424 @@
+"""Train N models of one architecture at once: the reference ensembles of the NeurIPS-2023 ε score.
+
+The challenge's forgetting quality (evaluation spec §1) compares N unlearned with N retrained models
+(N = 512 there). Training N small models one after the other leaves an accelerator mostly idle, so
+:func:`train_ensemble` stacks ``batch_models`` models' parameters and buffers along a new leading axis
+(``torch.func.stack_module_state``) and runs one vectorised step for all of them
+(``torch.func.functional_call`` under ``torch.vmap`` over the model axis).
+
+**Same recipe as the loop.** Member ``seed`` is, up to float rounding, exactly what the per-model loop
+gives for that seed, i.e. what the runner does for its original/retrained model::
+
+    seed_everything(seed); model = make_model()              # the member's own initialisation
+    train_model(model, dataset, cfg, generator=seed_everything(seed))   # its own data order
+
+* Each member keeps its own data order: one ``torch.Generator(seed)`` per member draws that member's
+  ``randperm`` every epoch, as :func:`~unlearnkit.engine.iterate` does, and step ``k`` of every member
+  uses batch ``k`` of its own permutation (all members see the same batch sizes, since they share the
+  dataset).
+* The optimiser is :func:`~unlearnkit.engine.make_optimizer` over the *stacked* leaf tensors. Adam,
+  AdamW and SGD (momentum, weight decay) act element by element, and the step count and the cosine
+  schedule's learning rate are the same for all members, so one optimiser over stacked tensors is N
+  independent optimisers. The loss minimised is the sum of the members' mean cross-entropies; the
+  gradient of that sum with respect to member i's slice is member i's own gradient.
+* **Batch norm** (``small_cnn``, ResNets) is handled, not avoided: running statistics are stacked
+  buffers passed to ``functional_call``, so each member's batch statistics and its in-place running-mean
+  / running-variance / ``num_batches_tracked`` updates stay in its own slice. No module is patched.
+* **Why results differ slightly from the loop.** In float64 the two paths give bitwise-identical weights
+  (checked: small_cnn with batch norm, 2 epochs). In float32 the batched matrix products and
+  convolutions are computed by different kernels than the single-model ones, with a different
+  summation order, so members differ from the loop by float32 rounding that training amplifies (about
+  1e-6 to 1e-3 in weights after a few epochs). Which rounding a member gets depends on which seeds share
+  its batch, so the cache key below does not include the batch composition or the mode: a cached member
+  is reused whichever path trained it.
+
+**When vmap cannot be used** (``mode="auto"`` probes once, on two throw-away models and two samples):
+random operations in ``forward`` such as dropout (vmap runs with ``randomness="error"``: per-member
+random streams could not match the loop's), in-place updates of unbatched state, or operators without a
+batching rule that fail. The probe's error becomes a warning and training runs the plain per-model loop
+(``mode="vmap"`` raises instead). A batch of one model always uses the loop.
+
+**Cache.** :class:`EnsembleCache` stores each member as ``<hash>.safetensors`` + JSON sidecar, keyed by
+the caller's description of the data and model plus the training recipe and the member's seed, so a
+rerun, or a larger N sharing the first seeds, trains nothing it already has.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import time
+import warnings
+from collections.abc import Callable, Iterator, Sequence
+from pathlib import Path
+from typing import Any, Literal
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.func import functional_call, stack_module_state, vmap
+from torch.utils.data import Dataset
+
+from unlearnkit.engine.cache import ModelCache, default_cache_dir
+from unlearnkit.engine.checkpoint import config_hash, load_checkpoint, read_sidecar, save_checkpoint
+from unlearnkit.engine.device import resolve_device
+from unlearnkit.engine.loops import (
+    EpochCallback,
+    TrainConfig,
+    _as_arrays,
+    autocast,
+    check_finite,
+    iterate,
+    make_optimizer,
+    train_model,
+)
+from unlearnkit.engine.seed import seed_everything
+from unlearnkit.errors import UnlearnkitError
+
+Mode = Literal["auto", "vmap", "loop"]
+MODES = ("auto", "vmap", "loop")
+
+
+class EnsembleFallbackWarning(UserWarning):
+    """``mode="auto"`` could not vmap the model and trained the members one by one."""
+
+
+# ---------------------------------------------------------------------------------------------------
+# Cache
+# ---------------------------------------------------------------------------------------------------
+
+
+class EnsembleCache:
+    """Trained ensemble members, one safetensors file each, keyed by config hash.
+
+    Args:
+        root: directory of the files (default ``$UNLEARNKIT_CACHE/ensembles`` or
+            ``~/.cache/unlearnkit/ensembles``).
+
+    Attributes:
+        trained: members trained (and stored) through this object.
+        loaded: members read from disk through this object.
+        memo: in-process store for values derived from members (e.g. per-member confidences), so several
+            methods evaluated in one process share them; never written to disk.
+    """
+
+    def __init__(self, root: str | Path | None = None) -> None:
+        self.models = ModelCache(Path(root) if root is not None else default_cache_dir() / "ensembles")
+        self.trained = 0
+        self.loaded = 0
+        self.memo: dict[str, Any] = {}
+
+    @property
+    def root(self) -> Path:
+        """Directory of the member files."""
+        return self.models.root
+
+    @staticmethod
+    def member_key(key: dict[str, Any], cfg: TrainConfig, seed: int) -> dict[str, Any]:
+        """The full key of one member: the caller's key + training recipe + seed."""
+        return {**key, "train": cfg.to_dict(), "member_seed": int(seed)}
+
+    def member_hash(self, key: dict[str, Any], cfg: TrainConfig, seed: int) -> str:
+        """Config hash of one member (its file name without suffix)."""
+        return config_hash(self.member_key(key, cfg, seed))
+
+    def has(self, key: dict[str, Any], cfg: TrainConfig, seed: int) -> bool:
+        """Whether the member is stored."""
+        return self.member_key(key, cfg, seed) in self.models
+
+    def load(
+        self, key: dict[str, Any], cfg: TrainConfig, seed: int, make_model: Callable[[], nn.Module],
+        device: torch.device,
+    ) -> nn.Module:  # fmt: skip
+        """Build ``make_model()`` and load the stored member into it (eval mode, on ``device``)."""
+        model = make_model()
+        load_checkpoint(model, self.models.path(self.member_key(key, cfg, seed)))
+        self.loaded += 1
+        return model.to(device).eval()
+
+    def save(self, key: dict[str, Any], cfg: TrainConfig, seed: int, model: nn.Module, info: dict[str, Any]) -> None:
+        """Store a trained member with ``info`` (e.g. its training time) in the sidecar."""
+        mkey = self.member_key(key, cfg, seed)
+        save_checkpoint(model, self.models.path(mkey), {"key": mkey, "info": info})
+        self.trained += 1
+
+    def info(self, key: dict[str, Any], cfg: TrainConfig, seed: int) -> dict[str, Any]:
+        """What training recorded for a stored member ({} if none)."""
+        return read_sidecar(self.models.path(self.member_key(key, cfg, seed))).get("info", {})
+
+
+# ---------------------------------------------------------------------------------------------------
+# Input checks and the vmap probe
+# ---------------------------------------------------------------------------------------------------
+
+
+def _check_args(seeds: Sequence[int], batch_models: int, mode: str, dataset: Dataset) -> list[int]:
+    if mode not in MODES:
+        raise UnlearnkitError(f"unknown ensemble mode {mode!r}; expected one of {', '.join(MODES)}")
+    if isinstance(batch_models, bool) or not isinstance(batch_models, int) or batch_models < 1:
+        raise UnlearnkitError(f"batch_models must be an integer >= 1, got {batch_models!r}")
+    out = []
+    for s in seeds:
+        if isinstance(s, bool) or not isinstance(s, int) or s < 0:
+            raise UnlearnkitError(f"ensemble seeds must be non-negative integers, got {s!r}")
+        out.append(int(s))
+    if len(set(out)) != len(out):
+        raise UnlearnkitError("ensemble seeds must be distinct (two equal seeds give the same model)")
+    if len(dataset) == 0:
+        raise UnlearnkitError("cannot train an ensemble on an empty dataset")
+    return out
+
+
+def _loss_fn(base: nn.Module) -> Callable[..., torch.Tensor]:
+    """Mean cross-entropy of one member: ``(params, buffers, x [B, ...], y [B]) -> scalar``."""
+
+    def one(params: dict[str, torch.Tensor], buffers: dict[str, torch.Tensor], x: torch.Tensor, y: torch.Tensor):
+        return F.cross_entropy(functional_call(base, (params, buffers), (x,)), y)
+
+    return one
+
+
+def vmap_unsupported_reason(make_model: Callable[[], nn.Module], dataset: Dataset, device: torch.device) -> str | None:
+    """Why the model cannot be trained under ``vmap`` (``None`` if it can).
+
+    Runs one vmapped forward and backward pass of two freshly built models on two samples (train mode);
+    nothing of it is kept.
+    """
+    try:
+        models = [make_model().to(device).train() for _ in range(2)]
+        params, buffers = stack_module_state(models)
+        buffers = {k: v.clone() for k, v in buffers.items()}
+        base = copy.deepcopy(models[0]).to("meta").train()
+        xb, yb = next(iterate(dataset, 2))
+        x = torch.stack([xb, xb]).to(device)
+        y = torch.stack([yb, yb]).to(device)
+        losses = vmap(_loss_fn(base), randomness="error")(params, buffers, x, y)
+        losses.sum().backward()
+    except (RuntimeError, NotImplementedError, ValueError, TypeError) as e:
+        first = str(e).strip().splitlines()[0] if str(e).strip() else ""
+        return f"{type(e).__name__}: {first[:200]}"
+    return None
+
+
+# ---------------------------------------------------------------------------------------------------
+# The two training paths
+# ---------------------------------------------------------------------------------------------------
+
+
+def _init_member(make_model: Callable[[], nn.Module], seed: int, device: torch.device) -> nn.Module:
+    """The member's initialisation: ``make_model()`` right after ``seed_everything(seed)``, as the runner."""
+    seed_everything(seed)
+    return make_model().to(device)
+
+
+def _train_loop(
+    make_model: Callable[[], nn.Module],
+    dataset: Dataset,
+    cfg: TrainConfig,
+    seeds: list[int],
+    device: torch.device,
+    on_epoch: EpochCallback | None,
+    where: str,
+) -> list[nn.Module]:
+    out = []
+    for s in seeds:
+        model = _init_member(make_model, s, device)
+        train_model(model, dataset, cfg, device=device, generator=seed_everything(s), on_epoch=on_epoch,
+                    where=f"{where} (member seed {s})")  # fmt: skip
+        out.append(model.eval())
+    return out
+
+
+def _epoch_batches(
+    dataset: Dataset, batch_size: int, gens: list[torch.Generator], device: torch.device, arrays: Any
+) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    """This epoch's ``(x [M, B, ...], y [M, B])`` steps: step k holds batch k of each member's own order."""
+    if arrays is not None:  # in-memory: one gather for all members, data moved to the device once
+        x, y = arrays
+        n = len(y)
+        orders = torch.stack([torch.randperm(n, generator=g) for g in gens]).to(device)  # [M, n]
+        for i in range(0, n, batch_size):
+            j = orders[:, i : i + batch_size]  # [M, B]
+            xb = x[j]
+            yield (xb.float().div_(255.0) if xb.dtype == torch.uint8 else xb), y[j]  # as iterate() does
+        return
+    its = [iterate(dataset, batch_size, shuffle=True, generator=g) for g in gens]
+    for step in zip(*its, strict=True):
+        yield torch.stack([b[0] for b in step]).to(device), torch.stack([b[1] for b in step]).to(device)
+
+
+def _check_members(losses: torch.Tensor, seeds: list[int], where: str) -> None:
+    """:func:`check_finite` on the first member whose loss is NaN or infinite (one cheap test otherwise)."""
+    if bool(torch.isfinite(losses).all()):
+        return
+    i = int((~torch.isfinite(losses)).nonzero()[0, 0])
+    check_finite(losses[i], f"{where} (member seed {seeds[i]})")
+
+
+def _train_vmap(
+    make_model: Callable[[], nn.Module],
+    dataset: Dataset,
+    cfg: TrainConfig,
+    seeds: list[int],
+    device: torch.device,
+    on_epoch: EpochCallback | None,
+    where: str,
+) -> list[nn.Module]:
+    models = [_init_member(make_model, s, device).train() for s in seeds]
+    params, buffers = stack_module_state(models)  # name -> [M, ...]; params are fresh leaves
+    buffers = {k: v.clone() for k, v in buffers.items()}
+    base = copy.deepcopy(models[0]).to("meta").train()  # structure only; weights come from params/buffers
+    step = vmap(_loss_fn(base), randomness="error")  # [M] per-member mean losses
+    opt = make_optimizer(list(params.values()), cfg.optimizer, cfg.lr, cfg.weight_decay, cfg.momentum)
+    steps_per_epoch = max(1, math.ceil(len(dataset) / cfg.batch_size))
+    sched = (
+        torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=max(1, cfg.epochs * steps_per_epoch))
+        if cfg.scheduler == "cosine"
+        else None
+    )
+    gens = [torch.Generator().manual_seed(s) for s in seeds]  # = seed_everything(s)'s generator, per member
+    arrays = _as_arrays(dataset)
+    if arrays is not None:
+        arrays = (arrays[0].to(device), arrays[1].to(device))
+    for epoch in range(cfg.epochs):
+        total = torch.zeros(len(seeds), dtype=torch.float64, device=device)
+        count = 0
+        for xb, yb in _epoch_batches(dataset, cfg.batch_size, gens, device, arrays):
+            with autocast(device, cfg.amp):
+                losses = step(params, buffers, xb, yb)
+            _check_members(losses, seeds, where)
+            opt.zero_grad(set_to_none=True)
+            losses.sum().backward()  # d(sum)/d(member i's slice) = member i's own gradient
+            opt.step()
+            if sched is not None:
+                sched.step()
+            total += losses.detach().double() * yb.shape[1]
+            count += yb.shape[1]
+        if on_epoch is not None:
+            on_epoch(epoch + 1, cfg.epochs, float(total.mean()) / max(count, 1))
+    with torch.no_grad():  # unstack: member i gets slice i of every parameter and buffer
+        for i, model in enumerate(models):
+            for name, p in model.named_parameters():
+                p.copy_(params[name][i])
+            for name, b in model.named_buffers():
+                if name in buffers:
+                    b.copy_(buffers[name][i])
+    return [m.eval() for m in models]
+
+
+# ---------------------------------------------------------------------------------------------------
+# Public entry points
+# ---------------------------------------------------------------------------------------------------
+
+
+def iter_ensemble(
+    make_model: Callable[[], nn.Module],
+    dataset: Dataset,
+    cfg: TrainConfig,
+    seeds: Sequence[int],
+    *,
+    device: torch.device | str = "cpu",
+    batch_models: int = 16,
+    mode: Mode = "auto",
+    cache: EnsembleCache | None = None,
+    key: dict[str, Any] | None = None,
+    on_epoch: EpochCallback | None = None,
+    where: str = "ensemble training",
+) -> Iterator[tuple[int, nn.Module]]:
+    """Yield ``(seed, model)`` for every seed, in order, training missing members ``batch_models`` at a time.
+
+    Like :func:`train_ensemble` (same arguments) but holds at most one batch of models in memory, for
+    N = 512. Arguments are checked on the call, before the first member is trained.
+    """
+    dev = resolve_device(device)
+    seeds = _check_args(seeds, batch_models, mode, dataset)
+    if cache is not None and key is None:
+        raise UnlearnkitError("an ensemble cache needs a key describing the data and model")
+    return _iter_members(make_model, dataset, cfg, seeds, dev, batch_models, mode, cache, key, on_epoch, where)
+
+
+def _iter_members(
+    make_model: Callable[[], nn.Module],
+    dataset: Dataset,
+    cfg: TrainConfig,
+    seeds: list[int],
+    dev: torch.device,
+    batch_models: int,
+    mode: str,
+    cache: EnsembleCache | None,
+    key: dict[str, Any] | None,
+    on_epoch: EpochCallback | None,
+    where: str,
+) -> Iterator[tuple[int, nn.Module]]:
+    use_vmap = mode != "loop"  # decided for good by the probe, the first time two members need training
+    probed = False
+    for start in range(0, len(seeds), batch_models):
+        chunk = seeds[start : start + batch_models]
+        todo = [s for s in chunk if cache is None or not cache.has(key, cfg, s)]  # type: ignore[arg-type]
+        trained: dict[int, nn.Module] = {}
+        if todo:
+            if len(todo) > 1 and use_vmap and not probed:
+                probed = True
+                reason = vmap_unsupported_reason(make_model, dataset, dev)
+                if reason is not None and mode == "vmap":
+                    raise UnlearnkitError(f"mode='vmap' but the model cannot be trained under vmap: {reason}")
+                if reason is not None:
+                    use_vmap = False
+                    warnings.warn(f"cannot vmap this model ({reason}); training ensemble members one by one",
+                                  EnsembleFallbackWarning, stacklevel=2)  # fmt: skip
+            t0 = time.perf_counter()
+            if len(todo) > 1 and use_vmap:
+                models = _train_vmap(make_model, dataset, cfg, todo, dev, on_epoch, where)
+                how = "vmap"
+            else:
+                models = _train_loop(make_model, dataset, cfg, todo, dev, on_epoch, where)
+                how = "loop"
+            per_model = (time.perf_counter() - t0) / len(todo)
+            for s, m in zip(todo, models, strict=True):
+                trained[s] = m
+                if cache is not None:
+                    info = {"time_s": per_model, "device": str(dev), "mode": how, "batch": len(todo)}
+                    cache.save(key, cfg, s, m, info)  # type: ignore[arg-type]
+        for s in chunk:
+            yield s, trained[s] if s in trained else cache.load(key, cfg, s, make_model, dev)  # type: ignore[union-attr,arg-type]
+
+
+def train_ensemble(
+    make_model: Callable[[], nn.Module],
+    dataset: Dataset,
+    cfg: TrainConfig,
+    seeds: Sequence[int],
+    *,
+    device: torch.device | str = "cpu",
+    batch_models: int = 16,
+    mode: Mode = "auto",
+    cache: EnsembleCache | None = None,
+    key: dict[str, Any] | None = None,
+    on_epoch: EpochCallback | None = None,
+) -> list[nn.Module]:
+    """Train one model per seed on ``dataset`` with recipe ``cfg``; return them in seed order (eval mode).
+
+    Args:
+        make_model: builds a fresh, untrained model (called once per member, after seeding).
+        dataset: the training data (every member trains on all of it, in its own order).
+        cfg: the recipe (optimiser, lr, weight decay, epochs, batch size, cosine schedule), as
+            :func:`~unlearnkit.engine.train_model` applies it.
+        seeds: distinct non-negative seeds; seed s fixes member s's initialisation and data order.
+        device: where to train.
+        batch_models: members trained together in one vmapped batch.
+        mode: ``"vmap"`` (stacked models; raises if the model cannot be vmapped), ``"loop"`` (one model
+            after the other, exactly :func:`~unlearnkit.engine.train_model`), or ``"auto"`` (vmap when a
+            probe succeeds, else the loop with an :class:`EnsembleFallbackWarning`).
+        cache: where members are stored and looked up (``key`` required); cached members are not retrained.
+        key: what identifies the data and model (e.g. dataset, split-index hash, model name and kwargs);
+            the recipe and the seed are added per member.
+        on_epoch: progress callback ``(epoch, epochs, mean loss over members)``.
+
+    Raises:
+        UnlearnkitError: bad mode, batch size or seeds, an empty dataset, or ``mode="vmap"`` on a model
+            that cannot be vmapped.
+        TrainingDivergedError: a member's loss became NaN or infinite (names the seed).
+    """
+    members = iter_ensemble(make_model, dataset, cfg, seeds, device=device, batch_models=batch_models,
+                            mode=mode, cache=cache, key=key, on_epoch=on_epoch)  # fmt: skip
+    return [m for _, m in members]

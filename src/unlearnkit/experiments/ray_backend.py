@@ -1,0 +1,339 @@
+"""Run a sweep's cells on Ray: one task per reference model, one task per cell, results back to the driver.
+
+The executor has the same interface as :class:`~unlearnkit.experiments.runner.InProcessExecutor`
+(``map(cells, progress)`` yields records as they complete), so :func:`~unlearnkit.experiments.runner.drive`
+— the only writer of ``results.db`` — is the same for every backend.
+
+Order of work:
+
+1. For every distinct reference model (the original model trained on D, keyed by seed and the train
+   indices; the retrained model trained on D_r, keyed by seed and the retain indices; see
+   :func:`~unlearnkit.experiments.runner.reference_keys`) one *reference task* trains it into the model
+   cache under ``cache_dir`` (the sweep's ``artifacts``; a shared filesystem path on a cluster) — or finds
+   it there. Each model is trained by exactly one task, so no two tasks race to write it.
+2. Every *cell task* takes its two reference tasks' results as arguments, so Ray starts it only when both
+   models are in the cache; it runs :func:`~unlearnkit.experiments.runner.run_cell` (which loads them)
+   and returns the record. A reference that failed (e.g. NaN loss) makes its cells failed records with
+   the reason, without retraining it in every cell.
+3. The driver collects records with ``ray.wait`` as they complete and yields them; a task whose worker
+   died (after ``max_retries`` reruns) becomes a failed record. A bad-input error raised in a worker
+   stops the sweep, as it does in-process.
+
+Running counts come from a small zero-CPU actor the tasks check in and out of.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+import torch
+
+from unlearnkit.engine import (
+    ModelCache,
+    TrainConfig,
+    config_hash,
+    resolve_device,
+    seed_everything,
+    train_model,
+)
+from unlearnkit.errors import UnlearnkitError
+from unlearnkit.experiments.memory import peak_memory
+from unlearnkit.experiments.progress import ProgressSink
+from unlearnkit.experiments.runner import Cell, _bundle, _versions, reference_keys, run_cell
+from unlearnkit.models import create_model
+from unlearnkit.scenario import Scenario
+
+try:
+    import ray
+    from ray.exceptions import GetTimeoutError, RayError, RayTaskError
+except ImportError:  # pragma: no cover - depends on the environment
+    raise UnlearnkitError("the Ray backend needs the 'ray' package: pip install 'unlearnkit[ray]'") from None
+
+from unlearnkit.experiments.sweep import RaySection
+
+ROLES = ("original", "retrain")
+#: default ports: the GCS of ``ray start --head`` and the Ray Client server
+GCS_PORT, CLIENT_PORT = 6379, 10001
+_POLL_S = 0.5
+
+
+# -- work done in the workers ------------------------------------------------------------------------------
+
+
+def _set_threads(num_cpus: float) -> None:
+    """Use as many torch threads as the task reserved CPUs (results depend on the thread count)."""
+    torch.set_num_threads(max(1, int(num_cpus)))
+
+
+def train_reference(cell: Cell, role: str, *, cache_dir: str | Path, device: str) -> dict[str, Any]:
+    """Train (or find in the cache) the ``role`` reference model of ``cell``; never raises on NaN.
+
+    The same steps as the reference training inside :func:`~unlearnkit.experiments.runner.run_cell`
+    (seed, build the model, seed again, train on the split, save with its timing), so a model trained
+    here is bit-identical to one trained in-process with the same thread count.
+
+    Returns:
+        ``{"role", "ok", "error", "cached"}``; ``error`` is ``"TypeName: message"`` when training failed.
+    """
+    bundle = _bundle(cell.dataset, cell.data_root, cell.download)
+    scenario = Scenario(bundle, cell.forget, cell.seed, val_fraction=cell.val_fraction)
+    orig_key, retr_key = reference_keys(cell, scenario)
+    key, split, name = (orig_key, "train", "original") if role == "original" else (retr_key, "retain", "retrained")
+    cache = ModelCache(Path(cache_dir) / "models")
+    out: dict[str, Any] = {"role": role, "ok": True, "error": None, "cached": key in cache}
+    if out["cached"]:
+        return out
+    dev = resolve_device(device)
+
+    def make_model() -> torch.nn.Module:
+        return create_model(cell.model, bundle.num_classes, bundle.in_shape, **cell.model_kwargs)
+
+    def train(model: torch.nn.Module) -> dict[str, Any]:
+        gen = seed_everything(cell.seed)
+        t0 = time.perf_counter()
+        with peak_memory(dev) as mem:
+            train_model(model, scenario.split(split), TrainConfig(**cell.train), device=dev, generator=gen,
+                        where=f"training the {name} model")  # fmt: skip
+        info: dict[str, Any] = {"time_s": time.perf_counter() - t0, "device": str(dev)}
+        if mem.mb is not None:
+            info["peak_mem_mb"] = mem.mb
+        return info
+
+    try:
+        seed_everything(cell.seed)
+        cache.get_or_train(key, make_model, train)
+    except UnlearnkitError:
+        raise
+    except Exception as e:  # NaN loss or another training failure: the cells get it as their error
+        out.update(ok=False, error=f"{type(e).__name__}: {e}")
+    return out
+
+
+def _reference_task(cell: Cell, role: str, cache_dir: str, device: str, num_cpus: float, tracker: Any) -> dict:
+    tag = f"{role}:{cell.key}"
+    tracker.start.remote(tag)
+    try:
+        _set_threads(num_cpus)
+        return train_reference(cell, role, cache_dir=cache_dir, device=device)
+    finally:
+        tracker.end.remote(tag)
+
+
+def _cell_task(cell: Cell, cache_dir: str, device: str, num_cpus: float, tracker: Any, *refs: dict) -> dict:
+    """Run one cell once its reference models are in the cache (``refs``: the reference tasks' results)."""
+    failed = [r for r in refs if not r["ok"]]
+    if failed:
+        return {"reference_failed": failed[0]["error"]}
+    tag = f"cell:{cell.key}"
+    tracker.start.remote(tag)
+    try:
+        _set_threads(num_cpus)
+        return run_cell(cell, cache_dir=cache_dir, device=device)
+    finally:
+        tracker.end.remote(tag)
+
+
+class _Tracker:
+    """Which tasks are executing now (tasks check in and out; the driver polls the count)."""
+
+    def __init__(self) -> None:
+        self.running: set[str] = set()
+
+    def start(self, tag: str) -> None:
+        self.running.add(tag)
+
+    def end(self, tag: str) -> None:
+        self.running.discard(tag)
+
+    def count(self) -> int:
+        return len(self.running)
+
+
+# -- the driver side -----------------------------------------------------------------------------------------
+
+
+def failed_record(cell: Cell, scenario: Scenario, error: str) -> dict[str, Any]:
+    """The record of a cell that could not run (same fields as :func:`~unlearnkit.experiments.runner.run_cell`'s)."""
+    return {
+        "key": cell.key, "status": "failed", "error": error, "scenario": scenario.spec(), "model": cell.model,
+        "method": cell.method, "params": cell.params, "seed": cell.seed, "metrics": {},
+        "config": {**cell.identity(), "splits_hash": scenario.splits_hash()},
+        "splits_hash": scenario.splits_hash(), "versions": _versions(),
+        "splits": scenario.splits_dict(), "trained_models": 0,
+    }  # fmt: skip
+
+
+def _host_port(address: str) -> tuple[str, int]:
+    """``host:port`` of a Ray address (``ray://`` Client addresses default to port 10001, GCS to 6379)."""
+    if address == "auto":
+        address = os.environ.get("RAY_ADDRESS", "")
+        if not address:
+            current = Path(os.environ.get("RAY_TMPDIR", "/tmp")) / "ray" / "ray_current_cluster"
+            address = current.read_text().strip() if current.is_file() else ""
+        if not address:
+            raise UnlearnkitError("no running Ray cluster found for --ray-address auto (start one with `ray start`)")
+    client = address.startswith("ray://")
+    parts = urlsplit(address if "://" in address else f"//{address}")
+    try:
+        port = parts.port
+    except ValueError:
+        raise UnlearnkitError(f"--ray-address {address!r} has an invalid port") from None
+    if not parts.hostname:
+        raise UnlearnkitError(f"--ray-address {address!r} is not host:port, ray://host:port or auto")
+    return parts.hostname, port or (CLIENT_PORT if client else GCS_PORT)
+
+
+def probe(address: str, timeout_s: float) -> None:
+    """Fail fast, with one line, when nothing answers at ``address`` (``ray.init`` would retry for minutes)."""
+    host, port = _host_port(address)
+    try:
+        with socket.create_connection((host, port), timeout=timeout_s):
+            pass
+    except TimeoutError:
+        raise UnlearnkitError(f"cannot reach a Ray cluster at {address}: no answer within {timeout_s:g} s") from None
+    except OSError as e:
+        raise UnlearnkitError(f"cannot reach a Ray cluster at {address}: {e.strerror or e}") from None
+
+
+class RayExecutor:
+    """Runs cells as Ray tasks (see the module docstring); only the driver writes the store.
+
+    Args:
+        cache_dir: the artifacts directory (model cache), visible to every worker at the same path.
+        device: where cells run (``auto`` resolves on each worker: a task with ``num_gpus`` > 0 sees its GPU).
+        resources: CPUs/GPUs per task and retries.
+    """
+
+    def __init__(self, *, cache_dir: str | Path, device: str, resources: RaySection | None = None) -> None:
+        self.cache_dir, self.device = str(cache_dir), device
+        self.resources = resources or RaySection()
+        self.started = False
+
+    def connect(self, address: str | None = None, timeout_s: float = 10.0, **init: Any) -> None:
+        """Join the cluster at ``address``, or start Ray locally; keeps an already initialised Ray as it is.
+
+        Args:
+            address: ``host:port`` (GCS), ``ray://host:port`` (Ray Client) or ``auto``; ``None``: local.
+            timeout_s: how long ``address`` may take to answer.
+            **init: extra ``ray.init`` arguments for a local Ray (``num_cpus``, ``object_store_memory``, ...).
+        """
+        if ray.is_initialized():
+            return
+        kwargs: dict[str, Any] = {"logging_level": logging.WARNING, "log_to_driver": False}
+        if address is not None:
+            probe(address, timeout_s)
+            kwargs["address"] = address
+        else:
+            kwargs.update(include_dashboard=False, **init)
+        try:
+            ray.init(**kwargs)
+        except Exception as e:  # version mismatch, not a Ray endpoint, ...
+            where = f"the Ray cluster at {address}" if address else "a local Ray"
+            first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+            raise UnlearnkitError(f"could not start or join {where}: {first}") from None
+        self.started = True
+
+    def close(self) -> None:
+        """Shut Ray down if this executor started it."""
+        if self.started and ray.is_initialized():
+            ray.shutdown()
+        self.started = False
+
+    def map(self, cells: list[Cell], progress: ProgressSink) -> Iterator[dict[str, Any]]:
+        """Submit the reference tasks, then the cell tasks; yield each cell's record as it completes."""
+        if not cells:
+            return
+        res = self.resources
+        ref_opts = {**res.task_resources(reference=True), "max_retries": res.max_retries}
+        cell_opts = {**res.task_resources(reference=False), "max_retries": res.max_retries}
+        ref_fn, cell_fn = ray.remote(_reference_task), ray.remote(_cell_task)
+        tracker = ray.remote(num_cpus=0)(_Tracker).remote()
+
+        scenarios: dict[tuple, Scenario] = {}
+        references: dict[str, ray.ObjectRef] = {}  # cache-key hash -> reference task
+        pending: dict[ray.ObjectRef, tuple[Cell, Scenario]] = {}
+        for cell in cells:
+            sk = (cell.dataset, cell.data_root, cell.download, cell.forget, cell.seed, cell.val_fraction)
+            if sk not in scenarios:
+                bundle = _bundle(cell.dataset, cell.data_root, cell.download)
+                scenarios[sk] = Scenario(bundle, cell.forget, cell.seed, val_fraction=cell.val_fraction)
+            deps = []
+            for role, key in zip(ROLES, reference_keys(cell, scenarios[sk]), strict=True):
+                h = config_hash(key)
+                if h not in references:
+                    references[h] = ref_fn.options(**ref_opts).remote(
+                        cell, role, self.cache_dir, self.device, ref_opts["num_cpus"], tracker
+                    )
+                deps.append(references[h])
+            ref = cell_fn.options(**cell_opts).remote(
+                cell, self.cache_dir, self.device, cell_opts["num_cpus"], tracker, *deps
+            )
+            pending[ref] = (cell, scenarios[sk])
+
+        refs_left, refs_failed = list(references.values()), 0
+        try:
+            while pending:
+                waiting = list(pending)
+                ready, rest = ray.wait(waiting, num_returns=1, timeout=_POLL_S)
+                if ready and rest:
+                    more, _ = ray.wait(rest, num_returns=len(rest), timeout=0)
+                    ready += more
+                if refs_left:
+                    done, refs_left = ray.wait(refs_left, num_returns=len(refs_left), timeout=0)
+                    refs_failed += sum(not _ok(r) for r in done)
+                self._report(progress, tracker, len(references) - len(refs_left), len(references), refs_failed)
+                for r in ready:
+                    cell, scenario = pending.pop(r)
+                    yield self._record(r, cell, scenario)
+        finally:
+            for r in [*pending, *refs_left]:
+                ray.cancel(r, force=True)
+            ray.kill(tracker)
+
+    @staticmethod
+    def _report(progress: ProgressSink, tracker: Any, done: int, total: int, failed: int) -> None:
+        running = getattr(progress, "running", None)
+        if running is not None:
+            try:
+                running(ray.get(tracker.count.remote(), timeout=5))
+            except GetTimeoutError:
+                pass
+        references = getattr(progress, "references", None)
+        if references is not None:
+            references(done, total, failed)
+
+    @staticmethod
+    def _record(ref: ray.ObjectRef, cell: Cell, scenario: Scenario) -> dict[str, Any]:
+        """The record a finished task returned, or a failed record when its worker died."""
+        try:
+            out = ray.get(ref)
+        except RayTaskError as e:
+            cause = e.cause if isinstance(e.cause, BaseException) else None
+            if isinstance(cause, UnlearnkitError):
+                raise cause from None  # bad input found in a worker stops the sweep, as in-process
+            return failed_record(cell, scenario, f"task failed: {_one_line(e)}")
+        except RayError as e:  # the worker died (out of memory, node lost) after its retries
+            return failed_record(cell, scenario, f"worker lost: {type(e).__name__}: {_one_line(e)}")
+        if "reference_failed" in out:
+            return failed_record(cell, scenario, f"reference training failed: {out['reference_failed']}")
+        return out
+
+
+def _ok(ref: ray.ObjectRef) -> bool:
+    try:
+        return bool(ray.get(ref)["ok"])
+    except RayError:
+        return False
+
+
+def _one_line(e: BaseException) -> str:
+    """The last non-empty line of an error (Ray's messages end with the original ``Type: message``)."""
+    lines = [ln.strip() for ln in str(e).strip().splitlines() if ln.strip()]
+    return lines[-1][:500] if lines else type(e).__name__

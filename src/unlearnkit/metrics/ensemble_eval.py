@@ -1,0 +1,467 @@
+"""The NeurIPS-2023 ε score of a method, with reference ensembles and the ceiling an ideal unlearner reaches.
+
+Reference: Triantafillou et al., "Are we making progress in unlearning? Findings from the first NeurIPS
+unlearning competition", arXiv 2406.09073; the published scorer ``google-deepmind/unlearning_evaluation``
+(``main.py``, ``metric.py``). Evaluation spec §1.1, §1.5–1.8. The scorer itself
+(:func:`~unlearnkit.metrics.forget_quality`) is in ``forget_quality.py``; this module builds its inputs.
+
+**What is compared** (as ``main.py`` does, N models per side):
+
+* **Retrained ensemble R**: N models trained from scratch on D_r, member i with seed
+  ``scenario.seed·10⁶ + i`` (init and data order; :func:`~unlearnkit.engine.ensemble.train_ensemble`).
+* **Unlearned ensemble U**: the method run N times, run i with its own seed
+  ``scenario.seed·10⁶ + 20 000 + i`` (the method's generator). By default (``originals="shared"``) every
+  run starts from **one** original model, the runner's (trained on D with the scenario's seed): the
+  published scorer unlearns the same ``original_model.pth`` N times. So a method that adds no
+  run-to-run variance of its own cannot look like retraining, whose N models differ by init and data
+  order; and the original model itself (the pseudo-method ``"original"``) is N copies of one model, a
+  zero-width sample, and scores F = 0 through the peakiness check. ``originals="per_seed"`` instead
+  unlearns N originals (seeds ``… + 30 000 + i``), one per run: not what was published, but a weaker
+  test some papers use; it costs N more trainings.
+* For ``"retrain"`` the unlearned ensemble is trained from scratch on D_r with the run seeds, which is
+  what the ``retrain`` method does per run (same init and data order) with the batched trainer.
+
+φ is :func:`~unlearnkit.metrics.logit_scaled_confidence` on the forget set in its stored order, giving
+[N, |S|] matrices; F = :func:`~unlearnkit.metrics.forget_quality`; the final score is
+:func:`~unlearnkit.metrics.final_score` with the mean per-model accuracies on D_r (RA) and the test set (TA),
+as fractions.
+
+**The ceiling** (``forget_quality_ceiling``): an *independent* retrained ensemble C (seeds
+``… + 10 000 + i``) scored against R with the same N; ``final_score_ceiling`` uses C's accuracies. It is
+what a perfect unlearner scores at this N, and it is far below 1: the strongest of ~160k threshold rules
+per example picks up chance differences between two samples of one distribution (spec §1.8: ≈ 0.2 at N =
+512). At small N, every rule's rates are multiples of 1/N and the top bin ⌈ln(N−1)⌉ is low (2 for N = 4, 3
+for N = 8, 4 for N = 32), so the ceiling is a coarse, noisy number. Read a method's F against it, never
+against 1. The ``retrain`` row's F is a second, independent draw of the same statistic, so its distance
+from the ceiling shows how noisy F is at this N.
+
+**Which requests.** Sample-level requests (``random``, ``indices``) and requests that keep every label in
+training (``subclass``, ``group``: the challenge itself forgot whole identities). A ``class`` request is
+refused (``not computed``): every forget example's true label is a class no retrained model ever saw, so φ
+measures how confidently a model rejects the class, not whether it behaves like retraining per example,
+which is what the score was built for; use the class-level metrics there.
+
+**Not computed.** N < 2 (the score needs two models per side), a class request, a method that does not
+apply or fails on any run, or reference training that fails: the affected keys carry
+``"not computed: <reason>"`` (the method's failure leaves the ceiling and the retrained accuracies intact).
+"""
+
+from __future__ import annotations
+
+import math
+import traceback
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import torch
+from torch import nn
+
+from unlearnkit.engine import TrainConfig, config_hash, labels_of, predict_logits, resolve_device
+from unlearnkit.engine.ensemble import EnsembleCache, Mode, iter_ensemble
+from unlearnkit.errors import UnlearnkitError
+from unlearnkit.metrics._base import EvalContext, MetricUnavailable, NotComputed, register_metric, value_to_json
+from unlearnkit.metrics.forget_quality import final_score, forget_quality, logit_scaled_confidence
+from unlearnkit.scenario import Scenario
+
+#: seeds of the scenario with seed s: ``s * SEED_STRIDE + offset + i`` for member i
+SEED_STRIDE = 1_000_000
+CEILING_OFFSET = 10_000  # the independent retrained ensemble of the ceiling
+UNLEARN_OFFSET = 20_000  # the N unlearning runs (and the retrain method's N models)
+ORIGINALS_OFFSET = 30_000  # per-seed originals (originals="per_seed")
+MAX_MODELS = 10_000  # the offsets above keep the four families apart up to this N
+
+#: the pseudo-method of the model before unlearning (the runner's row name)
+ORIGINAL = "original"
+
+#: every key :func:`forget_quality_eval` returns
+KEYS = ("forget_quality", "final_score", "forget_quality_ceiling", "final_score_ceiling", "ensemble_n",
+        "ra_u", "ra_r", "ta_u", "ta_r")  # fmt: skip
+_METHOD_KEYS = ("forget_quality", "final_score", "ra_u", "ta_u")  # what a failed method leaves not computed
+
+Value = float | str  # a number, or "not computed: <reason>"
+
+
+# ---------------------------------------------------------------------------------------------------
+# Registered names (values come from the ensemble evaluation, not from one model)
+# ---------------------------------------------------------------------------------------------------
+
+
+def _needs_ensembles(ctx: EvalContext) -> float:
+    raise MetricUnavailable("needs reference ensembles (set ensemble_n >= 2 in the run config)")
+
+
+for _name, _hib, _desc in (
+    ("forget_quality", True, "NeurIPS-2023 forgetting quality F, N unlearned vs N retrained models (read vs ceiling)"),
+    ("final_score", True, "NeurIPS-2023 score F × (RA_U/RA_R) × (TA_U/TA_R), uncapped"),
+    ("forget_quality_ceiling", None, "F of an independent retrained ensemble vs the retrained one: the best at this N"),
+    ("final_score_ceiling", None, "final score of the independent retrained ensemble (the ideal unlearner)"),
+    ("ensemble_n", None, "models per side N of the forgetting-quality ensembles"),
+    ("ra_u", True, "mean retain accuracy of the N unlearned models (fraction)"),
+    ("ra_r", None, "mean retain accuracy of the N retrained models (fraction)"),
+    ("ta_u", True, "mean test accuracy of the N unlearned models (fraction)"),
+    ("ta_r", None, "mean test accuracy of the N retrained models (fraction)"),
+):
+    register_metric(_name, higher_is_better=_hib, description=_desc)(_needs_ensembles)
+
+
+# ---------------------------------------------------------------------------------------------------
+# Per-model figures
+# ---------------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class MemberStats:
+    """What the score needs from one model.
+
+    Attributes:
+        phi: ``[|S|]`` logit-scaled confidence on the forget set, in the set's order.
+        retain_acc: accuracy on D_r (fraction).
+        test_acc: accuracy on the test set (fraction).
+    """
+
+    phi: np.ndarray
+    retain_acc: float
+    test_acc: float
+
+
+def member_stats(model: nn.Module, scenario: Scenario, device: torch.device) -> MemberStats:
+    """φ on D_f and the retain/test accuracies of ``model``."""
+
+    def acc(split: str) -> float:
+        ds = scenario.split(split)
+        logits = predict_logits(model, ds, device=device)
+        return float((logits.argmax(1) == labels_of(ds)).double().mean())
+
+    logits = predict_logits(model, scenario.forget, device=device)
+    phi = logit_scaled_confidence(logits, labels_of(scenario.forget).numpy())
+    return MemberStats(phi=phi, retain_acc=acc("retain"), test_acc=acc("test"))
+
+
+def ensemble_seeds(scenario_seed: int, n: int, offset: int = 0) -> list[int]:
+    """Seeds of an ensemble family: ``scenario_seed * 10**6 + offset + i`` for i < n."""
+    return [scenario_seed * SEED_STRIDE + offset + i for i in range(n)]
+
+
+# ---------------------------------------------------------------------------------------------------
+# Ensembles of a scenario
+# ---------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class _Setup:
+    """Everything fixed for one (scenario, model, recipe): builds, trains and summarises members."""
+
+    scenario: Scenario
+    model_name: str
+    model_kwargs: dict[str, Any]
+    train_cfg: TrainConfig
+    device: torch.device
+    cache: EnsembleCache
+    batch_models: int
+    mode: Mode
+    on_epoch: Callable[[int, int, float], None] | None
+
+    def make_model(self) -> nn.Module:
+        from unlearnkit.models import create_model
+
+        b = self.scenario.bundle
+        return create_model(self.model_name, b.num_classes, b.in_shape, **self.model_kwargs)
+
+    def key(self, split: str) -> dict[str, Any]:
+        """Cache key of models trained on ``split`` ("train" = D, "retain" = D_r), without recipe and seed."""
+        s = self.scenario
+        return {
+            "ensemble": "forget_quality", "dataset": s.bundle.name, "n_train": len(s.bundle.train_targets),
+            "model": self.model_name, "model_kwargs": self.model_kwargs, "split": split,
+            "idx": config_hash({"i": s.split_indices(split).tolist()}),
+        }  # fmt: skip
+
+    def _memo_key(self, split: str, seed: int) -> str:
+        member = self.cache.member_hash(self.key(split), self.train_cfg, seed)
+        return f"stats/{member}/{self.scenario.splits_hash()}"
+
+    def trained_stats(self, split: str, seeds: Sequence[int]) -> list[MemberStats]:
+        """Stats of the members trained on ``split`` with ``seeds`` (trained, batched, only if not cached)."""
+        memo = self.cache.memo
+        need = [s for s in seeds if self._memo_key(split, s) not in memo]
+        if need:
+            members = iter_ensemble(
+                self.make_model, self.scenario.split(split), self.train_cfg, need, device=self.device,
+                batch_models=self.batch_models, mode=self.mode, cache=self.cache, key=self.key(split),
+                on_epoch=self.on_epoch, where=f"training the {split} ensemble",
+            )  # fmt: skip
+            for s, model in members:
+                memo[self._memo_key(split, s)] = member_stats(model, self.scenario, self.device)
+        return [memo[self._memo_key(split, s)] for s in seeds]
+
+    def original(self) -> nn.Module:
+        """The runner's original model: trained on D with the scenario's seed, by the plain loop."""
+        seed = self.scenario.seed
+        members = iter_ensemble(self.make_model, self.scenario.train, self.train_cfg, [seed], device=self.device,
+                                mode="loop", cache=self.cache, key=self.key("train"), on_epoch=self.on_epoch,
+                                where="training the original model")  # fmt: skip
+        return next(iter(members))[1]
+
+
+def unlearn_ensemble(
+    method: Any,
+    originals: nn.Module | Sequence[nn.Module],
+    data_for_seed: Callable[[int], Any],
+    seeds: Sequence[int],
+) -> Iterable[tuple[int, nn.Module]]:
+    """Run ``method`` once per seed and yield ``(seed, unlearned model)``.
+
+    Args:
+        method: a :class:`~unlearnkit.methods.Method` (``method.unlearn(model, data)``; the input is never
+            modified).
+        originals: one model every run starts from (the published scorer's set-up), or one per seed.
+        data_for_seed: the :class:`~unlearnkit.methods.UnlearnData` of the run with that seed (its ``seed``
+            seeds the method's generator).
+        seeds: one per run.
+    """
+    if isinstance(originals, nn.Module):
+        starts: Sequence[nn.Module] = [originals] * len(seeds)
+    else:
+        starts = list(originals)
+        if len(starts) != len(seeds):
+            raise UnlearnkitError(f"{len(starts)} original models for {len(seeds)} unlearning seeds")
+    for s, start in zip(seeds, starts, strict=True):
+        yield s, method.unlearn(start, data_for_seed(s))
+
+
+# ---------------------------------------------------------------------------------------------------
+# Scoring
+# ---------------------------------------------------------------------------------------------------
+
+
+def _nc(reason: str) -> str:
+    return value_to_json(NotComputed(reason))
+
+
+def _all_not_computed(reason: str) -> dict[str, Value]:
+    return {k: _nc(reason) for k in KEYS}
+
+
+def _mean(values: Iterable[float]) -> float:
+    v = list(values)
+    return math.fsum(v) / len(v)
+
+
+def _check_n(n_models: Any) -> str | None:
+    """Why ``n_models`` cannot give a score (None if it can); bad values raise."""
+    if isinstance(n_models, bool) or not isinstance(n_models, int) or n_models < 0:
+        raise UnlearnkitError(f"ensemble_n must be an integer >= 0, got {n_models!r}")
+    if n_models > MAX_MODELS:
+        raise UnlearnkitError(f"ensemble_n must be <= {MAX_MODELS}, got {n_models}")
+    if n_models == 0:
+        return "reference ensembles are off (ensemble_n = 0)"
+    if n_models == 1:
+        return "ensemble_n = 1: the ε score needs at least 2 models per side"
+    return None
+
+
+def request_unsupported_reason(scenario: Scenario) -> str | None:
+    """Why the ε score is not computed for this scenario's request (``None`` if it is)."""
+    if scenario.request.kind == "class":
+        return (
+            f"the ε score is defined for sample-level requests, not {scenario.request} "
+            "(no retrained model ever predicts a forgotten class)"
+        )
+    return None
+
+
+def _score(unlearned: list[MemberStats] | str, retrained: list[MemberStats], ceiling: list[MemberStats]) -> dict:
+    """The returned dict from the three ensembles' stats (``unlearned`` may be a not-computed reason)."""
+    n = len(retrained)
+    phi_r = np.stack([m.phi for m in retrained])
+    phi_c = np.stack([m.phi for m in ceiling])
+    ra_r, ta_r = _mean(m.retain_acc for m in retrained), _mean(m.test_acc for m in retrained)
+    ra_c, ta_c = _mean(m.retain_acc for m in ceiling), _mean(m.test_acc for m in ceiling)
+    f_c = forget_quality(phi_c, phi_r).F
+    out: dict[str, Value] = {
+        "forget_quality_ceiling": f_c, "final_score_ceiling": final_score(f_c, ra_c, ra_r, ta_c, ta_r),
+        "ensemble_n": float(n), "ra_r": ra_r, "ta_r": ta_r,
+    }  # fmt: skip
+    if isinstance(unlearned, str):
+        out.update({k: _nc(unlearned) for k in _METHOD_KEYS})
+    else:
+        phi_u = np.stack([m.phi for m in unlearned])
+        ra_u, ta_u = _mean(m.retain_acc for m in unlearned), _mean(m.test_acc for m in unlearned)
+        f = forget_quality(phi_u, phi_r).F
+        out.update({"forget_quality": f, "final_score": final_score(f, ra_u, ra_r, ta_u, ta_r), "ra_u": ra_u,
+                    "ta_u": ta_u})  # fmt: skip
+    return {k: out[k] for k in KEYS}
+
+
+def _failure(what: str, e: Exception) -> str:
+    tb = traceback.extract_tb(e.__traceback__)
+    where = f" (at {Path(tb[-1].filename).name}:{tb[-1].lineno})" if tb else ""
+    return f"{what}: {type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}{where}"
+
+
+def _references(setup: _Setup, n: int) -> tuple[list[MemberStats], list[MemberStats]] | str:
+    """(retrained R, independent retrained C) stats, or why they could not be trained."""
+    seed = setup.scenario.seed
+    try:
+        retrained = setup.trained_stats("retain", ensemble_seeds(seed, n))
+        ceiling = setup.trained_stats("retain", ensemble_seeds(seed, n, CEILING_OFFSET))
+    except (UnlearnkitError, KeyboardInterrupt):
+        raise
+    except Exception as e:  # NaN loss or another failure of reference training
+        return _failure("reference ensemble training failed", e)
+    return retrained, ceiling
+
+
+def forget_quality_eval(
+    scenario: Scenario,
+    method_name: str,
+    params: dict[str, Any] | None,
+    model_name: str,
+    train_cfg: TrainConfig,
+    n_models: int,
+    *,
+    device: str | torch.device = "auto",
+    cache: EnsembleCache | None = None,
+    model_kwargs: dict[str, Any] | None = None,
+    original: nn.Module | None = None,
+    originals: Literal["shared", "per_seed"] = "shared",
+    batch_models: int = 16,
+    mode: Mode = "auto",
+    on_epoch: Callable[[int, int, float], None] | None = None,
+) -> dict[str, Value]:
+    """F, the final score and their ceilings for ``method_name`` on ``scenario`` with N models per side.
+
+    Args:
+        scenario: the scenario (its forget set is S).
+        method_name: a registered method, or ``"original"`` (the model before unlearning).
+        params: the method's hyperparameters (as stored with the run; ``None`` = defaults).
+        model_name: registered model of the ensembles (the run's model).
+        train_cfg: recipe of every trained model (the run's ``train`` section).
+        n_models: N, models per side (0 = off; 1 gives not-computed values).
+        device: where to train and evaluate.
+        cache: where ensemble members are stored (default ``$UNLEARNKIT_CACHE/ensembles``); pass the same
+            object for every method of a run so the reference figures are computed once.
+        model_kwargs: passed to the model factory.
+        original: the runner's original model (trained on D with the scenario's seed); trained and
+            cached here when not given. Used with ``originals="shared"``.
+        originals: ``"shared"`` (every unlearning run starts from ``original``, as published) or
+            ``"per_seed"`` (from N originals, one per run).
+        batch_models, mode: see :func:`~unlearnkit.engine.ensemble.train_ensemble`.
+        on_epoch: progress callback of every training.
+
+    Returns:
+        Every name in :data:`KEYS` mapped to a float, or to ``"not computed: <reason>"``.
+
+    Raises:
+        UnlearnkitError: bad input (N, unknown method or hyperparameter, unknown ``originals``).
+    """
+    from unlearnkit.methods import UnlearnData, create_method
+
+    why = _check_n(n_models)
+    if originals not in ("shared", "per_seed"):
+        raise UnlearnkitError(f"originals must be 'shared' or 'per_seed', got {originals!r}")
+    method = None if method_name == ORIGINAL else create_method(method_name, **(params or {}))
+    if method is not None:
+        method.validate_params()
+    if why is None:
+        why = request_unsupported_reason(scenario)
+    if why is None and method is not None:
+        why = method.unsupported_reason(scenario.request)
+        if why is None and method.setting != 1:
+            why = f"method {method_name!r} is a setting-{method.setting} method; only setting-1 methods are ensembled"
+    if why is not None:
+        return _all_not_computed(why)
+
+    dev = resolve_device(device)
+    setup = _Setup(scenario, model_name, dict(model_kwargs or {}), train_cfg, dev, cache or EnsembleCache(),
+                   batch_models, mode, on_epoch)  # fmt: skip
+    refs = _references(setup, n_models)
+    if isinstance(refs, str):
+        return _all_not_computed(refs)
+    retrained, ceiling = refs
+    run_seeds = ensemble_seeds(scenario.seed, n_models, UNLEARN_OFFSET)
+
+    unlearned: list[MemberStats] | str
+    try:
+        if method_name == "retrain":  # the retrain method, run per seed, batched
+            unlearned = setup.trained_stats("retain", run_seeds)
+        elif originals == "per_seed":
+            starts = ensemble_seeds(scenario.seed, n_models, ORIGINALS_OFFSET)
+            if method is None:
+                unlearned = setup.trained_stats("train", starts)
+            else:
+                models = [m for _, m in iter_ensemble(
+                    setup.make_model, scenario.train, train_cfg, starts, device=dev, batch_models=batch_models,
+                    mode=mode, cache=setup.cache, key=setup.key("train"), on_epoch=on_epoch,
+                )]  # fmt: skip
+                unlearned = _unlearned_stats(method, models, setup, run_seeds, UnlearnData)
+        else:
+            start = original if original is not None else setup.original()
+            if method is None:  # N copies of one model: a zero-width sample
+                unlearned = [member_stats(start, scenario, dev)] * n_models
+            else:
+                unlearned = _unlearned_stats(method, start, setup, run_seeds, UnlearnData)
+    except (UnlearnkitError, KeyboardInterrupt):
+        raise
+    except _MethodFailed as e:
+        unlearned = str(e)
+    except Exception as e:  # training the original model(s) failed
+        unlearned = _failure("original model training failed", e)
+    return _score(unlearned, retrained, ceiling)
+
+
+class _MethodFailed(Exception):
+    """A run of the method failed; the message is the not-computed reason."""
+
+
+def _unlearned_stats(
+    method: Any, originals: nn.Module | Sequence[nn.Module], setup: _Setup, seeds: list[int], data_cls: Any
+) -> list[MemberStats]:
+    def data_for(seed: int) -> Any:
+        return data_cls.from_scenario(setup.scenario, make_model=setup.make_model, train_config=setup.train_cfg,
+                                      device=setup.device, seed=seed, on_epoch=setup.on_epoch)  # fmt: skip
+
+    out = []
+    runs = iter(unlearn_ensemble(method, originals, data_for, seeds))
+    for i, seed in enumerate(seeds):
+        try:
+            _, model = next(runs)
+        except (KeyboardInterrupt, UnlearnkitError):
+            raise
+        except Exception as e:
+            raise _MethodFailed(_failure(f"method {method.name!r} failed on ensemble run {i} (seed {seed})", e)) from e
+        out.append(member_stats(model, setup.scenario, setup.device))
+    return out
+
+
+def forget_quality_of_models(
+    scenario: Scenario,
+    models: Sequence[nn.Module],
+    model_name: str,
+    train_cfg: TrainConfig,
+    *,
+    device: str | torch.device = "auto",
+    cache: EnsembleCache | None = None,
+    model_kwargs: dict[str, Any] | None = None,
+    batch_models: int = 16,
+    mode: Mode = "auto",
+    on_epoch: Callable[[int, int, float], None] | None = None,
+) -> dict[str, Value]:
+    """The same figures for given unlearned models (e.g. checkpoints made outside unlearnkit; ``audit``).
+
+    N = ``len(models)``; the retrained and ceiling ensembles are trained (or loaded) with that N, using
+    ``model_name`` and ``train_cfg`` as the scenario's reference recipe.
+    """
+    why = _check_n(len(models)) or request_unsupported_reason(scenario)
+    if why is not None:
+        return _all_not_computed(why)
+    dev = resolve_device(device)
+    setup = _Setup(scenario, model_name, dict(model_kwargs or {}), train_cfg, dev, cache or EnsembleCache(),
+                   batch_models, mode, on_epoch)  # fmt: skip
+    refs = _references(setup, len(models))
+    if isinstance(refs, str):
+        return _all_not_computed(refs)
+    return _score([member_stats(m, scenario, dev) for m in models], *refs)

@@ -1,0 +1,506 @@
+"""LiRA and U-LiRA with shadow models: per-example membership attacks on the forget set.
+
+* **LiRA** — Carlini et al., "Membership Inference Attacks From First Principles", IEEE S&P 2022,
+  arXiv 2112.03570 (evaluation spec §2.1). Does the model under audit still look as if it trained on
+  its forget examples?
+* **U-LiRA** — Hayes, Shumailov, Triantafillou, Khalifa, Papernot, "Inexact Unlearning Needs More
+  Careful Evaluations to Avoid a False Sense of Privacy", SaTML 2025, arXiv 2403.01218 (spec §2.2). The
+  same likelihood-ratio test, re-targeted to "x was trained on and then unlearned *with this method*"
+  versus "x was never trained on". The paper's body was not available to us; the construction below
+  follows the spec's summary and its reimplementations (``LiouTang/Unlearn-Apollo-Attack``).
+
+**Scored examples.** The target models' member side is the scenario's forget set D_f, its non-member
+side a held-out split (``nonmember_split``: ``auto`` = the forgotten class's test images for class-level
+requests, the test set otherwise; or ``test`` / ``val`` / ``forget_test``). The larger side is
+subsampled (seeded) to the smaller one's size k, so the 2k scored examples are balanced.
+
+**Shadow models.** The population pool is D (the scenario's training set) plus the k scored
+non-members: an example must be trained on by some shadows to have an IN distribution. Each of the M
+shadows trains, with the run's recipe, on half of the pool. The keep mask ``keep[m, i]`` (True = shadow
+m trains on pool example i, stored on the :class:`ShadowBank`) is drawn in complementary pairs: pool
+examples are paired at random, each pair gets a random pattern with ⌊M/2⌋ ones and its complement, so
+every example is IN for ⌊M/2⌋ or ⌈M/2⌉ shadows (the reference ``train.py`` guarantees the same with its
+``num_experiments`` draw) and every shadow trains on exactly half of the 2k scored examples.
+
+**LiRA (online).** IN = φ(x) of shadows that trained on x, OUT = φ(x) of those that did not; the target's
+φ(x) is scored with the Gaussian log-likelihood ratio of :func:`~unlearnkit.metrics.functional.lira.lira_scores`
+(median μ, σ = std + 1e-30; φ = :func:`~unlearnkit.metrics.logit_scaled_confidence`).
+
+**U-LiRA.** Every shadow is then unlearned with the method and hyperparameters under audit. Its forget
+set F_m is the half of the scored examples it trained on (k examples, so |F_m| = |D_f| whenever the
+non-member split has at least |D_f| examples), plus, for class-level requests, every other example of the
+forgotten part in its half (the shadow forgets the whole class, as the target did), or, for sample-level
+requests whose D_f was larger than k, random other examples of its half up to |D_f|. Its retain set is
+the rest of its half. IN = φ(x) of *unlearned* shadows with x ∈ F_m (every shadow that trained on a
+scored x has unlearned it), OUT = φ(x) of the *untouched* shadows that never trained on x (the "retrain
+without x" distribution; as in Apollo's ``ULiRA.py``). The held-out target models (the audited model,
+never a shadow) are scored on their forget vs non-member examples; we report AUC, TPR at 1% FPR and the
+best balanced attack accuracy (50% = indistinguishable from retraining).
+
+**Reading the numbers.** All six metrics are ``higher_is_better=None``: an unlearned model should score
+what the model retrained on D_r scores (≈ 0.5 AUC, ≈ 1% TPR at 1% FPR), not the extreme; an
+over-forgotten D_f is itself detectable (AUC well below 0.5). Few shadows make the Gaussian fits noisy
+(the LiRA README recommends ``fixed_variance=True`` below ~64 shadows).
+
+**Cost and caching.** Shadows are trained one after another with :func:`unlearnkit.engine.train_model`
+(a plain loop: the batched ``torch.func`` ensemble trainer was not available when this was written) and
+cached by config hash in a :class:`~unlearnkit.engine.ModelCache` (the pool's exact example identities,
+the keep row, model, recipe and seed); unlearned shadows are cached under the method and its
+hyperparameters as well. Without a cache the untouched shadows are kept in memory for reuse.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+from torch.utils.data import ConcatDataset, Dataset, Subset
+
+from unlearnkit.data import ArrayDataset
+from unlearnkit.engine import (
+    ModelCache,
+    TrainConfig,
+    config_hash,
+    predict_logits,
+    resolve_device,
+    seed_everything,
+    train_model,
+)
+from unlearnkit.errors import UnlearnkitError
+from unlearnkit.methods import Method, UnlearnData, create_method
+from unlearnkit.metrics._base import EvalContext, MetricUnavailable, MetricValue, NotComputed, register_metric
+from unlearnkit.metrics.forget_quality import logit_scaled_confidence
+from unlearnkit.metrics.functional.lira import attack_accuracy, lira_scores, roc_auc, tpr_at_fpr
+from unlearnkit.models import MODELS, create_model
+from unlearnkit.scenario import Scenario
+
+#: fewest IN and OUT shadow values per example (a standard deviation needs two), so n_shadows >= 4
+MIN_PER_SIDE = 2
+#: the false-positive budget of the ``*_tpr_at_1pct_fpr`` metrics
+FPR_TARGET = 0.01
+NONMEMBER_SPLITS = ("auto", "test", "val", "forget_test")
+
+LIRA_METRICS = ("lira_auc", "lira_tpr_at_1pct_fpr", "lira_acc")
+ULIRA_METRICS = ("ulira_auc", "ulira_tpr_at_1pct_fpr", "ulira_acc")
+#: for the reports: every LiRA figure should *match the retrained model*, not be pushed to an extreme
+HIGHER_IS_BETTER: dict[str, bool | None] = dict.fromkeys(LIRA_METRICS + ULIRA_METRICS)
+
+Targets = nn.Module | Sequence[nn.Module]
+
+
+# -- registry entries -----------------------------------------------------------------------------------
+# The shadow models are a per-scenario resource that EvalContext does not carry, so the values come from
+# the runner's shadow pass (ShadowBank.lira / .ulira), which overwrites these entries. Registering the
+# names gives the reports their metadata (≈: match retrain; the gap to retrain) and makes every report
+# say why a LiRA figure is absent instead of dropping the key.
+_DESCRIPTIONS = {
+    "auc": "ROC AUC, forget vs held-out examples",
+    "tpr_at_1pct_fpr": "TPR at 1% FPR, forget vs held-out examples",
+    "acc": "best balanced attack accuracy, forget vs held-out examples",
+}
+
+
+def _needs_shadows(ctx: EvalContext) -> float:
+    raise MetricUnavailable("needs shadow models (set lira_shadows >= 4 in the run config)")
+
+
+for _prefix, _what in (("lira", "LiRA (online)"), ("ulira", "U-LiRA (shadows unlearned with the same method)")):
+    for _stat, _desc in _DESCRIPTIONS.items():
+        register_metric(f"{_prefix}_{_stat}", higher_is_better=None, description=f"{_what}: {_desc} (match retrain)")(
+            _needs_shadows
+        )
+
+
+def _not_computed(names: Sequence[str], reason: str) -> dict[str, MetricValue]:
+    return {n: NotComputed(reason) for n in names}
+
+
+def _figures(prefix: str, scores: np.ndarray, labels: np.ndarray) -> dict[str, MetricValue]:
+    return {
+        f"{prefix}_auc": roc_auc(scores, labels),
+        f"{prefix}_tpr_at_1pct_fpr": tpr_at_fpr(scores, labels, FPR_TARGET),
+        f"{prefix}_acc": attack_accuracy(scores, labels),
+    }
+
+
+def _paired_keep(n_shadows: int, n_cols: int, rng: np.random.Generator) -> np.ndarray:
+    """``[M, n_cols]`` keep mask built from complementary column pairs (each column IN for ~M/2 rows)."""
+    keep = np.zeros((n_shadows, n_cols), dtype=bool)
+    order = rng.permutation(n_cols)
+    n_pairs = (n_cols + 1) // 2
+    # one random pattern with floor(M/2) ones per pair (row-wise argsort of uniforms = random permutation)
+    patterns = np.argsort(rng.random((n_pairs, n_shadows)), axis=1) < n_shadows // 2
+    first, second = order[0::2], order[1::2]
+    keep[:, first] = patterns[: len(first)].T
+    keep[:, second] = ~patterns[: len(second)].T
+    return keep
+
+
+def _shadow_seed(seed: int, m: int) -> int:
+    return int(np.random.SeedSequence([seed, m]).generate_state(1)[0] % (2**31))
+
+
+@dataclass(eq=False)
+class ShadowBank:
+    """The shadow models of one scenario: pool, keep mask, and φ of the untouched shadows.
+
+    Build with :meth:`build`; score targets with :meth:`lira` and :meth:`ulira`. One bank serves every
+    model audited on the scenario (the original, the retrained model, each method).
+
+    Attributes:
+        keep: ``[M, P]`` bool, True where shadow m trains on pool example i.
+        scored: ``[2k]`` pool positions of the scored examples, the k forget examples first.
+        is_member: ``[2k]`` bool, True for the target's forget examples.
+        pool_labels: ``[P]`` labels of the pool.
+        phi_base: ``[M, 2k]`` φ of the untouched shadows on the scored examples (after the first use).
+    """
+
+    scenario: Scenario
+    model_name: str
+    model_kwargs: dict[str, Any]
+    train_cfg: TrainConfig
+    n_shadows: int
+    seed: int
+    device: torch.device
+    cache: ModelCache | None
+    nonmember_split: str
+    pool: Dataset
+    pool_labels: np.ndarray
+    pool_id: str
+    forget_pos: np.ndarray
+    scored: np.ndarray
+    is_member: np.ndarray
+    keep: np.ndarray
+    phi_base: np.ndarray | None = None
+    _models: dict[int, nn.Module] = field(default_factory=dict, repr=False)
+
+    # -- construction --------------------------------------------------------------------------------
+    @classmethod
+    def build(
+        cls,
+        scenario: Scenario,
+        model_name: str,
+        train_cfg: TrainConfig,
+        n_shadows: int,
+        *,
+        device: str | torch.device = "auto",
+        seed: int | None = None,
+        cache: ModelCache | None = None,
+        model_kwargs: Mapping[str, Any] | None = None,
+        nonmember_split: str = "auto",
+    ) -> ShadowBank:
+        """Draw the pool, the scored examples and the keep mask (no training yet).
+
+        Raises:
+            UnlearnkitError: bad input (unknown model, n_shadows not an integer >= 0, unknown split).
+            MetricUnavailable: too few shadows, or no non-member examples to compare with.
+        """
+        if isinstance(n_shadows, bool) or not isinstance(n_shadows, (int, np.integer)) or n_shadows < 0:
+            raise UnlearnkitError(f"n_shadows must be an integer >= 0, got {n_shadows!r}")
+        MODELS.get(model_name)
+        if not isinstance(train_cfg, TrainConfig):
+            raise UnlearnkitError(f"train_cfg must be a TrainConfig, got {type(train_cfg).__name__}")
+        if nonmember_split not in NONMEMBER_SPLITS:
+            raise UnlearnkitError(
+                f"unknown nonmember_split {nonmember_split!r}; expected one of {', '.join(NONMEMBER_SPLITS)}"
+            )
+        b = scenario.bundle
+        try:
+            create_model(model_name, b.num_classes, b.in_shape, **dict(model_kwargs or {}))
+        except TypeError as e:
+            raise UnlearnkitError(f"model {model_name!r} rejects its model_kwargs: {e}") from None
+        device = resolve_device(device)
+        seed = scenario.seed if seed is None else int(seed)
+        if n_shadows == 0:
+            raise MetricUnavailable("LiRA is off (0 shadow models)")
+        if n_shadows // 2 < MIN_PER_SIDE:
+            raise MetricUnavailable(
+                f"too few shadow models: {n_shadows} give every example only {n_shadows // 2} IN or OUT "
+                f"shadows, and the Gaussian fits need >= {MIN_PER_SIDE} of each (use >= {2 * MIN_PER_SIDE})"
+            )
+        split = nonmember_split
+        if split == "auto":
+            split = "forget_test" if scenario.request.is_class_level else "test"
+        nm_all = scenario.split_indices(split)
+        if nm_all is None or len(nm_all) == 0:
+            raise MetricUnavailable(f"the {scenario.request} request has no {split} examples to use as non-members")
+
+        rng = np.random.default_rng([seed, 0x11A])  # scored-example draw and keep mask
+        forget_all = scenario.forget_idx
+        k = min(len(forget_all), len(nm_all))
+        forget_sel = np.sort(rng.choice(forget_all, k, replace=False)) if len(forget_all) > k else forget_all
+        nm_sel = np.sort(rng.choice(nm_all, k, replace=False)) if len(nm_all) > k else np.asarray(nm_all)
+
+        # the pool: D (train_idx, sorted) followed by the k chosen non-members
+        train_idx = scenario.train_idx
+        nm_source, nm_targets = (b.train, b.train_targets) if split == "val" else (b.test, b.test_targets)
+        pool = _concat(b.train, train_idx, nm_source, nm_sel)
+        pool_labels = np.concatenate([b.train_targets[train_idx], nm_targets[nm_sel]])
+        n_d = len(train_idx)
+        member_pos = np.searchsorted(train_idx, forget_sel)
+        scored = np.concatenate([member_pos, n_d + np.arange(k)])
+        is_member = np.concatenate([np.ones(k, bool), np.zeros(k, bool)])
+        forget_pos = np.searchsorted(train_idx, forget_all)
+
+        # keep mask: scored examples paired among themselves (each shadow gets exactly k of them)
+        keep = np.zeros((n_shadows, n_d + k), dtype=bool)
+        keep[:, scored] = _paired_keep(n_shadows, 2 * k, rng)
+        rest = np.setdiff1d(np.arange(n_d + k), scored)
+        keep[:, rest] = _paired_keep(n_shadows, len(rest), rng)
+
+        pool_id = config_hash({
+            "dataset": scenario.spec(), "train_idx": config_hash({"i": train_idx.tolist()}),
+            "nonmembers": [split == "val", nm_sel.tolist()],
+        })  # fmt: skip
+        return cls(
+            scenario=scenario, model_name=model_name, model_kwargs=dict(model_kwargs or {}), train_cfg=train_cfg,
+            n_shadows=int(n_shadows), seed=seed, device=device, cache=cache, nonmember_split=split, pool=pool,
+            pool_labels=pool_labels, pool_id=pool_id, forget_pos=forget_pos, scored=scored, is_member=is_member,
+            keep=keep,
+        )  # fmt: skip
+
+    # -- models ---------------------------------------------------------------------------------------
+    def make_model(self) -> nn.Module:
+        """A freshly initialised model of the audited architecture."""
+        b = self.scenario.bundle
+        return create_model(self.model_name, b.num_classes, b.in_shape, **self.model_kwargs)
+
+    def _base_key(self, m: int) -> dict[str, Any]:
+        return {
+            "role": "lira_shadow", "pool": self.pool_id,
+            "keep": config_hash({"i": np.flatnonzero(self.keep[m]).tolist()}),
+            "model": self.model_name, "model_kwargs": self.model_kwargs, "train": self.train_cfg.to_dict(),
+            "seed": _shadow_seed(self.seed, m),
+        }  # fmt: skip
+
+    def _get_or_train(
+        self, key: dict[str, Any], train: Callable[[nn.Module], dict[str, Any]], seed: int
+    ) -> nn.Module:
+        seed_everything(seed)  # the fresh model's initial weights
+        if self.cache is None:
+            model = self.make_model()
+            train(model)
+            return model.eval()
+        model, _, _ = self.cache.get_or_train(key, self.make_model, train)
+        return model
+
+    def shadow(self, m: int) -> nn.Module:
+        """Untouched shadow ``m``: trained on the pool examples where ``keep[m]`` (cached)."""
+        if m in self._models:
+            return self._models[m]
+        seed = _shadow_seed(self.seed, m)
+        train_set = Subset(self.pool, np.flatnonzero(self.keep[m]).tolist())
+
+        def _train(model: nn.Module) -> dict[str, Any]:
+            gen = torch.Generator().manual_seed(seed)
+            train_model(model, train_set, self.train_cfg, device=self.device, generator=gen,
+                        where=f"training LiRA shadow model {m}")  # fmt: skip
+            return {}
+
+        model = self._get_or_train(self._base_key(m), _train, seed)
+        if self.cache is None:
+            self._models[m] = model
+        return model
+
+    def _phi(self, model: nn.Module) -> np.ndarray:
+        """φ of ``model`` on the scored examples ``[2k]``."""
+        logits = predict_logits(model, Subset(self.pool, self.scored.tolist()), device=self.device)
+        return logit_scaled_confidence(logits, self.pool_labels[self.scored])
+
+    def base_phi(self) -> np.ndarray:
+        """``[M, 2k]`` φ of the untouched shadows (trains or loads them on first use)."""
+        if self.phi_base is None:
+            self.phi_base = np.stack([self._phi(self.shadow(m)) for m in range(self.n_shadows)])
+        return self.phi_base
+
+    def forget_set(self, m: int) -> np.ndarray:
+        """Pool positions shadow ``m`` unlearns in U-LiRA (see the module docstring)."""
+        kept = self.keep[m]
+        chosen = self.scored[kept[self.scored]]  # the half of the scored examples it trained on
+        if self.scenario.request.is_class_level:  # the rest of the forgotten part in its half
+            chosen = np.union1d(chosen, self.forget_pos[kept[self.forget_pos]])
+        elif len(chosen) < len(self.scenario.forget_idx):
+            others = np.setdiff1d(np.flatnonzero(kept), self.scored)
+            extra = np.random.default_rng([self.seed, m, 0xF0]).choice(
+                others, min(len(others), len(self.scenario.forget_idx) - len(chosen)), replace=False
+            )
+            chosen = np.union1d(chosen, extra)
+        return np.sort(chosen)
+
+    # -- attacks --------------------------------------------------------------------------------------
+    def _attack(
+        self, prefix: str, targets: Targets, in_phi: np.ndarray, *, online: bool, fixed_variance: bool
+    ) -> dict[str, MetricValue]:
+        models = [targets] if isinstance(targets, nn.Module) else list(targets)
+        if not models or not all(isinstance(t, nn.Module) for t in models):
+            raise UnlearnkitError("target_model must be an nn.Module or a non-empty sequence of them")
+        try:
+            t_phis = [self._phi(t) for t in models]
+        except UnlearnkitError as e:  # e.g. NaN logits
+            names = LIRA_METRICS if prefix == "lira" else ULIRA_METRICS
+            return _not_computed(names, f"the target model's outputs on the scored examples: {e}")
+        in_mask = self.keep[:, self.scored]
+        out_phi = self.base_phi()
+        scores = np.concatenate([
+            lira_scores(t, in_phi, out_phi, in_mask=in_mask, out_mask=~in_mask, online=online,
+                        fixed_variance=fixed_variance)
+            for t in t_phis
+        ])  # fmt: skip
+        labels = np.tile(self.is_member, len(t_phis))
+        return _figures(prefix, scores, labels)
+
+    def lira(
+        self, target_model: Targets, *, online: bool = True, fixed_variance: bool = False
+    ) -> dict[str, MetricValue]:
+        """LiRA on ``target_model``'s forget vs non-member examples (``lira_auc``, ``_tpr_at_1pct_fpr``, ``_acc``)."""
+        try:
+            base = self.base_phi()
+        except Exception as e:  # a shadow failed to train (e.g. NaN loss)
+            return _not_computed(LIRA_METRICS, f"training the LiRA shadow models failed: {type(e).__name__}: {e}")
+        return self._attack("lira", target_model, base, online=online, fixed_variance=fixed_variance)
+
+    def ulira(
+        self,
+        method: str | Method,
+        target_model: Targets,
+        *,
+        params: Mapping[str, Any] | None = None,
+        fixed_variance: bool = False,
+    ) -> dict[str, MetricValue]:
+        """U-LiRA for ``method`` (name + ``params``, or an instance): ``ulira_auc``, ``_tpr_at_1pct_fpr``, ``_acc``."""
+        m_obj = method if isinstance(method, Method) else create_method(method, **dict(params or {}))
+        m_obj.validate_params()
+        reason = m_obj.unsupported_reason(self.scenario.request)
+        if reason is not None:
+            return _not_computed(ULIRA_METRICS, reason)
+        try:
+            base = self.base_phi()
+        except Exception as e:
+            return _not_computed(ULIRA_METRICS, f"training the LiRA shadow models failed: {type(e).__name__}: {e}")
+        unlearned = np.empty_like(base)
+        for m in range(self.n_shadows):
+            try:
+                unlearned[m] = self._phi(self._unlearned_shadow(m_obj, m))
+            except Exception as e:
+                return _not_computed(
+                    ULIRA_METRICS,
+                    f"unlearning shadow model {m} with {m_obj.name} failed: {type(e).__name__}: {e}",
+                )
+        return self._attack("ulira", target_model, unlearned, online=True, fixed_variance=fixed_variance)
+
+    def _unlearned_shadow(self, method: Method, m: int) -> nn.Module:
+        forget = self.forget_set(m)
+        retain = np.setdiff1d(np.flatnonzero(self.keep[m]), forget)
+        seed = _shadow_seed(self.seed, m)
+        s = self.scenario
+        key = {**self._base_key(m), "role": "ulira_shadow", "method": method.name, "params": method.get_params(),
+               "forget": config_hash({"i": forget.tolist()})}  # fmt: skip
+
+        def _train(model: nn.Module) -> dict[str, Any]:
+            data = UnlearnData(
+                request=s.request, num_classes=s.bundle.num_classes, in_shape=s.bundle.in_shape,
+                _forget=Subset(self.pool, forget.tolist()), _retain=Subset(self.pool, retain.tolist()),
+                _val=s.val if len(s.val_idx) else None, forget_classes=s.forget_classes,
+                make_model=self.make_model, train_config=self.train_cfg, device=self.device, seed=seed,
+            )  # fmt: skip
+            out = method.unlearn(self.shadow(m), data)
+            model.load_state_dict(out.state_dict())
+            return {}
+
+        return self._get_or_train(key, _train, seed)
+
+
+def _concat(train: Dataset, train_idx: np.ndarray, other: Dataset, other_idx: np.ndarray) -> Dataset:
+    """The pool dataset: ``train[train_idx]`` then ``other[other_idx]`` (in memory when both are)."""
+    if isinstance(train, ArrayDataset) and isinstance(other, ArrayDataset):
+        a, b = torch.as_tensor(train_idx), torch.as_tensor(other_idx)
+        return ArrayDataset(torch.cat([train.x[a], other.x[b]]), torch.cat([train.y[a], other.y[b]]))
+    return ConcatDataset([Subset(train, train_idx.tolist()), Subset(other, other_idx.tolist())])
+
+
+def run_lira(
+    scenario: Scenario,
+    model_name: str,
+    train_cfg: TrainConfig,
+    n_shadows: int,
+    *,
+    target_model: Targets,
+    device: str | torch.device = "auto",
+    seed: int | None = None,
+    cache: ModelCache | None = None,
+    model_kwargs: Mapping[str, Any] | None = None,
+    nonmember_split: str = "auto",
+    online: bool = True,
+    fixed_variance: bool = False,
+    bank: ShadowBank | None = None,
+) -> dict[str, MetricValue]:
+    """LiRA (online by default) on the audited model's forget examples vs held-out non-members.
+
+    Args:
+        scenario: the scenario (D, D_f and the non-member split).
+        model_name: registered architecture of the audited model (shadows use the same).
+        train_cfg: the recipe the audited model's original was trained with.
+        n_shadows: number of shadow models M (>= 4; 0 = off).
+        target_model: the model under audit (or several, pooled).
+        device: where to train and evaluate.
+        seed: seeds the scored-example draw, the keep mask and every shadow (default: the scenario's).
+        cache: where shadows are cached by config hash (``None``: in memory only).
+        model_kwargs: passed to the model factory.
+        nonmember_split: ``auto``, ``test``, ``val`` or ``forget_test`` (see the module docstring).
+        online: the two-Gaussian test (True) or the OUT-only offline test.
+        fixed_variance: one global σ (the reference code's option; better with few shadows).
+        bank: a :class:`ShadowBank` already built for this scenario (reuses its shadows).
+
+    Returns:
+        ``lira_auc``, ``lira_tpr_at_1pct_fpr``, ``lira_acc`` -> float, or :class:`NotComputed` with the reason.
+    """
+    try:
+        bank = bank or ShadowBank.build(
+            scenario, model_name, train_cfg, n_shadows, device=device, seed=seed, cache=cache,
+            model_kwargs=model_kwargs, nonmember_split=nonmember_split,
+        )  # fmt: skip
+    except MetricUnavailable as e:
+        return _not_computed(LIRA_METRICS, str(e))
+    return bank.lira(target_model, online=online, fixed_variance=fixed_variance)
+
+
+def run_ulira(
+    scenario: Scenario,
+    method_name: str,
+    params: Mapping[str, Any] | None,
+    model_name: str,
+    train_cfg: TrainConfig,
+    n_shadows: int,
+    *,
+    target_model: Targets,
+    device: str | torch.device = "auto",
+    seed: int | None = None,
+    cache: ModelCache | None = None,
+    model_kwargs: Mapping[str, Any] | None = None,
+    nonmember_split: str = "auto",
+    fixed_variance: bool = False,
+    bank: ShadowBank | None = None,
+) -> dict[str, MetricValue]:
+    """U-LiRA: shadows unlearned with ``method_name(**params)``; scores ``target_model`` (that method's output).
+
+    Arguments as in :func:`run_lira`, plus the audited method's registered name and hyperparameters.
+    Unknown methods or invalid hyperparameters raise :class:`~unlearnkit.errors.UnlearnkitError` before
+    any training.
+
+    Returns:
+        ``ulira_auc``, ``ulira_tpr_at_1pct_fpr``, ``ulira_acc`` -> float, or :class:`NotComputed`.
+    """
+    method = create_method(method_name, **dict(params or {}))
+    method.validate_params()
+    try:
+        bank = bank or ShadowBank.build(
+            scenario, model_name, train_cfg, n_shadows, device=device, seed=seed, cache=cache,
+            model_kwargs=model_kwargs, nonmember_split=nonmember_split,
+        )  # fmt: skip
+    except MetricUnavailable as e:
+        return _not_computed(ULIRA_METRICS, str(e))
+    return bank.ulira(method, target_model, fixed_variance=fixed_variance)

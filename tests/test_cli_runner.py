@@ -1,0 +1,247 @@
+"""End-to-end tests of the runner and the CLI: reports, resume, determinism, and every bad-input case.
+
+Each bad-input case must print one line naming the problem, exit with code 2, and leave nothing in
+``results.db``.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+from typer.testing import CliRunner
+
+from unlearnkit.cli import app
+from unlearnkit.experiments import ResultsStore, parse_config, run_benchmark
+
+runner = CliRunner()
+
+#: a fast benchmark: few epochs, two cheap methods (retrain is always added)
+FAST = ["--epochs", "8", "--methods", "finetune,neggrad", "--device", "cpu", "--quiet"]
+TIMING = ("time_s", "time_ratio_vs_retrain", "peak_mem_mb")
+
+
+def _invoke(args: list[str]):
+    return runner.invoke(app, args, catch_exceptions=False)
+
+
+def _rows(db: Path) -> int:
+    if not db.exists():
+        return 0
+    with sqlite3.connect(db) as con:
+        return con.execute("SELECT COUNT(*) FROM runs").fetchone()[0]
+
+
+@pytest.fixture(scope="module")
+def fast_run(tmp_path_factory):
+    """One fast CLI run, shared by the checks below."""
+    out = tmp_path_factory.mktemp("fast") / "out"
+    res = _invoke(["run", *FAST, "--forget", "class:3", "--forget", "random:0.1", "--out", str(out)])
+    assert res.exit_code == 0, res.output
+    return out, res.output
+
+
+def test_run_writes_store_and_three_reports(fast_run):
+    out, output = fast_run
+    for name in ("results.db", "report.json", "report.md", "report.html"):
+        assert (out / name).is_file(), name
+    runs = json.loads((out / "report.json").read_text())["runs"]
+    methods = {(r["scenario"]["forget"], r["method"]) for r in runs}
+    for forget in ("class:3", "random:0.1"):
+        for m in ("original", "retrain", "finetune", "neggrad"):
+            assert (forget, m) in methods
+    assert all(r["status"] == "ok" for r in runs)
+    md = (out / "report.md").read_text()
+    assert md.index("| retrain") < md.index("| finetune")  # retrain row first
+    assert "data:image/png;base64," in (out / "report.html").read_text()
+    assert "models trained" in output
+
+
+def test_class_request_retrain_forgets_and_original_knows(fast_run):
+    out, _ = fast_run
+    runs = json.loads((out / "report.json").read_text())["runs"]
+    by = {(r["scenario"]["forget"], r["method"]): r["metrics"] for r in runs}
+    assert by[("class:3", "retrain")]["acc_forget_test"] == 0.0
+    assert by[("class:3", "original")]["acc_forget_test"] >= 0.9
+    # sample-level requests have no forget-test split: reported as not computed, never as a number
+    assert str(by[("random:0.1", "finetune")]["acc_forget_test"]).startswith("not computed:")
+
+
+def test_rerun_trains_nothing_and_skips_stored(fast_run):
+    out, _ = fast_run
+    before = _rows(out / "results.db")
+    res = _invoke(["run", *FAST, "--forget", "class:3", "--forget", "random:0.1", "--out", str(out)])
+    assert res.exit_code == 0
+    assert f"0 runs (0 failed), {before} already stored, 0 models trained" in res.output
+    assert _rows(out / "results.db") == before
+
+
+def test_same_seed_same_metrics_in_a_fresh_store(fast_run, tmp_path):
+    out, _ = fast_run
+    res = _invoke(["run", *FAST, "--forget", "class:3", "--out", str(tmp_path / "again")])
+    assert res.exit_code == 0
+    a = {(r["method"]): r["metrics"] for r in ResultsStore(out / "results.db").runs()
+         if r["scenario"]["forget"] == "class:3"}  # fmt: skip
+    b = {(r["method"]): r["metrics"] for r in ResultsStore(tmp_path / "again" / "results.db").runs()}
+    assert a.keys() == b.keys()
+    for m in a:
+        for k, v in a[m].items():
+            if k not in TIMING:
+                assert b[m][k] == v, (m, k)
+
+
+def test_splits_are_stored_with_each_run(fast_run):
+    out, _ = fast_run
+    store = ResultsStore(out / "results.db")
+    run = store.runs()[0]
+    splits = store.splits(run["splits_hash"])
+    assert splits is not None and set(splits) >= {"forget", "retain", "val", "test"}
+    assert not set(splits["forget"]) & set(splits["retain"])
+
+
+def test_report_command_regenerates(fast_run):
+    out, _ = fast_run
+    (out / "report.md").unlink()
+    res = _invoke(["report", str(out)])
+    assert res.exit_code == 0
+    assert (out / "report.md").is_file()
+
+
+def test_list_commands():
+    for what, expect in (("methods", "neggrad_plus"), ("metrics", "acc_forget_test"), ("datasets", "digits"),
+                         ("models", "small_cnn")):  # fmt: skip
+        res = _invoke(["list", what])
+        assert res.exit_code == 0 and expect in res.output
+
+
+def test_help_has_examples():
+    res = _invoke(["--help"])
+    assert res.exit_code == 0 and "unlearnkit run" in res.output
+
+
+def test_nan_loss_is_recorded_failed_and_others_go_on(tmp_path):
+    cfg = parse_config({
+        "forget": ["class:3"], "train": {"epochs": 2}, "device": "cpu", "model": "mlp",
+        "methods": [{"name": "finetune", "params": {"lr": 1e30, "epochs": 2}}, "neggrad_plus"],
+    })  # fmt: skip
+    res = run_benchmark(cfg, tmp_path / "out")
+    runs = {r["method"]: r for r in ResultsStore(tmp_path / "out" / "results.db").runs()}
+    assert runs["finetune"]["status"] == "failed"
+    assert "nan" in runs["finetune"]["error"].lower()
+    assert runs["neggrad_plus"]["status"] == "ok" and runs["retrain"]["status"] == "ok"
+    assert res.failed == 1
+    assert "finetune" in (tmp_path / "out" / "report.md").read_text().split("Failed")[-1]
+
+
+# -- bad input: one line, exit code 2, nothing written -------------------------------------------------------
+
+
+def _write(p: Path, text: str) -> Path:
+    p.write_text(text)
+    return p
+
+
+BAD_CLI = {
+    "unknown dataset": (["--dataset", "digitz"], "did you mean 'digits'"),
+    "unknown model": (["--model", "small_cn"], "did you mean 'small_cnn'"),
+    "unknown method": (["--methods", "neggrad_pluss"], "did you mean 'neggrad_plus'"),
+    "class not in dataset": (["--forget", "class:12"], "forget class 12 is not in dataset 'digits'"),
+    "fraction outside (0,1)": (["--forget", "random:1.5"], "forget fraction must be in (0, 1)"),
+    "count >= training size": (["--forget", "random:5000"], "must be smaller than the training set"),
+    "malformed spec": (["--forget", "klass:3"], "unknown forget kind 'klass'"),
+    "bad seeds": (["--seeds", "0,x"], "--seeds must be comma-separated integers"),
+    "bad device": (["--device", "tpu"], "unknown device 'tpu'"),
+    "missing config": (["--config", "/nonexistent/cfg.yaml"], "config file not found"),
+}
+
+
+@pytest.mark.parametrize("case", list(BAD_CLI), ids=list(BAD_CLI))
+def test_bad_cli_input(case, tmp_path):
+    args, expect = BAD_CLI[case]
+    out = tmp_path / "out"
+    res = _invoke(["run", *args, "--out", str(out), "--quiet"])
+    assert res.exit_code == 2, res.output
+    assert expect in res.output
+    assert len(res.output.strip().splitlines()) == 1, res.output
+    assert _rows(out / "results.db") == 0
+
+
+def _indices_case(tmp_path: Path, text: str) -> list[str]:
+    return ["--forget", f"indices:{_write(tmp_path / 'idx.txt', text)}"]
+
+
+@pytest.mark.parametrize(
+    ("text", "expect"),
+    [
+        ("", "lists no indices"),
+        ("1 2 99999", "must be in [0,"),
+        ("1 2 2", "more than once"),
+        ("1 2 x", "is not an integer"),
+    ],
+    ids=["empty", "out-of-range", "duplicated", "not-integers"],
+)
+def test_bad_indices_file(tmp_path, text, expect):
+    out = tmp_path / "out"
+    res = _invoke(["run", *_indices_case(tmp_path, text), "--out", str(out), "--quiet"])
+    assert res.exit_code == 2 and expect in res.output
+    assert _rows(out / "results.db") == 0
+
+
+BAD_CONFIGS = {
+    "malformed yaml": ("forget: [class:3\nseeds: 0", "is not valid YAML"),
+    "unknown key": ("dataset: digits\nepochz: 3\n", "epochz: unknown key"),
+    "unknown method param": ("methods: [{name: neggrad, params: {lrr: 0.1}}]\n", "did you mean 'lr'"),
+    "negative lr": ("methods: [{name: neggrad, params: {lr: -0.1}}]\n", "parameter 'lr' must be"),
+    "unknown metric": ("metrics: [acc_forgett]\n", "did you mean 'acc_forget'"),
+    "negative train lr": ("train: {lr: -1}\n", "train.lr"),
+    "top level not a mapping": ("- a\n- b\n", "expected a mapping"),
+}
+
+
+@pytest.mark.parametrize("case", list(BAD_CONFIGS), ids=list(BAD_CONFIGS))
+def test_bad_config(case, tmp_path):
+    text, expect = BAD_CONFIGS[case]
+    cfg = _write(tmp_path / "cfg.yaml", text)
+    out = tmp_path / "out"
+    res = _invoke(["run", "--config", str(cfg), "--out", str(out), "--quiet"])
+    assert res.exit_code == 2, res.output
+    assert expect in res.output, res.output
+    assert _rows(out / "results.db") == 0
+
+
+def test_out_not_writable(tmp_path):
+    blocker = _write(tmp_path / "a_file", "x")
+    res = _invoke(["run", "--out", str(blocker / "sub"), "--quiet", "--epochs", "1"])
+    assert res.exit_code == 2 and "is not writable" in res.output
+
+
+def test_checkpoint_not_safetensors_or_not_fitting(tmp_path):
+    import torch
+
+    import unlearnkit as uk
+
+    model = uk.create_model("mlp", 10, (1, 8, 8))
+    bad = _write(tmp_path / "model.safetensors", "not a safetensors file")
+    with pytest.raises(uk.UnlearnkitError, match="is not a safetensors checkpoint"):
+        uk.load_checkpoint(model, bad)
+    other = uk.create_model("mlp", 3, (1, 8, 8))
+    path = uk.save_checkpoint(other, tmp_path / "other.safetensors", {"model": "mlp"})
+    with pytest.raises(uk.UnlearnkitError, match="does not fit the model"):
+        uk.load_checkpoint(model, path)
+    assert torch.isfinite(next(model.parameters())).all()
+
+
+def test_config_file_round_trip(tmp_path):
+    cfg = {"forget": ["class:1"], "methods": ["neggrad"], "train": {"epochs": 2}, "device": "cpu",
+           "model": "mlp"}  # fmt: skip
+    path = _write(tmp_path / "c.yaml", yaml.safe_dump(cfg))
+    res = _invoke(["run", "--config", str(path), "--out", str(tmp_path / "o"), "--quiet"])
+    assert res.exit_code == 0, res.output
+    runs = ResultsStore(tmp_path / "o" / "results.db").runs()
+    assert {r["method"] for r in runs} == {"original", "retrain", "neggrad"}
+    accs = [r["metrics"]["acc_test"] for r in runs]
+    assert all(0.0 <= a <= 1.0 for a in accs) and np.isfinite(accs).all()
