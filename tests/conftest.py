@@ -8,7 +8,6 @@ import torch
 import unlearnkit as uk
 from unlearnkit.engine import TrainConfig
 
-
 # The tests train tiny models: one intra-op thread is as fast and avoids thread oversubscription when the
 # machine is busy (2-core CI runners).
 torch.set_num_threads(1)
