@@ -119,11 +119,49 @@ def run(
         f"{res.trained_models} models trained, {res.wall_s:.1f} s -> {res.out_dir}",
         highlight=False,
     )
-    md = res.reports.get("md")
-    if md is not None and not quiet:
-        console.print(Path(md).read_text(), markup=False, highlight=False)
+    if not quiet and "json" in res.reports:
+        _print_summary(Path(res.reports["json"]))
     if res.failed:
         console.print(f"[red]{res.failed} runs failed; see report.md[/red]")
+
+
+#: columns of the console summary: (header, metric for class-level requests, metric for sample-level ones)
+_SUMMARY_COLS = (
+    ("forget acc", "acc_forget_test", "acc_forget"),
+    ("retain acc", "acc_retain_test", "acc_retain"),
+    ("test acc", "acc_test", "acc_test"),
+    ("JS to retrain", "js_divergence", "js_divergence"),
+    ("time / retrain", "time_ratio_vs_retrain", "time_ratio_vs_retrain"),
+)
+
+
+def _print_summary(report_json: Path) -> None:
+    """A compact table per scenario (the full tables are in report.md / report.html)."""
+    import json
+
+    summary = json.loads(report_json.read_text()).get("summary", [])
+    tables: dict[tuple[str, str, str], list[dict]] = {}
+    for row in summary:
+        sc = row["scenario"]
+        tables.setdefault((sc.get("dataset", "?"), sc.get("forget", "?"), row.get("model", "?")), []).append(row)
+    for (dataset, forget, model), rows in tables.items():
+        class_level = forget.split(":")[0] in ("class", "subclass", "group")
+        t = Table(title=f"{dataset} · forget {forget} · {model}", title_justify="left")
+        t.add_column("method", no_wrap=True)
+        t.add_column("seeds", justify="right")
+        for header, *_ in _SUMMARY_COLS:
+            t.add_column(header, justify="right")
+        for row in rows:
+            cells = []
+            for _, cls_metric, sample_metric in _SUMMARY_COLS:
+                stat = row["metrics"].get(cls_metric if class_level else sample_metric)
+                if isinstance(stat, dict) and stat.get("mean") is not None:
+                    sd = f" ± {stat['std']:.3f}" if stat.get("std") is not None else ""
+                    cells.append(f"{stat['mean']:.3f}{sd}")
+                else:
+                    cells.append("n/c")
+            t.add_row(row.get("label", row["method"]), str(row.get("n_seeds", "")), *cells)
+        console.print(t)
 
 
 class ListWhat(StrEnum):
