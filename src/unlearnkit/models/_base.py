@@ -7,12 +7,13 @@ not take them.
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Callable, Sequence
 
 from torch import nn
 
 from unlearnkit._registry import Registry
-from unlearnkit.errors import UnlearnkitError
+from unlearnkit.errors import UnlearnkitError, suggest
 
 ModelFn = Callable[..., nn.Module]
 MODELS: Registry[ModelFn] = Registry("model")
@@ -31,6 +32,13 @@ def create_model(name: str, num_classes: int, in_shape: Sequence[int], **kwargs:
     if not in_shape or any(int(s) < 1 for s in in_shape):
         raise UnlearnkitError(f"in_shape must be a non-empty tuple of positive sizes, got {tuple(in_shape)}")
     kwargs = {k: v for k, v in kwargs.items() if v is not None}
+    params = inspect.signature(fn).parameters
+    if not any(p.kind is p.VAR_KEYWORD for p in params.values()):
+        accepted = [n for n in params if n not in ("num_classes", "in_shape")]
+        for k in kwargs:
+            if k not in accepted:
+                options = ", ".join(accepted) or "none"
+                raise UnlearnkitError(f"model {name!r} has no option {k!r}{suggest(k, accepted)}; its options: {options}")
     return fn(int(num_classes), tuple(int(s) for s in in_shape), **kwargs)
 
 

@@ -10,6 +10,7 @@ import math
 
 from torch import nn
 
+from unlearnkit.errors import UnlearnkitError
 from unlearnkit.models._base import register_model
 
 
@@ -38,7 +39,7 @@ class SmallCNN(nn.Module):
         elif len(in_shape) == 2:
             conv, bn, pool = nn.Conv1d, nn.BatchNorm1d, nn.AdaptiveAvgPool1d
         else:
-            raise ValueError(f"small_cnn needs (C, H, W) or (C, L) inputs, got in_shape={in_shape}")
+            raise UnlearnkitError(f"small_cnn needs (C, H, W) or (C, L) inputs, got in_shape={in_shape}")
         c = in_shape[0]
         self.features = nn.Sequential(
             conv(c, width, 3, padding=1, bias=False), bn(width), nn.ReLU(),
