@@ -113,11 +113,12 @@ class BadTeacher(Method):
         k = round(self.retain_fraction * n_r)
         rng = np.random.default_rng(seed)
         retain_sub = Subset(data.retain, sorted(rng.choice(n_r, size=k, replace=False).tolist()))
-        x_f = [xb for xb, _ in iterate(data.forget, 512)]
+        x_f = torch.cat([xb for xb, _ in iterate(data.forget, 512)])
         x_r = [xb for xb, _ in iterate(retain_sub, 512)]
+        x_r = torch.cat(x_r) if x_r else x_f[:0]
         mixed = ConcatDataset([
-            ArrayDataset(torch.cat(x_f), torch.ones(len(data.forget), dtype=torch.long)),
-            ArrayDataset(torch.cat(x_r) if x_r else torch.empty(0, *x_f[0].shape[1:]), torch.zeros(k, dtype=torch.long)),
+            ArrayDataset(x_f, torch.ones(len(x_f), dtype=torch.long)),
+            ArrayDataset(x_r, torch.zeros(len(x_r), dtype=torch.long)),
         ])  # fmt: skip
         self.report_ = {"bad_teacher_retain_used": k}
 

@@ -38,7 +38,8 @@ def create_model(name: str, num_classes: int, in_shape: Sequence[int], **kwargs:
         for k in kwargs:
             if k not in accepted:
                 options = ", ".join(accepted) or "none"
-                raise UnlearnkitError(f"model {name!r} has no option {k!r}{suggest(k, accepted)}; its options: {options}")
+                hint = suggest(k, accepted)
+                raise UnlearnkitError(f"model {name!r} has no option {k!r}{hint}; its options: {options}")
     return fn(int(num_classes), tuple(int(s) for s in in_shape), **kwargs)
 
 
