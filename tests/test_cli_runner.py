@@ -245,3 +245,42 @@ def test_config_file_round_trip(tmp_path):
     assert {r["method"] for r in runs} == {"original", "retrain", "neggrad"}
     accs = [r["metrics"]["acc_test"] for r in runs]
     assert all(0.0 <= a <= 1.0 for a in accs) and np.isfinite(accs).all()
+
+
+# -- audit: any model, evaluated against the scenario's references -------------------------------------------
+
+
+@pytest.fixture
+def audit_config(tmp_path) -> Path:
+    return _write(tmp_path / "scenario.yaml", "dataset: digits\nmodel: mlp\nforget: ['class:3']\n"
+                  "train: {epochs: 3}\ndevice: cpu\n")  # fmt: skip
+
+
+def test_audit_evaluates_an_external_checkpoint(tmp_path, audit_config):
+    import torch
+
+    import unlearnkit as uk
+
+    torch.manual_seed(0)
+    model = uk.create_model("mlp", 10, (1, 8, 8))  # "made elsewhere": an untrained net
+    ckpt = uk.save_checkpoint(model, tmp_path / "external.safetensors")
+    res = _invoke(["audit", "--model", str(ckpt), "--config", str(audit_config), "--out", str(tmp_path / "a"),
+                   "--quiet"])  # fmt: skip
+    assert res.exit_code == 0, res.output
+    runs = {r["method"]: r for r in json.loads((tmp_path / "a" / "report.json").read_text())["runs"]}
+    assert set(runs) == {"original", "retrain", "audit"}
+    assert runs["audit"]["params"]["sha256"]
+    assert 0.0 <= runs["audit"]["metrics"]["acc_test"] <= 0.5  # an untrained net is near chance
+    assert str(runs["audit"]["metrics"]["time_s"]).startswith("not computed:")
+
+
+def test_audit_refuses_bad_checkpoints(tmp_path, audit_config):
+    import unlearnkit as uk
+
+    junk = _write(tmp_path / "junk.safetensors", "definitely not safetensors")
+    other = uk.save_checkpoint(uk.create_model("mlp", 3, (1, 8, 8)), tmp_path / "other.safetensors")
+    for ckpt, expect in ((junk, "is not a safetensors checkpoint"), (other, "does not fit the model")):
+        res = _invoke(["audit", "--model", str(ckpt), "--config", str(audit_config), "--out", str(tmp_path / "b"),
+                       "--quiet"])  # fmt: skip
+        assert res.exit_code == 2 and expect in res.output, res.output
+        assert _rows(tmp_path / "b" / "results.db") == 0

@@ -34,7 +34,8 @@ app = typer.Typer(
         "  unlearnkit run --forget class:3,7 --methods retrain,neggrad_plus --seeds 0,1,2 --out runs/demo\n\n"
         "  unlearnkit run --config benchmarks/setting1_digits.yaml\n\n"
         "  unlearnkit list methods\n\n"
-        "  unlearnkit report runs/demo"
+        "  unlearnkit report runs/demo\n\n"
+        "  unlearnkit audit --model unlearned.safetensors --config scenario.yaml"
     ),
 )
 
@@ -162,6 +163,34 @@ def _print_summary(report_json: Path) -> None:
                     cells.append("n/c")
             t.add_row(row.get("label", row["method"]), str(row.get("n_seeds", "")), *cells)
         console.print(t)
+
+
+@app.command(epilog="Example: unlearnkit audit --model unlearned.safetensors --config scenario.yaml --out runs/audit")
+def audit(
+    model: Annotated[Path, typer.Option("--model", "-m", help="The model to audit (.safetensors).")],
+    config: Annotated[Path, typer.Option("--config", "-c", help="YAML scenario: dataset, model, forget, seeds.")],
+    out: Annotated[Path | None, typer.Option(help="Output directory (default runs/audit-<timestamp>).")] = None,
+    device: Annotated[str | None, typer.Option(help="auto, cpu, cuda or mps.")] = None,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress display.")] = False,
+) -> None:
+    """Evaluate any model (also one made outside unlearnkit) against a scenario's references."""
+    from unlearnkit.experiments.config import load_config, parse_config
+    from unlearnkit.experiments.progress import NullProgress, RichProgress
+    from unlearnkit.experiments.runner import run_audit
+
+    try:
+        cfg = load_config(config)
+        if device is not None:
+            cfg = parse_config({**cfg.model_dump(), "device": device}, "options")
+        out_dir = out or Path("runs") / datetime.now().strftime("audit-%Y%m%d-%H%M%S")
+        res = run_audit(cfg, model, out_dir, progress=NullProgress() if quiet else RichProgress())
+    except UnlearnkitError as e:
+        _fail(str(e))
+        return
+    console.print(f"audited {model} in {res.ran} runs ({res.failed} failed), {res.wall_s:.1f} s -> {res.out_dir}",
+                  highlight=False)  # fmt: skip
+    if not quiet and "json" in res.reports:
+        _print_summary(Path(res.reports["json"]))
 
 
 class ListWhat(StrEnum):

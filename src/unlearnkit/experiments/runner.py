@@ -34,7 +34,15 @@ from torch import nn
 
 import unlearnkit
 from unlearnkit.data import DATASETS, DatasetBundle, load_dataset
-from unlearnkit.engine import ModelCache, TrainConfig, config_hash, resolve_device, seed_everything, train_model
+from unlearnkit.engine import (
+    ModelCache,
+    TrainConfig,
+    config_hash,
+    load_checkpoint,
+    resolve_device,
+    seed_everything,
+    train_model,
+)
 from unlearnkit.errors import ConfigError, UnlearnkitError
 from unlearnkit.experiments.config import RunConfig
 from unlearnkit.experiments.memory import peak_memory
@@ -47,6 +55,8 @@ from unlearnkit.scenario import ForgetRequest, Scenario
 
 #: pseudo-method name of the model before unlearning (a row in every report)
 ORIGINAL = "original"
+#: pseudo-method name of a model handed in by the user (``unlearnkit audit``); params hold its checkpoint
+AUDIT = "audit"
 
 
 # -- planning ----------------------------------------------------------------------------------------------
@@ -285,6 +295,9 @@ def run_cell(
             model, timing = original, _timing(original_info, retrain_time)
         elif cell.method == "retrain":  # the cached reference *is* this run; its cost is retraining's
             model, timing = retrained, _timing(retrain_info, retrain_time)
+        elif cell.method == AUDIT:  # a model produced anywhere, evaluated against this scenario's references
+            model = load_checkpoint(make_model(), cell.params["checkpoint"]).to(dev).eval()
+            timing = {}
         else:
             method = create_method(cell.method, **{k: v for k, v in cell.params.items() if k != "shots"})
             data = _unlearn_data(cell, scenario, make_model, train_cfg, dev, progress)
@@ -413,6 +426,51 @@ def run_benchmark(
     result = BenchmarkResult(out_dir=out, not_applicable=skipped)
     executor = executor or InProcessExecutor(cache_dir=cfg.cache_dir, device=cfg.device, bundle=bundle)
     drive(cells, store, executor, progress, result, retry_failed=retry_failed)
+    result.reports = write_reports_from(store, out)
+    result.wall_s = time.perf_counter() - t_start
+    return result
+
+
+def audit_cells(cfg: RunConfig, checkpoint: str | Path, bundle: DatasetBundle | None = None) -> list[Cell]:
+    """Cells that evaluate the model in ``checkpoint`` on every (forget request, seed) of ``cfg``.
+
+    The checkpoint must be safetensors and fit ``cfg.model`` (checked here, before any work); its SHA-256
+    goes into the run key, so auditing a changed file is a new run.
+    """
+    import hashlib
+
+    from unlearnkit.engine import read_state_dict
+
+    path = Path(checkpoint)
+    validate_config(cfg)
+    bundle = bundle if bundle is not None else _bundle(cfg.dataset, cfg.data_root, cfg.download)
+    probe = create_model(cfg.model, bundle.num_classes, bundle.in_shape, **cfg.model_kwargs)
+    load_checkpoint(probe, path)  # not safetensors / does not fit the model -> one-line error
+    read_state_dict(path)
+    sha = hashlib.sha256(path.read_bytes()).hexdigest()
+    cells, _ = plan(cfg.model_copy(update={"methods": ["retrain"]}), bundle)
+    out = []
+    for c in cells:
+        if c.method == "retrain":  # one audit cell per scenario, beside its original and retrain rows
+            out.append(Cell(**{**c.__dict__, "method": AUDIT, "params": {"checkpoint": str(path), "sha256": sha},
+                               "key": ""}))  # fmt: skip
+        out.append(c)
+    for c in out:
+        c.key = c.key or config_hash({**c.identity(), "params": {"sha256": c.params.get("sha256")}})
+    return out
+
+
+def run_audit(
+    cfg: RunConfig, checkpoint: str | Path, out_dir: str | Path, *, progress: ProgressSink | None = None
+) -> BenchmarkResult:
+    """Evaluate a user's checkpoint against the scenario's references and write the usual store and reports."""
+    t_start = time.perf_counter()
+    progress = progress or NullProgress()
+    cells = audit_cells(cfg, checkpoint)
+    out = ensure_writable_dir(out_dir)
+    store = ResultsStore(out / "results.db")
+    result = BenchmarkResult(out_dir=out)
+    drive(cells, store, InProcessExecutor(cache_dir=cfg.cache_dir, device=cfg.device), progress, result)
     result.reports = write_reports_from(store, out)
     result.wall_s = time.perf_counter() - t_start
     return result
