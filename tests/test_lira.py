@@ -18,6 +18,16 @@ from unlearnkit.metrics import lira as L
 from unlearnkit.metrics._base import METRICS, NotComputed
 from unlearnkit.metrics.functional.lira import attack_accuracy, lira_scores, roc_auc, tpr_at_fpr
 
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    """Tiny models train ~50x faster on one thread than on several contended ones."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 # -- independent references ---------------------------------------------------------------------------
 
 
@@ -313,3 +323,15 @@ def test_lira_detects_members_of_an_overfit_model_but_not_of_the_retrained_one(o
     assert orig["lira_tpr_at_1pct_fpr"] > retr["lira_tpr_at_1pct_fpr"]
     assert bank.lira(original)["lira_auc"] > 0.58  # per-example variances too
     assert math.isfinite(bank.lira(retrained, online=False)["lira_auc"])
+
+
+def test_ulira_tells_a_method_that_keeps_members_from_retraining(overfit):
+    original, retrained, bank = overfit
+    s = bank.scenario
+    # retraining on D_r is the ideal unlearner: its shadows' IN and OUT distributions coincide
+    ideal = bank.ulira("retrain", retrained)
+    assert abs(ideal["ulira_auc"] - 0.5) < 0.12
+    # two epochs of fine-tuning on D_r barely move a model that memorised D_f
+    ft = uk.unlearn("finetune", original, s, device="cpu", epochs=2)
+    got = bank.ulira("finetune", ft, params={"epochs": 2})
+    assert got["ulira_auc"] > ideal["ulira_auc"] + 0.1

@@ -49,7 +49,7 @@ from unlearnkit.experiments.memory import peak_memory
 from unlearnkit.experiments.progress import NullProgress, ProgressSink
 from unlearnkit.experiments.store import ResultsStore
 from unlearnkit.methods import METHODS, Method, UnlearnData, create_method
-from unlearnkit.metrics import METRICS, evaluate, value_to_json
+from unlearnkit.metrics import METRICS, MetricUnavailable, NotComputed, evaluate, value_to_json
 from unlearnkit.models import MODELS, create_model
 from unlearnkit.scenario import ForgetRequest, Scenario
 
@@ -91,6 +91,9 @@ class Cell:
     shots: int | None = None
     metrics: list[str] | None = None
     few_shot_folder: str | None = None
+    lira_shadows: int = 0
+    lira_fixed_variance: bool = True
+    lira_nonmember_split: str = "auto"
     key: str = ""
 
     @property
@@ -104,6 +107,9 @@ class Cell:
         d = asdict(self)
         for k in ("key", "data_root", "download", "metrics"):
             d.pop(k)
+        if not d["lira_shadows"]:  # LiRA off: keys stay what they were before LiRA existed
+            for k in ("lira_shadows", "lira_fixed_variance", "lira_nonmember_split"):
+                d.pop(k)
         return d
 
 
@@ -182,7 +188,8 @@ def plan(cfg: RunConfig, bundle: DatasetBundle | None = None) -> tuple[list[Cell
     common = {
         "dataset": bundle.name, "model": cfg.model, "model_kwargs": dict(cfg.model_kwargs), "train": train,
         "data_root": cfg.data_root, "download": cfg.download, "val_fraction": cfg.val_fraction,
-        "metrics": cfg.metrics, "few_shot_folder": cfg.few_shot_folder,
+        "metrics": cfg.metrics, "few_shot_folder": cfg.few_shot_folder, "lira_shadows": cfg.lira_shadows,
+        "lira_fixed_variance": cfg.lira_fixed_variance, "lira_nonmember_split": cfg.lira_nonmember_split,
     }  # fmt: skip
     cells: list[Cell] = []
     skipped: list[str] = []
@@ -309,6 +316,7 @@ def run_cell(
             extra = getattr(method, "report_", {})  # method-specific figures, e.g. trainable parameters
         values = evaluate(model, scenario, reference=retrained, random_model=random_model, original=original,
                           metrics=cell.metrics, timing=timing, device=dev)  # fmt: skip
+        values.update(_lira_values(cell, scenario, model, train_cfg, cache, dev, selected=values))
         record["metrics"] = {k: value_to_json(v) for k, v in {**values, **extra}.items()}
     except (KeyboardInterrupt, UnlearnkitError):
         raise
@@ -316,6 +324,47 @@ def run_cell(
         tb = traceback.extract_tb(e.__traceback__)[-1]
         record.update(status="failed", error=f"{type(e).__name__}: {e} (at {Path(tb.filename).name}:{tb.lineno})")
     return record
+
+
+def _lira_values(
+    cell: Cell,
+    scenario: Scenario,
+    model: nn.Module,
+    train_cfg: TrainConfig,
+    cache: ModelCache,
+    device: torch.device,
+    selected: dict[str, Any],
+) -> dict[str, Any]:
+    """LiRA on ``model`` and U-LiRA for the cell's method, with ``cell.lira_shadows`` cached shadow models.
+
+    Only the LiRA names ``evaluate`` selected (present in ``selected`` as placeholders) are replaced.
+    """
+    from unlearnkit.metrics.lira import LIRA_METRICS, ULIRA_METRICS, ShadowBank
+
+    wanted = [n for n in LIRA_METRICS + ULIRA_METRICS if n in selected]
+    if not cell.lira_shadows or not wanted:
+        return {}
+    try:
+        bank = ShadowBank.build(
+            scenario, cell.model, train_cfg, cell.lira_shadows, device=device, seed=cell.seed, cache=cache,
+            model_kwargs=cell.model_kwargs, nonmember_split=cell.lira_nonmember_split,
+        )  # fmt: skip
+    except MetricUnavailable as e:
+        return {n: NotComputed(str(e)) for n in wanted}
+    out: dict[str, Any] = {}
+    if any(n in wanted for n in LIRA_METRICS):
+        out.update(bank.lira(model, fixed_variance=cell.lira_fixed_variance))
+    if any(n in wanted for n in ULIRA_METRICS):
+        if cell.method in (ORIGINAL, AUDIT):
+            why = f"U-LiRA audits an unlearning method; the {cell.method} row has none"
+            out.update({n: NotComputed(why) for n in ULIRA_METRICS})
+        elif cell.shots is not None:
+            out.update({n: NotComputed("U-LiRA's shadows unlearn full forget sets, not k-shot ones")
+                        for n in ULIRA_METRICS})  # fmt: skip
+        else:
+            params = {k: v for k, v in cell.params.items() if k != "shots"}
+            out.update(bank.ulira(cell.method, model, params=params, fixed_variance=cell.lira_fixed_variance))
+    return {k: v for k, v in out.items() if k in wanted}
 
 
 def _timing(info: dict[str, Any], retrain_time: float) -> dict[str, float]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from unlearnkit.metrics import lira as _lira  # noqa: F401  (registers the LiRA/U-LiRA names)
 from unlearnkit.metrics import mia as _mia  # noqa: F401  (registers)
 from unlearnkit.metrics import standard as _standard  # noqa: F401  (registers)
 from unlearnkit.metrics._base import (

@@ -43,7 +43,8 @@ over-forgotten D_f is itself detectable (AUC well below 0.5). Few shadows make t
 (the LiRA README recommends ``fixed_variance=True`` below ~64 shadows).
 
 **Cost and caching.** Shadows are trained one after another with :func:`unlearnkit.engine.train_model`
-(a plain loop: the batched ``torch.func`` ensemble trainer was not available when this was written) and
+(a plain loop: :func:`unlearnkit.engine.ensemble.train_ensemble` trains every member on the same data,
+while each shadow needs its own half of the pool) and
 cached by config hash in a :class:`~unlearnkit.engine.ModelCache` (the pool's exact example identities,
 the keep row, model, recipe and seed); unlearned shadows are cached under the method and its
 hyperparameters as well. Without a cache the untouched shadows are kept in memory for reuse.
@@ -277,9 +278,7 @@ class ShadowBank:
             "seed": _shadow_seed(self.seed, m),
         }  # fmt: skip
 
-    def _get_or_train(
-        self, key: dict[str, Any], train: Callable[[nn.Module], dict[str, Any]], seed: int
-    ) -> nn.Module:
+    def _get_or_train(self, key: dict[str, Any], train: Callable[[nn.Module], dict[str, Any]], seed: int) -> nn.Module:
         seed_everything(seed)  # the fresh model's initial weights
         if self.cache is None:
             model = self.make_model()
@@ -332,12 +331,16 @@ class ShadowBank:
         return np.sort(chosen)
 
     # -- attacks --------------------------------------------------------------------------------------
-    def _attack(
-        self, prefix: str, targets: Targets, in_phi: np.ndarray, *, online: bool, fixed_variance: bool
-    ) -> dict[str, MetricValue]:
-        models = [targets] if isinstance(targets, nn.Module) else list(targets)
+    @staticmethod
+    def _targets(targets: Targets) -> list[nn.Module]:
+        models = [targets] if isinstance(targets, nn.Module) else list(targets) if isinstance(targets, Sequence) else []
         if not models or not all(isinstance(t, nn.Module) for t in models):
             raise UnlearnkitError("target_model must be an nn.Module or a non-empty sequence of them")
+        return models
+
+    def _attack(
+        self, prefix: str, models: list[nn.Module], in_phi: np.ndarray, *, online: bool, fixed_variance: bool
+    ) -> dict[str, MetricValue]:
         try:
             t_phis = [self._phi(t) for t in models]
         except UnlearnkitError as e:  # e.g. NaN logits
@@ -357,11 +360,12 @@ class ShadowBank:
         self, target_model: Targets, *, online: bool = True, fixed_variance: bool = False
     ) -> dict[str, MetricValue]:
         """LiRA on ``target_model``'s forget vs non-member examples (``lira_auc``, ``_tpr_at_1pct_fpr``, ``_acc``)."""
+        models = self._targets(target_model)
         try:
             base = self.base_phi()
         except Exception as e:  # a shadow failed to train (e.g. NaN loss)
             return _not_computed(LIRA_METRICS, f"training the LiRA shadow models failed: {type(e).__name__}: {e}")
-        return self._attack("lira", target_model, base, online=online, fixed_variance=fixed_variance)
+        return self._attack("lira", models, base, online=online, fixed_variance=fixed_variance)
 
     def ulira(
         self,
@@ -372,6 +376,7 @@ class ShadowBank:
         fixed_variance: bool = False,
     ) -> dict[str, MetricValue]:
         """U-LiRA for ``method`` (name + ``params``, or an instance): ``ulira_auc``, ``_tpr_at_1pct_fpr``, ``_acc``."""
+        models = self._targets(target_model)
         m_obj = method if isinstance(method, Method) else create_method(method, **dict(params or {}))
         m_obj.validate_params()
         reason = m_obj.unsupported_reason(self.scenario.request)
@@ -390,7 +395,7 @@ class ShadowBank:
                     ULIRA_METRICS,
                     f"unlearning shadow model {m} with {m_obj.name} failed: {type(e).__name__}: {e}",
                 )
-        return self._attack("ulira", target_model, unlearned, online=True, fixed_variance=fixed_variance)
+        return self._attack("ulira", models, unlearned, online=True, fixed_variance=fixed_variance)
 
     def _unlearned_shadow(self, method: Method, m: int) -> nn.Module:
         forget = self.forget_set(m)

@@ -68,9 +68,7 @@ def _to_numpy(x: ArrayLike, name: str) -> np.ndarray:
         raise UnlearnkitError(f"{name} must be numeric") from None
 
 
-def _as_samples(
-    phi: ArrayLike, mask: ArrayLike | None, n: int, name: str
-) -> tuple[np.ndarray, np.ndarray]:
+def _as_samples(phi: ArrayLike, mask: ArrayLike | None, n: int, name: str) -> tuple[np.ndarray, np.ndarray]:
     """Shadow values as a padded ``[M, n]`` array plus a boolean ``[M, n]`` validity mask.
 
     ``phi`` is either an ``[M, n]`` array (with an optional mask of the same shape) or a Python list of
