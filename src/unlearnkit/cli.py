@@ -33,6 +33,7 @@ app = typer.Typer(
         "  unlearnkit run                                    # the default benchmark (digits, ~1-2 min on CPU)\n\n"
         "  unlearnkit run --forget class:3,7 --methods retrain,neggrad_plus --seeds 0,1,2 --out runs/demo\n\n"
         "  unlearnkit run --config benchmarks/setting1_digits.yaml\n\n"
+        "  unlearnkit sweep benchmarks/sweep_digits_16.yaml --ray\n\n"
         "  unlearnkit list methods\n\n"
         "  unlearnkit report runs/demo\n\n"
         "  unlearnkit audit --model unlearned.safetensors --config scenario.yaml"
@@ -191,6 +192,50 @@ def audit(
                   highlight=False)  # fmt: skip
     if not quiet and "json" in res.reports:
         _print_summary(Path(res.reports["json"]))
+
+
+@app.command(
+    epilog="Example: unlearnkit sweep benchmarks/sweep_digits_16.yaml --ray  (rerun the same command to resume)"
+)
+def sweep(
+    config: Annotated[Path, typer.Argument(help="YAML sweep config: a run config whose values may be lists.")],
+    use_ray: Annotated[
+        bool, typer.Option("--ray", help="Run on a local Ray: one task per cell and per reference model.")
+    ] = False,
+    ray_address: Annotated[
+        str | None, typer.Option(help="Run on an existing Ray cluster: host:port, ray://host:port or auto.")
+    ] = None,
+    retry_failed: Annotated[bool, typer.Option("--retry-failed", help="Rerun the cells stored as failed.")] = False,
+    out: Annotated[
+        Path | None, typer.Option(help="Output directory (default: the config's out, else runs/<name>).")
+    ] = None,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress display.")] = False,
+) -> None:
+    """Run (or resume) a grid of benchmarks: every cell not yet stored in OUT/results.db, in-process or on Ray."""
+    from unlearnkit.experiments.progress import NullProgress
+    from unlearnkit.experiments.sweep import SweepProgress, load_sweep, run_sweep
+
+    try:
+        sw = load_sweep(config)
+        res = run_sweep(
+            sw, out, backend="ray" if use_ray or ray_address else "inprocess", ray_address=ray_address,
+            retry_failed=retry_failed, progress=NullProgress() if quiet else SweepProgress(),
+        )  # fmt: skip
+    except UnlearnkitError as e:
+        _fail(str(e))
+        return
+    except KeyboardInterrupt:
+        err_console.print("interrupted: every finished cell is stored; rerun the same command to resume")
+        raise typer.Exit(code=130) from None
+    for reason in res.not_applicable:
+        console.print(f"[yellow]skipped:[/yellow] {reason}", highlight=False)
+    console.print(
+        f"{res.ran} cells ({res.failed} failed), {res.skipped} already stored, "
+        f"{res.trained_models} models trained, {res.wall_s:.1f} s -> {res.out_dir}",
+        highlight=False,
+    )
+    if res.failed:
+        console.print(f"[red]{res.failed} cells failed; see report.md (rerun with --retry-failed)[/red]")
 
 
 class ListWhat(StrEnum):

@@ -15,13 +15,15 @@ whether ``transformers`` hands back a tensor (4.x) or an output object (5.x).
 
 from __future__ import annotations
 
+import contextlib
 import json
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
 import torch
 import torch.nn.functional as F
+from safetensors import SafetensorError
 from torch import nn
 from transformers import CLIPConfig, CLIPModel
 
@@ -32,7 +34,7 @@ from unlearnkit.errors import UnlearnkitError
 #: small CLIP shapes (text and vision towers share width/depth); patch size is for 32 x 32 images
 CLIP_CONFIGS: Registry[dict[str, int]] = Registry("small CLIP config")
 CLIP_CONFIGS.add("clip_tiny", {"hidden": 32, "layers": 1, "heads": 2, "mlp": 64, "proj": 32, "patch": 8})
-CLIP_CONFIGS.add("clip_small", {"hidden": 64, "layers": 2, "heads": 4, "mlp": 128, "proj": 64, "patch": 4})
+CLIP_CONFIGS.add("clip_small", {"hidden": 64, "layers": 2, "heads": 4, "mlp": 128, "proj": 64, "patch": 8})
 
 
 def small_clip_config(
@@ -60,9 +62,7 @@ def small_clip_config(
     return CLIPConfig(text_config=text, vision_config=vision, projection_dim=shape["proj"])
 
 
-def small_clip(
-    name: str, *, vocab_size: int, max_length: int, image_size: int = 32, seed: int = 0
-) -> CLIPModel:
+def small_clip(name: str, *, vocab_size: int, max_length: int, image_size: int = 32, seed: int = 0) -> CLIPModel:
     """A random-weight :class:`CLIPModel` of small shape ``name`` (same seed, same weights)."""
     config = small_clip_config(name, vocab_size=vocab_size, max_length=max_length, image_size=image_size)
     state = torch.random.get_rng_state()
@@ -72,6 +72,20 @@ def small_clip(
     finally:
         torch.random.set_rng_state(state)
     return model.eval()
+
+
+@contextlib.contextmanager
+def quiet_transformers() -> Iterator[None]:
+    """Hide ``transformers``' loading/saving progress bars for the duration (restored afterwards)."""
+    from transformers.utils import logging as hf_logging
+
+    was = hf_logging.is_progress_bar_enabled()
+    hf_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        if was:
+            hf_logging.enable_progress_bar()
 
 
 def check_clip_dir(path: Path) -> None:
@@ -111,8 +125,9 @@ def load_clip(path_or_name: str | Path, *, local_files_only: bool = False) -> CL
             raise UnlearnkitError(f"CLIP checkpoint directory not found: {p}")
         target = str(path_or_name)
     try:
-        model = CLIPModel.from_pretrained(target, use_safetensors=True, local_files_only=local_files_only)
-    except (OSError, ValueError, EnvironmentError) as e:
+        with quiet_transformers():
+            model = CLIPModel.from_pretrained(target, use_safetensors=True, local_files_only=local_files_only)
+    except (OSError, ValueError, RuntimeError, KeyError, SafetensorError) as e:  # a broken checkpoint
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise UnlearnkitError(f"cannot load CLIP {target!r}: {first}") from None
     return model.eval()
@@ -124,7 +139,8 @@ def save_clip(model: CLIPModel, path: str | Path) -> Path:
         raise UnlearnkitError(f"save_clip expects a transformers CLIPModel, got {type(model).__name__}")
     out = Path(path)
     out.mkdir(parents=True, exist_ok=True)
-    model.save_pretrained(out, safe_serialization=True)
+    with quiet_transformers():
+        model.save_pretrained(out, safe_serialization=True)
     return out
 
 

@@ -52,7 +52,9 @@ def pretrain_clip(
     the batch order.
     """
     if epochs < 0 or lr <= 0 or batch_size < 2:
-        raise UnlearnkitError(f"pretraining needs epochs >= 0, lr > 0, batch_size >= 2 (got {epochs}, {lr}, {batch_size})")
+        raise UnlearnkitError(
+            f"pretraining needs epochs >= 0, lr > 0, batch_size >= 2 (got {epochs}, {lr}, {batch_size})"
+        )
     n = len(data)
     ids_s, mask_s = tokenizer(data.safe_text)
     ids_u, mask_u = tokenizer(data.unsafe_text)

@@ -71,7 +71,9 @@ class WorldConfig:
         if self.n_train < 1 or self.n_test < 2 or self.n_val < 0:
             raise UnlearnkitError(f"concept world needs n_train >= 1, n_test >= 2, n_val >= 0; got {self}")
         if max(self.n_val, self.n_test) > n_contents:
-            raise UnlearnkitError(f"concept world has {n_contents} distinct contents; n_val and n_test must not exceed it")
+            raise UnlearnkitError(
+                f"concept world has {n_contents} distinct contents; n_val and n_test must not exceed it"
+            )
         if self.image_size < 16 or self.image_size % 8:
             raise UnlearnkitError(f"concept world image_size must be a multiple of 8 and >= 16, got {self.image_size}")
         if not 0 <= self.noise < 1:
@@ -137,9 +139,7 @@ def _contents() -> list[tuple[str, str, str, int]]:
     return [(s, c, z, p) for s in SHAPES for c in COLOURS for z in SIZES for p in range(len(POSITIONS))]
 
 
-def _render_split(
-    contents: list[tuple[str, str, str, int]], cfg: WorldConfig, rng: np.random.Generator
-) -> Quadruplets:
+def _render_split(contents: list[tuple[str, str, str, int]], cfg: WorldConfig, rng: np.random.Generator) -> Quadruplets:
     n, hw = len(contents), cfg.image_size
     scale = hw / 32.0
     half = hw // 2

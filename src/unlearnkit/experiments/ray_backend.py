@@ -14,7 +14,8 @@ Order of work:
 2. Every *cell task* takes its two reference tasks' results as arguments, so Ray starts it only when both
    models are in the cache; it runs :func:`~unlearnkit.experiments.runner.run_cell` (which loads them)
    and returns the record. A reference that failed (e.g. NaN loss) makes its cells failed records with
-   the reason, without retraining it in every cell.
+   the reason, without retraining it in every cell. With ``lira_shadows`` > 0, each LiRA shadow model is
+   one more reference task (one per shadow index and scenario), so cells find the shadow bank trained.
 3. The driver collects records with ``ray.wait`` as they complete and yields them; a task whose worker
    died (after ``max_retries`` reruns) becomes a failed record. A bad-input error raised in a worker
    stops the sweep, as it does in-process.
@@ -27,7 +28,6 @@ from __future__ import annotations
 import logging
 import os
 import socket
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -40,14 +40,17 @@ from unlearnkit.engine import (
     TrainConfig,
     config_hash,
     resolve_device,
-    seed_everything,
-    train_model,
 )
 from unlearnkit.errors import UnlearnkitError
-from unlearnkit.experiments.memory import peak_memory
 from unlearnkit.experiments.progress import ProgressSink
-from unlearnkit.experiments.runner import Cell, _bundle, _versions, reference_keys, run_cell
-from unlearnkit.models import create_model
+from unlearnkit.experiments.runner import (
+    Cell,
+    _bundle,
+    _versions,
+    load_or_train_reference,
+    reference_keys,
+    run_cell,
+)
 from unlearnkit.scenario import Scenario
 
 try:
@@ -59,6 +62,7 @@ except ImportError:  # pragma: no cover - depends on the environment
 from unlearnkit.experiments.sweep import RaySection
 
 ROLES = ("original", "retrain")
+SHADOW = "lira_shadow"
 #: default ports: the GCS of ``ray start --head`` and the Ray Client server
 GCS_PORT, CLIENT_PORT = 6379, 10001
 _POLL_S = 0.5
@@ -75,40 +79,21 @@ def _set_threads(num_cpus: float) -> None:
 def train_reference(cell: Cell, role: str, *, cache_dir: str | Path, device: str) -> dict[str, Any]:
     """Train (or find in the cache) the ``role`` reference model of ``cell``; never raises on NaN.
 
-    The same steps as the reference training inside :func:`~unlearnkit.experiments.runner.run_cell`
-    (seed, build the model, seed again, train on the split, save with its timing), so a model trained
-    here is bit-identical to one trained in-process with the same thread count.
+    Uses :func:`~unlearnkit.experiments.runner.load_or_train_reference`, as ``run_cell`` does, so a model
+    trained here is bit-identical to one trained in-process with the same thread count.
 
     Returns:
         ``{"role", "ok", "error", "cached"}``; ``error`` is ``"TypeName: message"`` when training failed.
     """
     bundle = _bundle(cell.dataset, cell.data_root, cell.download)
     scenario = Scenario(bundle, cell.forget, cell.seed, val_fraction=cell.val_fraction)
-    orig_key, retr_key = reference_keys(cell, scenario)
-    key, split, name = (orig_key, "train", "original") if role == "original" else (retr_key, "retain", "retrained")
+    key = reference_keys(cell, scenario)[ROLES.index(role)]
     cache = ModelCache(Path(cache_dir) / "models")
     out: dict[str, Any] = {"role": role, "ok": True, "error": None, "cached": key in cache}
     if out["cached"]:
         return out
-    dev = resolve_device(device)
-
-    def make_model() -> torch.nn.Module:
-        return create_model(cell.model, bundle.num_classes, bundle.in_shape, **cell.model_kwargs)
-
-    def train(model: torch.nn.Module) -> dict[str, Any]:
-        gen = seed_everything(cell.seed)
-        t0 = time.perf_counter()
-        with peak_memory(dev) as mem:
-            train_model(model, scenario.split(split), TrainConfig(**cell.train), device=dev, generator=gen,
-                        where=f"training the {name} model")  # fmt: skip
-        info: dict[str, Any] = {"time_s": time.perf_counter() - t0, "device": str(dev)}
-        if mem.mb is not None:
-            info["peak_mem_mb"] = mem.mb
-        return info
-
     try:
-        seed_everything(cell.seed)
-        cache.get_or_train(key, make_model, train)
+        load_or_train_reference(cell, role, scenario, cache=cache, device=resolve_device(device))
     except UnlearnkitError:
         raise
     except Exception as e:  # NaN loss or another training failure: the cells get it as their error
@@ -116,11 +101,52 @@ def train_reference(cell: Cell, role: str, *, cache_dir: str | Path, device: str
     return out
 
 
+def wants_shadows(cell: Cell) -> bool:
+    """Whether ``cell`` computes LiRA / U-LiRA, so it needs the scenario's shadow models."""
+    from unlearnkit.metrics.lira import LIRA_METRICS, ULIRA_METRICS
+
+    if not cell.lira_shadows:
+        return False
+    return cell.metrics is None or any(n in cell.metrics for n in LIRA_METRICS + ULIRA_METRICS)
+
+
+def shadow_key(cell: Cell, m: int) -> str:
+    """Identity of shadow model ``m`` of ``cell``'s shadow bank (everything that determines it)."""
+    fields = ("dataset", "forget", "seed", "val_fraction", "model", "model_kwargs", "train", "lira_shadows",
+              "lira_nonmember_split")  # fmt: skip
+    return config_hash({"role": SHADOW, "m": m, **{f: getattr(cell, f) for f in fields}})
+
+
+def train_shadow(cell: Cell, m: int, *, cache_dir: str | Path, device: str) -> dict[str, Any]:
+    """Train (or find in the cache) LiRA shadow model ``m`` of ``cell``'s scenario, as the cell would."""
+    from unlearnkit.metrics import MetricUnavailable
+    from unlearnkit.metrics.lira import ShadowBank
+
+    bundle = _bundle(cell.dataset, cell.data_root, cell.download)
+    scenario = Scenario(bundle, cell.forget, cell.seed, val_fraction=cell.val_fraction)
+    out: dict[str, Any] = {"role": SHADOW, "ok": True, "error": None, "cached": False}
+    try:
+        bank = ShadowBank.build(
+            scenario, cell.model, TrainConfig(**cell.train), cell.lira_shadows, device=resolve_device(device),
+            seed=cell.seed, cache=ModelCache(Path(cache_dir) / "models"), model_kwargs=cell.model_kwargs,
+            nonmember_split=cell.lira_nonmember_split,
+        )  # fmt: skip
+        bank.shadow(m)
+    except (UnlearnkitError, MetricUnavailable):
+        return out  # bad input or LiRA not computable: the cell reports it
+    except Exception as e:  # the cell retrains it and records the failure, as in-process
+        out.update(ok=False, error=f"{type(e).__name__}: {e}")
+    return out
+
+
 def _reference_task(cell: Cell, role: str, cache_dir: str, device: str, num_cpus: float, tracker: Any) -> dict:
+    """Train one reference model (``role``: original, retrain, or ``lira_shadow:<m>``)."""
     tag = f"{role}:{cell.key}"
     tracker.start.remote(tag)
     try:
         _set_threads(num_cpus)
+        if role.startswith(SHADOW):
+            return train_shadow(cell, int(role.split(":")[1]), cache_dir=cache_dir, device=device)
         return train_reference(cell, role, cache_dir=cache_dir, device=device)
     finally:
         tracker.end.remote(tag)
@@ -128,7 +154,7 @@ def _reference_task(cell: Cell, role: str, cache_dir: str, device: str, num_cpus
 
 def _cell_task(cell: Cell, cache_dir: str, device: str, num_cpus: float, tracker: Any, *refs: dict) -> dict:
     """Run one cell once its reference models are in the cache (``refs``: the reference tasks' results)."""
-    failed = [r for r in refs if not r["ok"]]
+    failed = [r for r in refs if not r["ok"] and r["role"] in ROLES]
     if failed:
         return {"reference_failed": failed[0]["error"]}
     tag = f"cell:{cell.key}"
@@ -217,21 +243,22 @@ class RayExecutor:
         self.started = False
 
     def connect(self, address: str | None = None, timeout_s: float = 10.0, **init: Any) -> None:
-        """Join the cluster at ``address``, or start Ray locally; keeps an already initialised Ray as it is.
+        """Join the cluster at ``address``, or start Ray locally; an already initialised Ray is used as it is.
 
         Args:
             address: ``host:port`` (GCS), ``ray://host:port`` (Ray Client) or ``auto``; ``None``: local.
             timeout_s: how long ``address`` may take to answer.
             **init: extra ``ray.init`` arguments for a local Ray (``num_cpus``, ``object_store_memory``, ...).
         """
+        if address is not None:
+            probe(address, timeout_s)
         if ray.is_initialized():
             return
         kwargs: dict[str, Any] = {"logging_level": logging.WARNING, "log_to_driver": False}
         if address is not None:
-            probe(address, timeout_s)
             kwargs["address"] = address
-        else:
-            kwargs.update(include_dashboard=False, **init)
+        else:  # a private local cluster: no dashboard, no start-up notices
+            kwargs.update(include_dashboard=False, logging_level=logging.ERROR, **init)
         try:
             ray.init(**kwargs)
         except Exception as e:  # version mismatch, not a Ray endpoint, ...
@@ -258,26 +285,28 @@ class RayExecutor:
 
         scenarios: dict[tuple, Scenario] = {}
         references: dict[str, ray.ObjectRef] = {}  # cache-key hash -> reference task
-        pending: dict[ray.ObjectRef, tuple[Cell, Scenario]] = {}
+        pending: dict[ray.ObjectRef, tuple[Cell, Scenario, list[str]]] = {}
         for cell in cells:
             sk = (cell.dataset, cell.data_root, cell.download, cell.forget, cell.seed, cell.val_fraction)
             if sk not in scenarios:
                 bundle = _bundle(cell.dataset, cell.data_root, cell.download)
                 scenarios[sk] = Scenario(bundle, cell.forget, cell.seed, val_fraction=cell.val_fraction)
-            deps = []
-            for role, key in zip(ROLES, reference_keys(cell, scenarios[sk]), strict=True):
-                h = config_hash(key)
+            hashes = [config_hash(key) for key in reference_keys(cell, scenarios[sk])]
+            roles = dict(zip(hashes, ROLES, strict=True))
+            if wants_shadows(cell):
+                roles.update({shadow_key(cell, m): f"{SHADOW}:{m}" for m in range(cell.lira_shadows)})
+            for h, role in roles.items():
                 if h not in references:
                     references[h] = ref_fn.options(**ref_opts).remote(
                         cell, role, self.cache_dir, self.device, ref_opts["num_cpus"], tracker
                     )
-                deps.append(references[h])
             ref = cell_fn.options(**cell_opts).remote(
-                cell, self.cache_dir, self.device, cell_opts["num_cpus"], tracker, *deps
+                cell, self.cache_dir, self.device, cell_opts["num_cpus"], tracker, *(references[h] for h in roles)
             )
-            pending[ref] = (cell, scenarios[sk])
+            pending[ref] = (cell, scenarios[sk], hashes)
 
         refs_left, refs_failed = list(references.values()), 0
+        counted: set[str] = set()
         try:
             while pending:
                 waiting = list(pending)
@@ -290,8 +319,13 @@ class RayExecutor:
                     refs_failed += sum(not _ok(r) for r in done)
                 self._report(progress, tracker, len(references) - len(refs_left), len(references), refs_failed)
                 for r in ready:
-                    cell, scenario = pending.pop(r)
-                    yield self._record(r, cell, scenario)
+                    cell, scenario, hashes = pending.pop(r)
+                    rec = self._record(r, cell, scenario)
+                    # count each model a reference task trained (not found cached) once, on its first cell
+                    new = [h for h in hashes if h not in counted and _trained(references[h])]
+                    counted.update(hashes)
+                    rec["trained_models"] = int(rec.get("trained_models", 0)) + len(new)
+                    yield rec
         finally:
             for r in [*pending, *refs_left]:
                 ray.cancel(r, force=True)
@@ -331,6 +365,18 @@ def _ok(ref: ray.ObjectRef) -> bool:
         return bool(ray.get(ref)["ok"])
     except RayError:
         return False
+
+
+def _trained(ref: ray.ObjectRef) -> bool:
+    """Whether a finished reference task trained its model (rather than finding it in the cache)."""
+    ready, _ = ray.wait([ref], timeout=0)
+    if not ready:
+        return False
+    try:
+        out = ray.get(ref)
+    except RayError:
+        return False
+    return bool(out["ok"] and not out["cached"])
 
 
 def _one_line(e: BaseException) -> str:

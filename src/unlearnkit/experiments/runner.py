@@ -233,6 +233,48 @@ def reference_keys(cell: Cell, scenario: Scenario) -> tuple[dict[str, Any], dict
     return orig, retr
 
 
+def load_or_train_reference(
+    cell: Cell,
+    role: str,
+    scenario: Scenario,
+    *,
+    cache: ModelCache,
+    device: torch.device,
+    progress: ProgressSink | None = None,
+) -> tuple[nn.Module, dict[str, Any], bool]:
+    """The ``role`` reference model of ``cell`` from the model cache, or trained once into it.
+
+    ``role`` is ``"original"`` (trained on D) or ``"retrain"`` (trained on D_r). The one place that trains
+    reference models: :func:`run_cell` and the Ray backend's reference tasks both call it, so a model is
+    the same whichever process trained it. Training errors (e.g. a NaN loss) propagate.
+
+    Returns:
+        ``(model, info, trained_now)``; ``info`` holds what training measured (``time_s``, ``peak_mem_mb``).
+    """
+    progress = progress or NullProgress()
+    bundle = scenario.bundle
+    split, name = {"original": ("train", "original"), "retrain": ("retain", "retrained")}[role]
+    key = reference_keys(cell, scenario)[0 if role == "original" else 1]
+
+    def make_model() -> nn.Module:
+        return create_model(cell.model, bundle.num_classes, bundle.in_shape, **cell.model_kwargs)
+
+    def train(model: nn.Module) -> dict[str, Any]:
+        progress.run_started(f"{cell.dataset} {cell.forget} s{cell.seed} train {name}")
+        gen = seed_everything(cell.seed)
+        t0 = time.perf_counter()
+        with peak_memory(device) as mem:
+            train_model(model, scenario.split(split), TrainConfig(**cell.train), device=device, generator=gen,
+                        on_epoch=progress.epoch, where=f"training the {name} model")  # fmt: skip
+        info: dict[str, Any] = {"time_s": time.perf_counter() - t0, "device": str(device)}
+        if mem.mb is not None:
+            info["peak_mem_mb"] = mem.mb
+        return info
+
+    seed_everything(cell.seed)
+    return cache.get_or_train(key, make_model, train)
+
+
 def run_cell(
     cell: Cell,
     *,
@@ -263,28 +305,15 @@ def run_cell(
     def make_model() -> nn.Module:
         return create_model(cell.model, bundle.num_classes, bundle.in_shape, **cell.model_kwargs)
 
-    def trainer(split: str, role: str) -> Callable[[nn.Module], dict[str, Any]]:
-        def _train(model: nn.Module) -> dict[str, Any]:
-            progress.run_started(f"{cell.dataset} {cell.forget} s{cell.seed} train {role}")
-            gen = seed_everything(cell.seed)
-            t0 = time.perf_counter()
-            with peak_memory(dev) as mem:
-                train_model(model, scenario.split(split), train_cfg, device=dev, generator=gen,
-                            on_epoch=progress.epoch, where=f"training the {role} model")  # fmt: skip
-            record["trained_models"] += 1
-            info: dict[str, Any] = {"time_s": time.perf_counter() - t0, "device": str(dev)}
-            if mem.mb is not None:
-                info["peak_mem_mb"] = mem.mb
-            return info
-
-        return _train
-
-    orig_key, retr_key = reference_keys(cell, scenario)
     try:
-        seed_everything(cell.seed)
-        original, original_info, _ = cache.get_or_train(orig_key, make_model, trainer("train", "original"))
-        seed_everything(cell.seed)
-        retrained, retrain_info, _ = cache.get_or_train(retr_key, make_model, trainer("retain", "retrained"))
+        original, original_info, trained = load_or_train_reference(
+            cell, "original", scenario, cache=cache, device=dev, progress=progress
+        )
+        record["trained_models"] += trained
+        retrained, retrain_info, trained = load_or_train_reference(
+            cell, "retrain", scenario, cache=cache, device=dev, progress=progress
+        )
+        record["trained_models"] += trained
     except (UnlearnkitError, KeyboardInterrupt):
         raise
     except Exception as e:  # NaN loss or another failure while training a reference model

@@ -6,7 +6,7 @@ A sweep config is a :class:`~unlearnkit.experiments.config.RunConfig` whose grid
     dataset: digits
     model: [small_cnn, mlp]             # a list: one benchmark per model
     forget: ["class:3", "random:0.1"]   # already a list in a RunConfig
-    seeds: [0, 1, 2]                    # idem
+    seeds: [0, 1, 2]                    # idem; {range: [0, 512]} for 0..511
     methods:
       neggrad: {lr: [1.0e-4, 1.0e-3], epochs: 5}   # a list under a hyperparameter: one variant per value
       finetune: {}
@@ -174,6 +174,15 @@ def _grid_values(value: Any, where: str) -> list[Any]:
     return [value]
 
 
+def _seed_range(spec: dict[str, Any], source: str) -> list[int]:
+    """``{range: [start, stop]}`` (or ``{range: stop}``) -> ``list(range(start, stop))``."""
+    r = spec.get("range") if set(spec) == {"range"} else None
+    r = [r] if isinstance(r, int) else r
+    if not (isinstance(r, list) and 1 <= len(r) <= 2 and all(isinstance(v, int) and v >= 0 for v in r)):
+        raise ConfigError(f"{source}: seeds: expected a list of seeds or {{range: [start, stop]}}, got {spec!r}")
+    return list(range(*r))
+
+
 def _method_entries(methods: Any, source: str) -> Literal["all"] | list[tuple[str, dict[str, list[Any]]]]:
     """Normalise the ``methods`` section and check every grid key against the method's hyperparameters."""
     if methods == "all":
@@ -240,6 +249,8 @@ def parse_sweep(data: Any, source: str = "sweep config") -> SweepConfig:
         raise ConfigError(f"{source}: give the model cache as either 'artifacts' or 'cache_dir', not both")
     artifacts = artifacts if artifacts is not None else data.pop("cache_dir", None)
     data.pop("cache_dir", None)
+    if isinstance(data.get("seeds"), dict):
+        data["seeds"] = _seed_range(data["seeds"], source)
     for axis in LIST_AXES:
         if axis in data and isinstance(data[axis], list) and not data[axis]:
             raise ConfigError(f"{source}: {axis}: empty grid (give at least one value)")

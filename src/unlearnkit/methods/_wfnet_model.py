@@ -68,15 +68,18 @@ def find_filter_layers(model: nn.Module, kind: str = "auto") -> tuple[list[str],
             if name.rsplit(".", 1)[-1] in _QKV_NAMES:
                 found["attention"].append(name)
     if kind == "auto":
-        kind = next((k for k in ("attention", "conv", "linear") if found[k]), "conv")
+        kind = next((k for k in ("attention", "conv", "linear") if found[k]), "")
+        if not kind:
+            raise UnlearnkitError(
+                f"wfnet: {type(model).__name__} has nothing to filter: no convolution, attention projection "
+                "or hidden linear layer besides its head"
+            )
     if not found[kind]:
         if any(isinstance(m, nn.MultiheadAttention) for m in model.modules()):
             hint = " (nn.MultiheadAttention's fused in_proj cannot be filtered; use a timm-style ViT)"
         else:
             hint = ""
-        raise UnlearnkitError(
-            f"wfnet: {type(model).__name__} has no {kind} layer to filter besides its head{hint}"
-        )
+        raise UnlearnkitError(f"wfnet: {type(model).__name__} has no {kind} layer to filter besides its head{hint}")
     return found[kind], kind
 
 

@@ -23,12 +23,14 @@ Deliberate differences and choices, each a hyperparameter:
   when every forget input lies in [0, 1] and records the choice as ``report_["bs_clipped_to_unit"]``.
   The code's rounding of x' to 8-bit levels (/255) is not done: a single FGSM step already lands on the
   ε-ball, and the rounding only matters for stored 8-bit images.
-* lr / epochs / optimizer: the code's SGD lr 1e-5 (momentum 0.9, 10 epochs, batch 64) is tuned for an
-  All-CNN on CIFAR-10 and moves a small model on digits not at all; our default SGD lr 0.05 forgets the
-  class on digits/small_cnn (measured in ``benchmarks/setting1_digits.yaml``) [CHOICE].
-* ``bn_eval``: batch-norm running statistics are frozen during fine-tuning (the code trains in
-  ``train()`` mode). Fine-tuning sees only D_f, so updating the statistics would pull them towards the
-  forget class and cost retain accuracy [CHOICE].
+* Defaults are tuned on digits/small_cnn (3 classes × 3 seeds) [CHOICE]; the code's recipe (ε = 0.1,
+  SGD lr 1e-5, momentum 0.9, 10 epochs, batch 64) is for an All-CNN on 32×32×3 CIFAR-10 images and is
+  what ``benchmarks/setting1_cifar10_resnet18.yaml`` uses. On 8×8 digits one FGSM step of ε = 0.1 finds
+  a wrong class for only 12–42% of a class's samples (the rest keep y, and fine-tuning on them
+  *reinforces* the class), against 94–100% at ε = 0.2; lr 1e-5 does not move the small model, and
+  lr 5e-4 with batches of 32 forgets the class while costing about one point of retain accuracy.
+* The model is fine-tuned in ``train()`` mode, batch norm included, as in the code. (Freezing the
+  batch-norm layers was tried: on digits it cost far more retain accuracy.)
 * Multi-class requests (``class:3,7``): the neighbour is searched among the *retained* classes (and y
   itself, for a failed attack) so that a sample is never moved into another forgotten class. For one
   class this is exactly the code's rule.
@@ -48,7 +50,6 @@ from torch import nn
 
 from unlearnkit.engine import check_finite, iterate, make_optimizer
 from unlearnkit.methods._base import (
-    BOOLEAN,
     OPTIMIZER,
     POSITIVE,
     POSITIVE_INT,
@@ -105,13 +106,6 @@ def nearest_wrong_class(
     return y_hat, x_adv.detach()
 
 
-def set_bn_eval(model: nn.Module) -> None:
-    """Put every batch-norm layer of ``model`` in eval mode (running statistics stay fixed)."""
-    for m in model.modules():
-        if isinstance(m, nn.modules.batchnorm._BatchNorm):
-            m.eval()
-
-
 @register_method("boundary_shrink")
 class BoundaryShrink(Method):
     """Fine-tune on D_f relabelled to each sample's FGSM neighbour class (Chen et al., CVPR 2023)."""
@@ -128,12 +122,11 @@ class BoundaryShrink(Method):
         "optimizer": [OPTIMIZER],
         "momentum": [Interval(float, 0.0, 1.0, "left")],
         "batch_size": [POSITIVE_INT],
-        "bn_eval": [BOOLEAN],
     }
 
     def __init__(
-        self, *, bound: float = 0.1, clip: str = "auto", epochs: int = 10, lr: float = 0.05,
-        optimizer: str = "sgd", momentum: float = 0.9, batch_size: int = 64, bn_eval: bool = True,
+        self, *, bound: float = 0.2, clip: str = "auto", epochs: int = 10, lr: float = 5e-4,
+        optimizer: str = "sgd", momentum: float = 0.9, batch_size: int = 32,
     ) -> None:  # fmt: skip
         self.bound = bound
         self.clip = clip
@@ -142,7 +135,6 @@ class BoundaryShrink(Method):
         self.optimizer = optimizer
         self.momentum = momentum
         self.batch_size = batch_size
-        self.bn_eval = bn_eval
 
     def _unlearn(self, model: nn.Module, data: UnlearnData, generator: torch.Generator) -> nn.Module:
         dev = data.device
@@ -169,8 +161,6 @@ class BoundaryShrink(Method):
         opt = make_optimizer(model.parameters(), self.optimizer, self.lr, momentum=self.momentum)
         self.history_: list[float] = []
         model.train()
-        if self.bn_eval:
-            set_bn_eval(model)
         n = len(y_f)
         for epoch in range(self.epochs):
             total = 0.0

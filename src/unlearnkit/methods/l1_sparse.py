@@ -17,10 +17,12 @@ reaches 0 only after the schedule). The sparse prior pushes weights that D_r doe
 zero; the penalty fades so the last epochs recover retain accuracy.
 
 The code uses SGD (momentum 0.9, weight decay 5e-4) with lr 0.01 for 10 epochs on CIFAR ResNet-18;
-the paper's γ is recalled as 5e-4 [UNVERIFIED]. Defaults here, for the small offline models: SGD, lr
-0.01, momentum 0.9, 10 epochs, γ = 5e-4, batches of 64, no weight decay [CHOICE, measured on
-digits/small_cnn]. The penalty is over every trainable parameter (biases and batch-norm affine included),
-as the code's ``l1_regularization`` does.
+the paper's γ is recalled as 5e-4 [UNVERIFIED]. Defaults here, for the small offline models: Adam,
+lr 1e-3, 5 epochs, γ = 5e-4, batches of 64, no weight decay [CHOICE, measured on digits/small_cnn: SGD
+at lr 0.01 barely moved the model in 10 epochs; with Adam the ℓ1 term is what makes it forget — the
+same run with γ = 0 keeps 28% accuracy on the forgotten class, against 0% with γ = 5e-4]. The penalty
+is over every trainable parameter (biases and batch-norm affine included), as the code's
+``l1_regularization`` does.
 
 ``history_``: per epoch ``(γ_t, mean CE, ‖θ‖₁ at the end of the epoch)``; :func:`l1_schedule` gives γ_t.
 """
@@ -73,8 +75,8 @@ class L1Sparse(Method):
     }
 
     def __init__(
-        self, *, epochs: int = 10, alpha: float = 5e-4, no_l1_epochs: int = 0, lr: float = 0.01,
-        batch_size: int = 64, optimizer: str = "sgd", momentum: float = 0.9, weight_decay: float = 0.0,
+        self, *, epochs: int = 5, alpha: float = 5e-4, no_l1_epochs: int = 0, lr: float = 1e-3,
+        batch_size: int = 64, optimizer: str = "adam", momentum: float = 0.9, weight_decay: float = 0.0,
     ) -> None:  # fmt: skip
         self.epochs = epochs
         self.alpha = alpha

@@ -86,9 +86,9 @@ class WFNet(Method):
     """Train class-conditioned filter weights α once; unlearn any class(es) by switching their rows on.
 
     Args:
-        epochs: passes over D = D_f ∪ D_r [CHOICE; the paper's schedule is not known].
-        lr: Adam learning rate on α [CHOICE; the spec suggests 1e-3, which moves α too slowly on the
-            small offline problems].
+        epochs: passes over D = D_f ∪ D_r [CHOICE; the paper's schedule is not known]. The defaults of
+            ``epochs`` and ``lr`` were tuned on digits + small_cnn (benchmarks/bench_wfnet_digits.py).
+        lr: Adam learning rate on α [CHOICE; the spec suggests 1e-3, which moves α too slowly here].
         batch_size: mini-batch size.
         p_forget: probability that a sample is a forget sample (its own class's row) [CHOICE].
         lambda_forget: λ_f, weight of the bounded forget term 1/(CE_f + ε).
@@ -126,7 +126,7 @@ class WFNet(Method):
     _CACHE_SIZE: ClassVar[int] = 32
 
     def __init__(
-        self, *, epochs: int = 10, lr: float = 1e-2, batch_size: int = 64, p_forget: float = 0.5,
+        self, *, epochs: int = 20, lr: float = 3e-2, batch_size: int = 64, p_forget: float = 0.5,
         lambda_forget: float = 1.0, lambda_retain: float = 1.0, alpha_reg: str = "none", lambda_alpha: float = 0.0,
         layers: str = "auto", forget_term: str = "per_class",
     ) -> None:  # fmt: skip
@@ -152,6 +152,8 @@ class WFNet(Method):
         bad = [c for c in classes if not 0 <= c < data.num_classes]
         if bad:
             raise UnlearnkitError(f"wfnet: forget class {bad[0]} is not in 0..{data.num_classes - 1}")
+        if isinstance(model, WFNetModel):
+            raise UnlearnkitError("wfnet: the model is already a WF-Net model; switch classes with its set_unlearn()")
         layer_names, _ = find_filter_layers(model, self.layers)
         dataset, data_id = _union_dataset(data.forget, data.retain)
         key = self._cache_key(model, layer_names, data, data_id)  # hashes the weights before wrapping
@@ -202,7 +204,8 @@ class WFNet(Method):
                 ce = F.cross_entropy(wrapper(xb, rows=rows.to(dev)), yb, reduction="none")
                 loss = torch.zeros((), device=dev)
                 if is_forget.any():  # λ_f / (CE_f + ε): bounded, its gradient fades as CE_f grows
-                    loss = loss + self.lambda_forget * _inverse_forget_ce(ce[is_forget], yb[is_forget], self.forget_term)
+                    inv = _inverse_forget_ce(ce[is_forget], yb[is_forget], self.forget_term)
+                    loss = loss + self.lambda_forget * inv
                 if (~is_forget).any():  # λ_r · CE_r
                     loss = loss + self.lambda_retain * ce[~is_forget].mean()
                 if self.alpha_reg != "none" and self.lambda_alpha > 0:

@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from unlearnkit.reports._aggregate import (
+    CI_LEVEL,
     STD_DDOF,
     Row,
     RunView,
@@ -76,6 +77,7 @@ def _summary_json(table: ScenarioTable, row: Row) -> dict[str, Any]:
     return to_jsonable({
         "scenario": table.scenario, "model": table.model, "method": row.method, "params": row.params,
         "label": row.label, "n_seeds": row.n_seeds, "n_failed": len(row.failed), "seeds": [r.seed for r in row.runs],
+        "n_seeds_asked": table.n_asked, "fewer_seeds_than_asked": table.short(row),
         "metrics": {m: row.stats[m].to_json() for m in metrics}, "gap_to_retrain": gaps,
     })  # fmt: skip
 
@@ -98,6 +100,8 @@ def _report_json(views: list[RunView], tables: list[ScenarioTable], sections: li
         "aggregation": {
             "group": "scenario without seed, model, method, params",
             "std_ddof": STD_DDOF,
+            "ci": f"ci95 = half-width of the {CI_LEVEL:.0%} confidence interval of the mean (Student t, n - 1 dof)",
+            "seeds_asked": "every seed run (ok or failed) in the same scenario and model",
             "gap_to_retrain": "mean(method) - mean(retrain) in the same scenario and model",
         },
         "metrics_info": _metrics_info(views),

@@ -22,6 +22,7 @@ from pathlib import PurePath
 from typing import Any
 
 import numpy as np
+from scipy import stats as _stats
 
 from unlearnkit.errors import UnlearnkitError
 from unlearnkit.metrics import METRICS, Metric, NotComputed, is_not_computed
@@ -40,6 +41,9 @@ TITLE_FIELDS = ("dataset", "forget")
 
 #: degrees of freedom of the reported standard deviation (sample std over seeds)
 STD_DDOF = 1
+
+#: confidence level of the interval over seeds (Student t with n - 1 degrees of freedom)
+CI_LEVEL = 0.95
 
 _NONFINITE = {"nan": math.nan, "inf": math.inf, "-inf": -math.inf, "infinity": math.inf, "-infinity": -math.inf}
 
@@ -252,16 +256,32 @@ class Stat:
         return float(np.std(self.values, ddof=STD_DDOF)) if len(self.values) > STD_DDOF else None
 
     @property
+    def ci95(self) -> float | None:
+        """Half-width of the 95% confidence interval of the mean, ``None`` with fewer than two values.
+
+        Student t with ``n - 1`` degrees of freedom: ``t_{0.975, n-1} · std / √n`` (seeds as i.i.d. draws).
+        """
+        if len(self.values) < 2:
+            return None
+        t = float(_stats.t.ppf(0.5 + CI_LEVEL / 2, len(self.values) - 1))
+        return t * float(np.std(self.values, ddof=1)) / math.sqrt(len(self.values))
+
+    @property
     def not_computed(self) -> str:
         """``"not computed: a; b"`` merging every reason (for a value not computed in any run)."""
         parts = [r.split(":", 1)[1].strip() if ":" in r else r for r in self.reasons]
         return "not computed: " + "; ".join(p for p in parts if p) if parts else "not computed"
 
     def to_json(self) -> dict[str, Any] | str:
-        """``{"mean", "std", "n"[, "not_computed"]}``, or the ``"not computed: ..."`` string if no run has one."""
+        """``{"mean", "std", "ci95", "n"[, "not_computed"]}``, or the ``"not computed: ..."`` string if no run has one.
+
+        ``ci95`` is the half-width of the 95% confidence interval of the mean (``None`` for one value).
+        """
         if not self.values:
-            return self.not_computed if self.reasons else {"mean": None, "std": None, "n": 0}
-        out: dict[str, Any] = {"mean": to_jsonable(self.mean), "std": to_jsonable(self.std), "n": self.n}
+            return self.not_computed if self.reasons else {"mean": None, "std": None, "ci95": None, "n": 0}
+        out: dict[str, Any] = {
+            "mean": to_jsonable(self.mean), "std": to_jsonable(self.std), "ci95": to_jsonable(self.ci95), "n": self.n,
+        }  # fmt: skip
         if self.reasons:
             out["not_computed"] = list(self.reasons)
         return out
@@ -304,6 +324,11 @@ class Row:
         """Number of successful runs (seeds) aggregated in this row."""
         return len(self.runs)
 
+    def seeds_not_run(self, asked: Iterable[str]) -> list[str]:
+        """Seeds (canonical strings) in ``asked`` with neither a successful nor a failed run in this row."""
+        have = {canonical(r.seed) for r in (*self.runs, *self.failed)}
+        return [s for s in asked if s not in have]
+
     def mean(self, metric: str) -> float | None:
         """Mean of ``metric``, ``None`` when no run has a number."""
         stat = self.stats.get(metric)
@@ -320,6 +345,8 @@ class ScenarioTable:
         rows: retrain first, then original, then the other methods sorted by name (then params).
         metrics: shown metric columns, in report order (at least one row has a number).
         dropped: metrics no row has a number for -> the reasons (``"not computed: ..."``).
+        seeds_asked: the seeds every row should have (canonical strings, sorted): every seed that any run of
+            the table, successful or failed, was run with. A row with fewer successful seeds is marked.
     """
 
     scenario: dict[str, Any]
@@ -327,6 +354,16 @@ class ScenarioTable:
     rows: list[Row]
     metrics: list[str]
     dropped: dict[str, tuple[str, ...]]
+    seeds_asked: tuple[str, ...] = ()
+
+    @property
+    def n_asked(self) -> int:
+        """Number of seeds each row should have."""
+        return len(self.seeds_asked)
+
+    def short(self, row: Row) -> bool:
+        """Whether ``row`` has fewer successful seeds than asked (failed or never run)."""
+        return row.n_seeds < self.n_asked
 
     @property
     def title(self) -> str:
@@ -461,7 +498,9 @@ def aggregate(runs: Iterable[Mapping[str, Any]] | list[RunView]) -> list[Scenari
                     if r not in reasons:
                         reasons.append(r)
             dropped[n] = tuple(reasons) or ("not computed: no numeric value",)
-        out.append(ScenarioTable(scenario=t["scenario"], model=model, rows=rows, metrics=shown, dropped=dropped))
+        asked = tuple(sorted({canonical(r.seed) for row in rows for r in (*row.runs, *row.failed)}, key=_seed_key))
+        out.append(ScenarioTable(scenario=t["scenario"], model=model, rows=rows, metrics=shown, dropped=dropped,
+                                 seeds_asked=asked))  # fmt: skip
 
     def table_key(tb: ScenarioTable) -> tuple[str, str, str, str]:
         s = tb.scenario

@@ -10,10 +10,12 @@ from unlearnkit.reports._aggregate import RunView, ScenarioTable, aggregate, nor
 from unlearnkit.reports._section import Section, check_sections
 from unlearnkit.reports.plots import scenario_plots
 from unlearnkit.reports.tables import (
+    CI_NOTE,
     GAP_NOTE,
     LEGEND,
     Cell,
     Grid,
+    ci_grid,
     dropped_lines,
     failure_lines,
     gap_grid,
@@ -94,6 +96,9 @@ def _table_section(table: ScenarioTable, anchor: str) -> str:
         out.append('<p class="muted">Columns not shown (no run has a value):</p><ul class="dropped">')
         out += [f"<li>{_e(line)}</li>" for line in dropped_lines(table)]
         out.append("</ul>")
+    ci = ci_grid(table)
+    if ci is not None:
+        out += ["<h3>Mean ± 95% CI over seeds</h3>", f'<p class="muted">{_e(CI_NOTE)}</p>', grid_to_html(ci, "ci")]
     out.append("<h3>Δ vs retrain</h3>")
     gaps = gap_grid(table)
     if gaps is not None:

@@ -2,7 +2,9 @@
 
 Per scenario table: the retrained model first, then the original, then each method; one column per
 metric with ``mean ± std`` over seeds (sample std, ``ddof=1``; the mean alone for one seed), ``n/c`` with
-a footnote when a value was not computed, and a second table of gaps ``mean(method) − mean(retrain)``.
+a footnote when a value was not computed; with several seeds, the same table as ``mean ± 95% CI``
+(Student t, n − 1 dof) marking values over fewer seeds than asked; and a table of gaps
+``mean(method) − mean(retrain)``.
 """
 
 from __future__ import annotations
@@ -14,9 +16,11 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from unlearnkit.reports._aggregate import (
+    Row,
     RunView,
     ScenarioTable,
     aggregate,
+    canonical,
     format_params,
     is_gap_metric,
     metric_arrow,
@@ -36,6 +40,11 @@ LEGEND = (
 GAP_NOTE = (
     "Δ vs retrain: mean(method) − mean(retrain) for accuracies and metrics whose goal is to match retrain; "
     "avg |Δ|: mean absolute gap over the accuracy columns (0 is ideal)."
+)
+CI_NOTE = (
+    "mean ± half-width of the 95% confidence interval of the mean over seeds (Student t, n − 1 degrees of "
+    "freedom; the mean alone for one seed); seeds: successful / asked, where asked = every seed run in this "
+    "scenario; a footnote marks values over fewer seeds than asked."
 )
 MAX_ERROR_CHARS = 500
 
@@ -113,8 +122,10 @@ def _header(metric: str, prefix: str = "") -> Cell:
     return Cell(text, title=meta.description if meta is not None else "not a registered metric")
 
 
-def _seeds_text(n_ok: int, n_failed: int) -> str:
-    return f"{n_ok} (+{n_failed} failed)" if n_failed else str(n_ok)
+def _seeds_text(n_ok: int, n_failed: int, n_asked: int = 0) -> str:
+    """``"3"``, ``"2 (+1 failed)"``, or ``"1 of 3 (+1 failed)"`` when some asked seeds never ran."""
+    text = str(n_ok) if n_ok + n_failed >= n_asked else f"{n_ok} of {n_asked}"
+    return f"{text} (+{n_failed} failed)" if n_failed else text
 
 
 def metrics_grid(table: ScenarioTable) -> Grid:
@@ -124,7 +135,7 @@ def metrics_grid(table: ScenarioTable) -> Grid:
     for i, row in enumerate(table.rows):
         cells = [
             Cell(row.label, title=format_params(row.params) or "no hyperparameters"),
-            Cell(_seeds_text(row.n_seeds, len(row.failed))),
+            Cell(_seeds_text(row.n_seeds, len(row.failed), table.n_asked)),
         ]
         for m in table.metrics:
             stat = row.stats.get(m)
@@ -138,6 +149,41 @@ def metrics_grid(table: ScenarioTable) -> Grid:
                     why = f"; {stat.not_computed}" if stat.reasons else "; missing in the others"
                     notes = (grid.note(f"{m}: computed in {stat.n} of {stat.n_runs} seeds{why}"),)
                 cells.append(Cell(format_mean_std(stat.mean, stat.std), bold=i in best[m], notes=notes))
+        grid.rows.append(cells)
+        grid.row_kinds.append(row.kind)
+    return grid
+
+
+def _short_note(table: ScenarioTable, row: Row) -> str:
+    """Why ``row`` has fewer seeds than asked: which seeds failed and which never ran."""
+    parts = []
+    if row.failed:
+        parts.append("failed: " + ", ".join(canonical(r.seed) for r in row.failed))
+    missing = row.seeds_not_run(table.seeds_asked)
+    if missing:
+        parts.append("not run: " + ", ".join(missing))
+    return f"{row.label}: {row.n_seeds} of {table.n_asked} seeds asked ({'; '.join(parts)})"
+
+
+def ci_grid(table: ScenarioTable) -> Grid | None:
+    """``mean ± 95% CI`` per method and metric, or ``None`` when no value is over two seeds or more."""
+    if not any(s.n >= 2 for row in table.rows for s in row.stats.values()):
+        return None
+    grid = Grid(headers=[Cell("method"), Cell("seeds")] + [_header(m) for m in table.metrics], rows=[])
+    for row in table.rows:
+        seeds = Cell(f"{row.n_seeds}/{table.n_asked}")
+        if table.short(row):
+            seeds.notes = (grid.note(_short_note(table, row)),)
+        cells = [Cell(row.label, title=format_params(row.params) or "no hyperparameters"), seeds]
+        for m in table.metrics:
+            stat = row.stats.get(m)
+            if stat is None or stat.n == 0:
+                cells.append(Cell("n/c" if stat is not None and stat.reasons else "—"))
+                continue
+            notes: tuple[int, ...] = ()
+            if stat.n < table.n_asked:
+                notes = (grid.note(f"fewer seeds than asked: {stat.n} of {table.n_asked}"),)
+            cells.append(Cell(format_mean_std(stat.mean, stat.ci95), notes=notes))
         grid.rows.append(cells)
         grid.row_kinds.append(row.kind)
     return grid
@@ -267,6 +313,9 @@ def table_to_markdown(table: ScenarioTable) -> str:
     if table.dropped:
         out += ["", "Columns not shown (no run has a value):", ""]
         out += [f"- {_md_escape(line)}" for line in dropped_lines(table)]
+    ci = ci_grid(table)
+    if ci is not None:
+        out += ["", "### Mean ± 95% CI over seeds", "", f"_{_md_escape(CI_NOTE)}_", "", grid_to_markdown(ci)]
     gaps = gap_grid(table)
     out += ["", "### Δ vs retrain", ""]
     if gaps is not None:

@@ -1,0 +1,115 @@
+"""Registered concept (setting-3) metrics: retrieval recalls, unsafe rates, zero-shot accuracy.
+
+Each entry of :data:`CONCEPT_METRICS` is a :class:`unlearnkit.metrics.Metric` (name, ``fn``,
+``higher_is_better``, ``needs``, description) whose ``fn`` reads a :class:`ConceptEvalContext` instead of
+the classifier :class:`~unlearnkit.metrics.EvalContext`. The figures come from the pure functions of
+:mod:`unlearnkit.concept.retrieval`; the four test embeddings (s, v, u, g) are computed once per model.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+
+import torch
+from torch import nn
+
+from unlearnkit._registry import Registry
+from unlearnkit.concept._data import ConceptData
+from unlearnkit.concept.clip import encode_images, encode_texts
+from unlearnkit.concept.retrieval import KS, concept_retrieval, zero_shot_accuracy
+from unlearnkit.errors import UnlearnkitError
+from unlearnkit.metrics import Metric, MetricUnavailable, NotComputed
+
+CONCEPT_METRICS: Registry[Metric] = Registry("concept metric")
+
+
+@dataclass
+class ConceptEvalContext:
+    """A model and the test quadruplets it is evaluated on; embeddings are computed once and cached."""
+
+    model: nn.Module
+    data: ConceptData
+    batch_size: int = 256
+    _cache: dict[str, object] = field(default_factory=dict)
+
+    def embeddings(self) -> dict[str, torch.Tensor]:
+        """Normalised test embeddings ``{"s", "v", "u", "g"}`` (each ``[N, D]``)."""
+        if "emb" not in self._cache:
+            q, tok, bs = self.data.test, self.data.tokenizer, self.batch_size
+            self._cache["emb"] = {
+                "s": encode_texts(self.model, tok, q.safe_text, batch_size=bs),
+                "v": encode_images(self.model, q.safe_image, batch_size=bs),
+                "u": encode_texts(self.model, tok, q.unsafe_text, batch_size=bs),
+                "g": encode_images(self.model, q.unsafe_image, batch_size=bs),
+            }
+        return self._cache["emb"]  # type: ignore[return-value]
+
+    def retrieval(self) -> dict[str, float]:
+        """Every figure of :func:`~unlearnkit.concept.retrieval.concept_retrieval` (cached)."""
+        if "ret" not in self._cache:
+            e = self.embeddings()
+            self._cache["ret"] = concept_retrieval(e["s"], e["v"], e["u"], e["g"], KS)
+        return self._cache["ret"]  # type: ignore[return-value]
+
+
+def _register(name: str, fn: Callable[[ConceptEvalContext], float], higher: bool | None, desc: str,
+              needs: Iterable[str] = ()) -> None:  # fmt: skip
+    CONCEPT_METRICS.add(name, Metric(name, fn, higher, frozenset(needs), desc))
+
+
+def _retrieval_metric(key: str) -> Callable[[ConceptEvalContext], float]:
+    return lambda ctx: ctx.retrieval()[key]
+
+
+_TASKS = {
+    "t2v": "safe text → safe images",
+    "v2t": "safe image → safe texts",
+    "tstar_to_v_union": "unsafe text → safe ∪ unsafe images, hit = safe twin",
+    "vstar_to_t_union": "unsafe image → safe ∪ unsafe texts, hit = safe twin",
+}
+for _task, _what in _TASKS.items():
+    for _k in KS:
+        _register(f"{_task}_r{_k}", _retrieval_metric(f"{_task}_r{_k}"), True, f"R@{_k}, {_what}")
+_register("unsafe_rate_tstar", _retrieval_metric("unsafe_rate_tstar"), False,
+          "fraction of unsafe-text queries whose top-1 image is unsafe")  # fmt: skip
+_register("unsafe_rate_vstar", _retrieval_metric("unsafe_rate_vstar"), False,
+          "fraction of unsafe-image queries whose top-1 text is unsafe")  # fmt: skip
+
+
+def _zero_shot(ctx: ConceptEvalContext) -> float:
+    q = ctx.data.test
+    if q.label is None or not ctx.data.class_prompts:
+        raise MetricUnavailable(f"{ctx.data.name} has no object classes")
+    tok, bs = ctx.data.tokenizer, ctx.batch_size
+    classes = [encode_texts(ctx.model, tok, prompts, batch_size=bs) for prompts in ctx.data.class_prompts]
+    return zero_shot_accuracy(ctx.embeddings()["v"], classes, torch.as_tensor(q.label))
+
+
+_register("zero_shot_acc", _zero_shot, True, "zero-shot classification accuracy of the safe test images",
+          needs=("classes",))  # fmt: skip
+
+
+def list_concept_metrics(pattern: str = "*") -> list[str]:
+    """Registered concept-metric names matching ``pattern``."""
+    return CONCEPT_METRICS.list(pattern)
+
+
+def evaluate_concept(
+    model: nn.Module, data: ConceptData, *, metrics: Iterable[str] | None = None, batch_size: int = 256
+) -> dict[str, float | NotComputed]:
+    """Compute ``metrics`` (default: every registered concept metric) of ``model`` on ``data.test``.
+
+    Returns:
+        name -> float, or :class:`~unlearnkit.metrics.NotComputed` with the reason.
+    """
+    names = list(metrics) if metrics is not None else CONCEPT_METRICS.list()
+    chosen = [CONCEPT_METRICS.get(n) for n in names]
+    ctx = ConceptEvalContext(model, data, batch_size)
+    out: dict[str, float | NotComputed] = {}
+    for m in chosen:
+        try:
+            out[m.name] = float(m.fn(ctx))
+        except (MetricUnavailable, UnlearnkitError) as e:
+            out[m.name] = NotComputed(str(e))
+    return out

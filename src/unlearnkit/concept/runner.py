@@ -1,0 +1,448 @@
+"""The setting-3 benchmark runner: config -> concept data -> original CLIP (cached) -> methods -> store.
+
+It writes into the same :class:`~unlearnkit.experiments.ResultsStore` and reports as the classifier
+runner (:mod:`unlearnkit.experiments.runner`), with the same record shape: ``scenario`` (``dataset``,
+``forget="concept:unsafe"``, ``seed``, the data's size), ``model``, ``method``, ``params``, ``seed``,
+``metrics``, keyed by a hash of the resolved config (a rerun skips stored runs), an ``original`` row per
+seed, and failed runs recorded with their reason.
+
+1. Validate everything up front (methods and their hyperparameters, metric names, device, the CLIP source,
+   ViSU files and images, the output directory): bad input fails before any training or writing.
+2. Per seed: build the data (the concept world is generated from the seed; ViSU is fixed), then the
+   original CLIP: a small config pretrained on the training pairs (cached by config hash in the
+   :class:`~unlearnkit.engine.ModelCache`), or ``from_pretrained`` weights.
+3. Each method unlearns a copy of the original; every concept metric is computed on the test quadruplets
+   for the original and each method (side by side in the report), with the method's wall time.
+"""
+
+from __future__ import annotations
+
+import time
+import traceback
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, Literal
+
+import torch
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from transformers import CLIPModel
+
+import unlearnkit
+from unlearnkit.concept._data import ConceptData, WordTokenizer
+from unlearnkit.concept._method import CONCEPT_METHODS, ConceptMethod, ConceptUnlearnData, create_concept_method
+from unlearnkit.concept.clip import CLIP_CONFIGS, check_clip_dir, load_clip, save_clip, small_clip
+from unlearnkit.concept.metrics import CONCEPT_METRICS, evaluate_concept
+from unlearnkit.concept.pretrain import pretrain_clip
+from unlearnkit.concept.world import WorldConfig, make_concept_world
+from unlearnkit.engine import ModelCache, config_hash, resolve_device, seed_everything
+from unlearnkit.errors import ConfigError, UnlearnkitError
+from unlearnkit.experiments.config import MethodSpec
+from unlearnkit.experiments.progress import NullProgress, ProgressSink
+from unlearnkit.experiments.runner import ORIGINAL, BenchmarkResult, ensure_writable_dir
+from unlearnkit.experiments.store import ResultsStore
+from unlearnkit.metrics import value_to_json
+
+#: the forget request every setting-3 run records
+FORGET = "concept:unsafe"
+
+
+# -- config ---------------------------------------------------------------------------------------------
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class WorldSection(_Strict):
+    """Sizes of the generated concept world (see :class:`~unlearnkit.concept.world.WorldConfig`)."""
+
+    n_train: int = Field(1536, ge=1)
+    n_val: int = Field(128, ge=0)
+    n_test: int = Field(256, ge=2)
+    image_size: int = Field(32, ge=16)
+    noise: float = Field(0.06, ge=0, lt=1)
+
+
+class VisuSection(_Strict):
+    """ViSU files (JSON/JSONL) and image folders (see :func:`~unlearnkit.concept.visu.load_visu`)."""
+
+    train: str
+    test: str
+    val: str | None = None
+    coco_dir: str | None = None
+    nsfw_dir: str | None = None
+    coco_pattern: str = "{coco_id:012d}.jpg"
+    max_train: int | None = Field(None, ge=1)
+    max_val: int | None = Field(None, ge=1)
+    max_test: int | None = Field(None, ge=2)
+
+
+class ClipSection(_Strict):
+    """Either a small random-weight config (``config``, pretrained here) or ``from_pretrained`` weights."""
+
+    config: str | None = None
+    from_pretrained: str | None = None
+    image_size: int = Field(32, ge=8)
+    max_length: int = Field(77, ge=3)
+
+    @model_validator(mode="after")
+    def _one_source(self) -> ClipSection:
+        if (self.config is None) == (self.from_pretrained is None):
+            raise ValueError("give exactly one of clip.config (a small config name) or clip.from_pretrained")
+        return self
+
+    @property
+    def label(self) -> str:
+        """The model name recorded with each run."""
+        return self.config if self.config is not None else str(self.from_pretrained)
+
+
+class PretrainSection(_Strict):
+    """Contrastive pretraining of a small CLIP on the training pairs (ignored for ``from_pretrained``)."""
+
+    epochs: int = Field(20, ge=0)
+    lr: float = Field(2e-3, gt=0)
+    batch_size: int = Field(128, ge=2)
+    weight_decay: float = Field(0.05, ge=0)
+
+
+class ConceptRunConfig(_Strict):
+    """A setting-3 benchmark: concept data × CLIP × methods × seeds."""
+
+    name: str = "setting3"
+    setting: Literal[3]
+    dataset: Literal["concept_world", "visu"] = "concept_world"
+    world: WorldSection = Field(default_factory=WorldSection)
+    visu: VisuSection | None = None
+    clip: ClipSection = Field(default_factory=lambda: ClipSection(config="clip_small"))
+    pretrain: PretrainSection = Field(default_factory=PretrainSection)
+    methods: Literal["all"] | list[str | MethodSpec] | dict[str, dict[str, Any] | None] = "all"
+    seeds: list[int] = Field(default_factory=lambda: [0], min_length=1)
+    metrics: list[str] | None = None
+    device: str = "auto"
+    cache_dir: str | None = None
+    eval_batch_size: int = Field(256, ge=1)
+    num_threads: int | None = Field(None, ge=1)
+    save_models: bool = False
+
+    @field_validator("seeds")
+    @classmethod
+    def _unique_seeds(cls, v: list[int]) -> list[int]:
+        if len(set(v)) != len(v):
+            raise ValueError("seeds must be distinct")
+        return v
+
+    @model_validator(mode="after")
+    def _dataset_sources(self) -> ConceptRunConfig:
+        if self.dataset == "visu" and self.visu is None:
+            raise ValueError("dataset: visu needs a visu section (train, test, coco_dir, ...)")
+        if self.dataset == "concept_world" and self.clip.from_pretrained is not None:
+            raise ValueError("the concept world has its own word vocabulary: use a small clip.config with it")
+        return self
+
+    def method_specs(self) -> list[MethodSpec]:
+        """Explicit methods as specs (``all``: every registered concept method with its defaults)."""
+        if self.methods == "all":
+            return [MethodSpec(name=n) for n in CONCEPT_METHODS.list()]
+        if isinstance(self.methods, dict):
+            return [MethodSpec(name=k, params=v or {}) for k, v in self.methods.items()]
+        return [m if isinstance(m, MethodSpec) else MethodSpec(name=m) for m in self.methods]
+
+
+def parse_concept_config(data: dict[str, Any] | None, source: str = "config") -> ConceptRunConfig:
+    """Validate a mapping into a :class:`ConceptRunConfig`; problems raise :class:`ConfigError` (one line)."""
+    if not isinstance(data, dict):
+        raise ConfigError(f"{source}: expected a mapping of keys at the top level")
+    try:
+        return ConceptRunConfig.model_validate(data)
+    except ValidationError as e:
+        err = e.errors()[0]
+        loc = ".".join(str(p) for p in err["loc"]) or "(top level)"
+        msg = "unknown key" if err["type"] == "extra_forbidden" else err["msg"]
+        more = f" (and {len(e.errors()) - 1} more problems)" if len(e.errors()) > 1 else ""
+        raise ConfigError(f"{source}: {loc}: {msg}{more}") from None
+
+
+def _read_yaml(path: str | Path) -> Any:
+    p = Path(path)
+    if not p.is_file():
+        raise ConfigError(f"config file not found: {p}")
+    try:
+        return yaml.safe_load(p.read_text())
+    except yaml.YAMLError:
+        raise ConfigError(f"config file {p} is not valid YAML") from None
+
+
+def config_setting(path: str | Path) -> int | None:
+    """The ``setting`` key of a YAML config (``None`` when absent): how the CLI picks a runner."""
+    data = _read_yaml(path)
+    return data.get("setting") if isinstance(data, dict) else None
+
+
+def load_concept_config(path: str | Path) -> ConceptRunConfig:
+    """Read and validate a setting-3 YAML config file."""
+    return parse_concept_config(_read_yaml(path), str(path))
+
+
+# -- building blocks ------------------------------------------------------------------------------------
+def resolve_concept_methods(cfg: ConceptRunConfig) -> list[ConceptMethod]:
+    """Instantiate and validate the configured concept methods."""
+    specs = cfg.method_specs()
+    if not specs:
+        raise ConfigError("no methods selected")
+    methods = [create_concept_method(s.name, **s.params) for s in specs]
+    seen = [config_hash({"m": m.name, "p": m.get_params()}) for m in methods]
+    if len(set(seen)) != len(seen):  # the same method may run with different hyperparameters, not twice alike
+        raise ConfigError(f"a method is listed twice with the same hyperparameters in {[s.name for s in specs]}")
+    for m in methods:
+        m.validate_params()
+    return methods
+
+
+def load_concept_data(cfg: ConceptRunConfig, seed: int) -> ConceptData:
+    """The seed's concept world, or the ViSU files with the tokenizer and preprocessing of ``cfg.clip``."""
+    if cfg.dataset == "concept_world":
+        return make_concept_world(seed, WorldConfig(**cfg.world.model_dump()))
+    from unlearnkit.concept.visu import HFTokenizer, clip_image_transform, load_visu, processor_transform
+
+    v = cfg.visu
+    if v is None:  # guarded by the config validator
+        raise ConfigError("dataset: visu needs a visu section")
+    if cfg.clip.from_pretrained is not None:  # the real CLIP's own tokenizer and image processor
+        from transformers import CLIPImageProcessor, CLIPTokenizerFast
+
+        try:
+            tok = HFTokenizer(CLIPTokenizerFast.from_pretrained(cfg.clip.from_pretrained), cfg.clip.max_length)
+            transform = processor_transform(CLIPImageProcessor.from_pretrained(cfg.clip.from_pretrained))
+        except (OSError, ValueError) as e:
+            raise UnlearnkitError(f"cannot load the tokenizer/processor of {cfg.clip.from_pretrained!r}: {e}") from None
+    else:
+        transform = clip_image_transform(cfg.clip.image_size)
+    kw = {"coco_dir": v.coco_dir, "nsfw_dir": v.nsfw_dir, "coco_pattern": v.coco_pattern, "transform": transform}
+    train = load_visu(v.train, limit=v.max_train, **kw)
+    val = load_visu(v.val, limit=v.max_val, **kw) if v.val else None
+    test = load_visu(v.test, limit=v.max_test, **kw)
+    if cfg.clip.from_pretrained is None:  # a small CLIP: a word vocabulary over every caption
+        texts = [t for q in (train, val, test) if q is not None for t in q.safe_text + q.unsafe_text]
+        tok = WordTokenizer.fit(texts, max_length=cfg.clip.max_length)
+    spec = {"dataset": "visu", "n_train": len(train), "n_val": len(val) if val else 0, "n_test": len(test),
+            "files": config_hash({"train": v.train, "val": v.val, "test": v.test, "ids": test.ids})}  # fmt: skip
+    return ConceptData("visu", train, val, test, tok, [], spec)
+
+
+def _vocab_size(data: ConceptData) -> tuple[int, int]:
+    tok = data.tokenizer
+    if not isinstance(tok, WordTokenizer):
+        raise UnlearnkitError("a small CLIP config needs a word tokenizer")
+    return len(tok), tok.max_length
+
+
+@contextmanager
+def _threads(n: int | None) -> Iterator[None]:
+    old = torch.get_num_threads()
+    if n is not None:
+        torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(old)
+
+
+def _versions() -> dict[str, str]:
+    import transformers
+
+    return {"unlearnkit": unlearnkit.__version__, "torch": torch.__version__, "transformers": transformers.__version__}
+
+
+# -- the runner -----------------------------------------------------------------------------------------
+def validate_concept_config(cfg: ConceptRunConfig) -> tuple[list[ConceptMethod], torch.device]:
+    """Everything that can be checked without data: methods, metrics, device, the CLIP source."""
+    methods = resolve_concept_methods(cfg)
+    for name in cfg.metrics or []:
+        CONCEPT_METRICS.get(name)
+    device = resolve_device(cfg.device)
+    if cfg.clip.config is not None:
+        CLIP_CONFIGS.get(cfg.clip.config)
+    elif Path(cfg.clip.from_pretrained or "").expanduser().exists():
+        check_clip_dir(Path(cfg.clip.from_pretrained or "").expanduser())
+    return methods, device
+
+
+def run_concept_benchmark(
+    cfg: ConceptRunConfig, out_dir: str | Path, *, progress: ProgressSink | None = None
+) -> BenchmarkResult:
+    """Run (or resume) the setting-3 benchmark ``cfg`` into ``out_dir``.
+
+    Args:
+        cfg: the validated config.
+        out_dir: where ``results.db``, the reports (and, with ``save_models``, the unlearned CLIPs) go.
+        progress: a progress sink (e.g. :class:`~unlearnkit.experiments.progress.RichProgress`).
+    """
+    t_start = time.perf_counter()
+    progress = progress or NullProgress()
+    methods, device = validate_concept_config(cfg)
+    fixed = load_concept_data(cfg, cfg.seeds[0]) if cfg.dataset == "visu" else None  # checked before writing
+    out = ensure_writable_dir(out_dir)
+    store = ResultsStore(out / "results.db")
+    cache = ModelCache(Path(cfg.cache_dir) / "models" if cfg.cache_dir else None)
+    result = BenchmarkResult(out_dir=out)
+    progress.start(len(cfg.seeds) * (len(methods) + 1))
+    try:
+        with _threads(cfg.num_threads):
+            for seed in cfg.seeds:
+                data = fixed if fixed is not None else load_concept_data(cfg, seed)
+                _run_seed(cfg, data, seed, methods, store, cache, device, progress, result, out)
+    finally:
+        progress.close()
+    from unlearnkit.reports import write_reports
+
+    result.reports = write_reports(store.runs(), out)
+    result.wall_s = time.perf_counter() - t_start
+    return result
+
+
+def _original(
+    cfg: ConceptRunConfig, data: ConceptData, seed: int, cache: ModelCache, device: torch.device,
+    progress: ProgressSink, result: BenchmarkResult, label: str,
+) -> tuple[CLIPModel, dict[str, Any]]:  # fmt: skip
+    """The model before unlearning: a cached pretrained small CLIP, or ``from_pretrained`` weights."""
+    if cfg.clip.from_pretrained is not None:
+        return load_clip(cfg.clip.from_pretrained).to(device), {}
+    vocab, max_len = _vocab_size(data)
+    name = cfg.clip.config or ""
+    image_size = data.spec.get("image_size", cfg.clip.image_size)
+    key = {"role": "concept_original", "clip": name, "vocab": config_hash({"v": getattr(data.tokenizer, "vocab", [])}),
+           "max_length": max_len, "image_size": image_size, "data": data.spec, "pretrain": cfg.pretrain.model_dump(),
+           "seed": seed}  # fmt: skip
+
+    def make() -> CLIPModel:
+        return small_clip(name, vocab_size=vocab, max_length=max_len, image_size=image_size, seed=seed)
+
+    def train(model: CLIPModel) -> dict[str, Any]:
+        progress.run_started(f"{label} pretrain {name}")
+        gen = seed_everything(seed)
+        t0 = time.perf_counter()
+        info = pretrain_clip(model.to(device), data.train, data.tokenizer, generator=gen, on_epoch=progress.epoch,
+                             **cfg.pretrain.model_dump())  # fmt: skip
+        result.trained_models += 1
+        return {"time_s": time.perf_counter() - t0, "loss": info["loss"], "device": str(device)}
+
+    seed_everything(seed)
+    model, info, _ = cache.get_or_train(key, make, train)
+    return model.to(device).eval(), info
+
+
+def _run_seed(
+    cfg: ConceptRunConfig, data: ConceptData, seed: int, methods: list[ConceptMethod], store: ResultsStore,
+    cache: ModelCache, device: torch.device, progress: ProgressSink, result: BenchmarkResult, out: Path,
+) -> None:  # fmt: skip
+    scenario = {"dataset": data.name, "forget": FORGET, "seed": seed,
+                **{k: v for k, v in data.spec.items() if k not in ("dataset", "seed")}}  # fmt: skip
+    model_label = cfg.clip.label
+    base = {"setting": 3, "scenario": scenario, "model": model_label, "clip": cfg.clip.model_dump(),
+            "pretrain": cfg.pretrain.model_dump() if cfg.clip.config else None, "metrics": cfg.metrics}  # fmt: skip
+    splits_hash = config_hash({"data": data.spec})
+    label = f"{data.name} {FORGET} s{seed}"
+    todo: list[tuple[str, dict[str, Any], ConceptMethod | None]] = [(ORIGINAL, {}, None)]
+    todo += [(m.name, m.get_params(), m) for m in methods]
+    keyed = [(config_hash({**base, "method": n, "params": p}), n, p, m) for n, p, m in todo]
+    pending = [k for k in keyed if not store.has(k[0])]
+    for key, n, _, _ in keyed:
+        if not any(key == k[0] for k in pending):
+            result.skipped += 1
+            progress.run_finished(f"{label} {n} (stored)", "ok")
+    if not pending:
+        return
+
+    def record(
+        key: str, name: str, params: dict[str, Any], status: str, metrics: dict[str, Any], error: str | None
+    ) -> None:
+        store.put({
+            "key": key, "status": status, "error": error, "scenario": scenario, "model": model_label,
+            "method": name, "params": params, "seed": seed, "config": base, "metrics": metrics,
+            "splits_hash": splits_hash, "versions": _versions(),
+        })  # fmt: skip
+        result.ran += 1
+        result.failed += status == "failed"
+        progress.run_finished(f"{label} {name}", status)
+
+    try:
+        original, info = _original(cfg, data, seed, cache, device, progress, result, label)
+    except (UnlearnkitError, KeyboardInterrupt):
+        raise
+    except Exception as e:  # NaN loss or another failure: every pending run of this seed fails
+        for key, n, p, _ in pending:
+            record(key, n, p, "failed", {}, f"pretraining the original CLIP failed: {type(e).__name__}: {e}")
+        return
+
+    def metrics_of(model: torch.nn.Module, extra: dict[str, float]) -> dict[str, Any]:
+        vals = evaluate_concept(model, data, metrics=cfg.metrics, batch_size=cfg.eval_batch_size)
+        return {**{k: value_to_json(v) for k, v in vals.items()}, **extra}
+
+    for key, name, params, method in pending:
+        progress.run_started(f"{label} {name}")
+        if method is None:
+            timing = {"time_s": float(info["time_s"])} if "time_s" in info else {}
+            record(key, name, params, "ok", metrics_of(original, timing), None)
+            continue
+        try:
+            udata = ConceptUnlearnData(data.train, data.tokenizer, data.val, device=device, seed=seed,
+                                       on_epoch=progress.epoch)  # fmt: skip
+            model = method.unlearn(original, udata)
+            extra = {"time_s": method.elapsed_s_, **{k: float(v) for k, v in getattr(method, "report_", {}).items()}}
+            metrics = metrics_of(model, extra)
+            if cfg.save_models:
+                save_clip(model, out / "models" / f"{name}-{key}")
+            record(key, name, params, "ok", metrics, None)
+        except (KeyboardInterrupt, UnlearnkitError):
+            raise
+        except Exception as e:
+            tb = traceback.extract_tb(e.__traceback__)[-1]
+            where = f"{Path(tb.filename).name}:{tb.lineno}"
+            record(key, name, params, "failed", {}, f"{type(e).__name__}: {e} (at {where})")
+
+
+def run_concept_cli(
+    config: str | Path,
+    out_dir: str | Path,
+    *,
+    progress: ProgressSink | None = None,
+    methods: str | None = None,
+    seeds: list[int] | None = None,
+    epochs: int | None = None,
+    device: str | None = None,
+    cache_dir: str | None = None,
+    not_applicable: dict[str, Any] | None = None,
+) -> BenchmarkResult:
+    """``unlearnkit run --config X.yaml`` for a ``setting: 3`` config, with the CLI's overrides.
+
+    Args:
+        config: the YAML file.
+        out_dir: the output directory.
+        progress: a progress sink.
+        methods: ``--methods`` (comma-separated concept methods, or ``all``).
+        seeds: ``--seeds``.
+        epochs: ``--epochs``: the small CLIP's pretraining epochs.
+        device: ``--device``.
+        cache_dir: ``--cache-dir``.
+        not_applicable: classifier-only options given on the command line (flag -> value); any set one
+            is refused in one line.
+    """
+    for flag, value in (not_applicable or {}).items():
+        if value:
+            raise UnlearnkitError(f"option {flag} does not apply to a setting-3 (concept) config: {config}")
+    cfg = load_concept_config(config)
+    overrides: dict[str, Any] = {}
+    if methods is not None:
+        overrides["methods"] = "all" if methods.strip() == "all" else [m.strip() for m in methods.split(",") if m]
+    if seeds is not None:
+        overrides["seeds"] = seeds
+    if epochs is not None:
+        overrides["pretrain"] = {**cfg.pretrain.model_dump(), "epochs": epochs}
+    if device is not None:
+        overrides["device"] = device
+    if cache_dir is not None:
+        overrides["cache_dir"] = cache_dir
+    if overrides:
+        cfg = parse_concept_config({**cfg.model_dump(), **overrides}, "options")
+    return run_concept_benchmark(cfg, out_dir, progress=progress)

@@ -1,0 +1,250 @@
+"""Shared pieces of the no-retain (setting 2) methods: LoRA on the attention Q/K/V, bounded forget losses,
+and the few-shot forget loop.
+
+LoRA (Hu et al., "LoRA: Low-Rank Adaptation of Large Language Models", ICLR 2022, arXiv 2106.09685) through
+``peft``: each targeted ``nn.Linear`` computes ``x W0ᵀ + b + (α/r)·x Aᵀ Bᵀ`` with ``A ∈ R^{r×d_in}`` (Kaiming
+uniform) and ``B ∈ R^{d_out×r}`` (zeros), so training starts from the original model; only A and B train.
+:func:`merge_lora` folds ``W' = W0 + (α/r)·B A`` back into each layer (``merge_and_unload``), leaving a
+plain model of the original architecture.
+
+Targets (:func:`find_qkv_linears`): every ``nn.Linear`` named like a query/key/value projection: the fused
+timm ``qkv`` (ViT ``Attention``, Swin ``WindowAttention``), a fused ``kv``, and separate ``q``/``k``/``v``,
+``q_proj``/``k_proj``/``v_proj`` or ``query``/``key``/``value`` projections. One LoRA covers a fused ``qkv``
+(the spec's option of one adapter on the fused Linear).
+
+peft is imported lazily (inside functions): ``import unlearnkit`` works without it.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.utils.data import Dataset
+
+from unlearnkit.engine import check_finite, cycle
+from unlearnkit.errors import UnlearnkitError
+
+#: last name component of the Linear layers LoRA adapts (attention query/key/value projections)
+QKV_NAMES: frozenset[str] = frozenset(
+    {"qkv", "kv", "q", "k", "v", "q_proj", "k_proj", "v_proj", "query", "key", "value"}
+)
+LOSSES = frozenset({"hinge", "inverse"})
+REGULARIZERS = frozenset({"delta", "l1", "l2"})
+
+
+def _peft() -> Any:
+    try:
+        import peft
+    except ImportError:
+        raise UnlearnkitError("LoRA methods need peft: pip install 'unlearnkit[vit]'") from None
+    return peft
+
+
+# -- targets -------------------------------------------------------------------------------------------------
+
+
+def find_qkv_linears(model: nn.Module) -> list[str]:
+    """Names of the ``nn.Linear`` query/key/value projections of ``model`` (see :data:`QKV_NAMES`)."""
+    return [n for n, m in model.named_modules() if isinstance(m, nn.Linear) and n.rsplit(".", 1)[-1] in QKV_NAMES]
+
+
+def lora_targets(model: nn.Module, rank: int, method: str) -> list[str]:
+    """The layers to adapt, after checking that there are some and that ``rank`` fits each; else one-line error.
+
+    Called before any training so a model without attention blocks, or a rank that is not low, fails first.
+    """
+    targets = find_qkv_linears(model)
+    if not targets:
+        raise UnlearnkitError(
+            f"method {method!r} adapts attention Q/K/V projections, but the model has none "
+            f"(no nn.Linear named {', '.join(sorted(QKV_NAMES))}); use a transformer such as vit_digits"
+        )
+    if not isinstance(rank, int) or isinstance(rank, bool) or rank < 1:
+        raise UnlearnkitError(f"method {method!r}: LoRA rank must be a positive integer, got {rank!r}")
+    modules = dict(model.named_modules())
+    for name in targets:
+        lin = modules[name]
+        if rank > min(lin.in_features, lin.out_features):
+            raise UnlearnkitError(
+                f"method {method!r}: LoRA rank {rank} is larger than layer {name} "
+                f"({lin.in_features}->{lin.out_features}); it must be at most {min(lin.in_features, lin.out_features)}"
+            )
+    return targets
+
+
+# -- attach / merge ------------------------------------------------------------------------------------------
+
+
+class LoraHandle:
+    """A model with LoRA adapters attached: the peft wrapper, the adapter parameters, and what merging needs.
+
+    Attributes:
+        peft_model: the ``peft`` model (call it like the original).
+        targets: names of the adapted layers.
+        scale: ``α / r``.
+        base_params: parameter count of the original model.
+    """
+
+    def __init__(self, peft_model: nn.Module, targets: list[str], scale: float, base_params: int,
+                 requires_grad: dict[str, bool], keys: dict[str, tuple[tuple[int, ...], torch.dtype]]) -> None:  # fmt: skip
+        self.peft_model = peft_model
+        self.targets = targets
+        self.scale = scale
+        self.base_params = base_params
+        self._requires_grad = requires_grad
+        self._keys = keys
+
+    def adapters(self) -> list[tuple[nn.Parameter, nn.Parameter]]:
+        """``(A, B)`` weight pairs, one per adapted layer, in target order."""
+        pairs = []
+        for _, mod in self.peft_model.named_modules():
+            if hasattr(mod, "lora_A") and "default" in getattr(mod, "lora_A", {}):
+                pairs.append((mod.lora_A["default"].weight, mod.lora_B["default"].weight))
+        return pairs
+
+    def parameters(self) -> list[nn.Parameter]:
+        """The trainable adapter parameters (A and B of every adapted layer)."""
+        return [p for pair in self.adapters() for p in pair]
+
+    @property
+    def trainable_params(self) -> int:
+        """Number of trainable adapter weights."""
+        return sum(p.numel() for p in self.parameters())
+
+    def regularizer(self, kind: str) -> torch.Tensor:
+        """The adapter penalty: ``delta`` Σ‖(α/r)·B A‖_F, ``l1`` Σ(|A|+|B|) mean, ``l2`` Σ(A²+B²) mean."""
+        pairs = self.adapters()
+        if kind == "delta":  # ‖ΔW‖_F of each layer, ΔW = (α/r)·B A, summed over layers
+            return torch.stack([(self.scale * (b @ a)).norm() for a, b in pairs]).sum()
+        flat = torch.cat([t.flatten() for pair in pairs for t in pair])
+        return flat.abs().mean() if kind == "l1" else flat.pow(2).mean()
+
+
+def attach_lora(
+    model: nn.Module, targets: list[str], *, rank: int, alpha: float, dropout: float, generator: torch.Generator
+) -> LoraHandle:
+    """Inject LoRA adapters into ``targets`` of ``model`` (in place) and freeze everything else.
+
+    ``A`` is re-initialised from ``generator`` (Kaiming uniform, as LoRA does) so the run depends only on the
+    seed; ``B`` starts at zero, so the adapted model computes exactly what ``model`` did.
+    """
+    peft = _peft()
+    requires_grad = {n: p.requires_grad for n, p in model.named_parameters()}
+    keys = {k: (tuple(v.shape), v.dtype) for k, v in model.state_dict().items()}
+    base_params = sum(p.numel() for p in model.parameters())
+    cfg = peft.LoraConfig(r=rank, lora_alpha=alpha, lora_dropout=dropout, target_modules=list(targets), bias="none")
+    peft_model = peft.get_peft_model(model, cfg)
+    handle = LoraHandle(peft_model, list(targets), alpha / rank, base_params, requires_grad, keys)
+    with torch.no_grad():
+        for a, b in handle.adapters():
+            nn.init.kaiming_uniform_(a, a=math.sqrt(5), generator=generator)
+            b.zero_()
+    if len(handle.adapters()) != len(targets):
+        raise RuntimeError(f"peft adapted {len(handle.adapters())} layers, expected {len(targets)}")
+    return handle
+
+
+def merge_lora(handle: LoraHandle) -> nn.Module:
+    """Fold every adapter into its layer (``W' = W0 + (α/r)·B A``) and return the plain original-architecture model.
+
+    The result has no peft modules, the same state_dict keys, shapes and dtypes as the model before
+    :func:`attach_lora`, and its parameters' ``requires_grad`` flags restored.
+    """
+    model = handle.peft_model.merge_and_unload()
+    for n, p in model.named_parameters():
+        p.requires_grad_(handle._requires_grad.get(n, True))
+    after = {k: (tuple(v.shape), v.dtype) for k, v in model.state_dict().items()}
+    if after != handle._keys or any("lora" in n for n, _ in model.named_modules()):
+        raise RuntimeError("merging the LoRA adapters did not give back the original architecture")
+    return model
+
+
+# -- forget losses -------------------------------------------------------------------------------------------
+
+
+def bounded_forget_loss(logits: torch.Tensor, y: torch.Tensor, kind: str, bound: float, eps: float) -> torch.Tensor:
+    """A forget loss that stops growing: minimised, it raises the cross-entropy of the forget samples.
+
+    * ``hinge``: mean_i max(0, B − CE_i), the GS-LoRA form ``relu(B − CE)``, per sample: a sample whose
+      cross-entropy already exceeds ``bound`` contributes no gradient.
+    * ``inverse``: mean_i 1 / (CE_i + ε), as the untraining loss ``1/CE_f``; its gradient fades as CE grows.
+    """
+    ce_i = F.cross_entropy(logits, y, reduction="none")  # CE_i = −log p(y_i | x_i)
+    if kind == "hinge":
+        return F.relu(bound - ce_i).mean()
+    return (1.0 / (ce_i + eps)).mean()
+
+
+def negative_ce(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """The unbounded NegGrad loss −CE (minimising it drives the forget cross-entropy up without limit)."""
+    return -F.cross_entropy(logits, y)
+
+
+# -- the few-shot forget loop -------------------------------------------------------------------------------
+
+
+def shift_augment(x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+    """Light augmentation: shift each image by up to 1/8 of its side (at least 1 pixel), zero-filled."""
+    if x.dim() != 4:
+        return x
+    _, _, h, w = x.shape
+    m = max(1, min(h, w) // 8)
+    padded = F.pad(x, (m, m, m, m))
+    offsets = torch.randint(0, 2 * m + 1, (len(x), 2), generator=generator)
+    return torch.stack([padded[i, :, dy : dy + h, dx : dx + w] for i, (dy, dx) in enumerate(offsets.tolist())])
+
+
+def forget_batches(
+    forget: Dataset, batch_size: int, augment: bool, generator: torch.Generator
+) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    """Endless shuffled batches of the k forget images (all of them when ``batch_size >= k``)."""
+    for x, y in cycle(forget, batch_size, generator):
+        yield (shift_augment(x, generator) if augment else x), y
+
+
+def run_forget_steps(
+    model: nn.Module,
+    params: list[nn.Parameter],
+    forget: Dataset,
+    loss_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
+    *,
+    steps: int,
+    lr: float,
+    weight_decay: float,
+    batch_size: int,
+    augment: bool,
+    generator: torch.Generator,
+    device: torch.device,
+    where: str,
+    penalty: Callable[[], torch.Tensor] | None = None,
+    on_epoch: Callable[[int, int, float], None] | None = None,
+) -> list[float]:
+    """``steps`` AdamW steps on ``loss_fn(model(x_f), y_f) + penalty()`` over ``params``; returns each step's loss."""
+    opt = torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay)
+    model.train()
+    history: list[float] = []
+    batches = forget_batches(forget, batch_size, augment, generator)
+    for step in range(steps):
+        x, y = next(batches)
+        x, y = x.to(device), y.to(device)
+        loss = loss_fn(model(x), y)
+        if penalty is not None:
+            loss = loss + penalty()
+        check_finite(loss, where)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        history.append(loss.item())
+        if on_epoch is not None and (step + 1) % max(1, steps // 10) == 0:
+            on_epoch(step + 1, steps, history[-1])
+    return history
+
+
+def trainable_report(n_trainable: int, n_total: int) -> dict[str, float]:
+    """``{"trainable_params": n, "trainable_fraction": n / total}`` for the run's metrics."""
+    return {"trainable_params": int(n_trainable), "trainable_fraction": n_trainable / max(n_total, 1)}

@@ -1,0 +1,99 @@
+"""Bounded forget loss with full fine-tuning and an L1 pull to the original weights: the talk's "Bounded loss
+w/ L1 regularization" baseline for class unlearning without retain data.
+
+Baseline of Poppi et al., "Unlearning Vision Transformers without Retaining Data via Low-Rank
+Decompositions", ICPR 2024 (DOI 10.1007/978-3-031-78122-3_10); ``specs/methods.md`` §2.3.
+
+Every parameter trains on the k forget images with
+
+    L = L_unl(f_θ(x_f), y_f) + λ·‖θ − θ0‖₁ / |θ|,
+
+L_unl the bounded loss of ``lora_bounded`` (hinge mean_i max(0, B − CE_i), default, or inverse
+mean_i 1/(CE_i + ε)). It isolates the effect of the low-rank adapters: same loss, but no rank constraint.
+λ, B and the budget are [CHOICE]; the defaults equal ``lora_bounded``'s and ``neggrad_l1``'s.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from unlearnkit.methods._base import (
+    BOOLEAN,
+    NON_NEGATIVE,
+    POSITIVE,
+    POSITIVE_INT,
+    Method,
+    Options,
+    UnlearnData,
+    register_method,
+)
+from unlearnkit.methods._lora import LOSSES, bounded_forget_loss, run_forget_steps, trainable_report
+from unlearnkit.methods._losses import l1_to
+
+
+@register_method("bounded_l1")
+class BoundedL1(Method):
+    """Minimise a bounded forget loss on the k forget images + λ·mean|θ − θ0| over every parameter.
+
+    Args:
+        loss: ``hinge`` (max(0, B − CE)) or ``inverse`` (1/(CE + ε)).
+        bound: B of the hinge loss.
+        eps: ε of the inverse loss.
+        l1_weight: λ, the weight of the mean absolute drift from the original weights.
+        steps: optimiser steps.
+        lr: AdamW learning rate.
+        batch_size: forget images per step.
+        weight_decay: AdamW decoupled weight decay.
+        augment: random shifts of up to 1/8 of the image side on each step.
+    """
+
+    needs = frozenset({"forget"})
+    requests = frozenset({"class"})
+    multi_class = False
+    setting = 2
+    example_model = "vit_digits"
+    _parameter_constraints = {
+        "loss": [Options(LOSSES)],
+        "bound": [POSITIVE],
+        "eps": [POSITIVE],
+        "l1_weight": [NON_NEGATIVE],
+        "steps": [POSITIVE_INT],
+        "lr": [POSITIVE],
+        "batch_size": [POSITIVE_INT],
+        "weight_decay": [NON_NEGATIVE],
+        "augment": [BOOLEAN],
+    }
+
+    def __init__(
+        self, *, loss: str = "hinge", bound: float = 5.0, eps: float = 0.01, l1_weight: float = 1.0,
+        steps: int = 50, lr: float = 1e-3, batch_size: int = 32, weight_decay: float = 0.0, augment: bool = True,
+    ) -> None:  # fmt: skip
+        self.loss = loss
+        self.bound = bound
+        self.eps = eps
+        self.l1_weight = l1_weight
+        self.steps = steps
+        self.lr = lr
+        self.batch_size = batch_size
+        self.weight_decay = weight_decay
+        self.augment = augment
+
+    def _unlearn(self, model: nn.Module, data: UnlearnData, generator: torch.Generator) -> nn.Module:
+        theta0 = {n: p.detach().clone() for n, p in model.named_parameters()}
+        params = [p for p in model.parameters() if p.requires_grad]
+
+        def loss_fn(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+            return bounded_forget_loss(logits, y, self.loss, self.bound, self.eps)
+
+        def penalty() -> torch.Tensor:  # λ·‖θ − θ0‖₁ / |θ|
+            return self.l1_weight * l1_to(model, theta0)
+
+        self.history_ = run_forget_steps(
+            model, params, data.forget, loss_fn, steps=self.steps, lr=self.lr, weight_decay=self.weight_decay,
+            batch_size=self.batch_size, augment=self.augment, generator=generator, device=data.device,
+            where="bounded_l1", penalty=penalty if self.l1_weight > 0 else None, on_epoch=data.on_epoch,
+        )  # fmt: skip
+        n = sum(p.numel() for p in params)
+        self.report_ = trainable_report(n, sum(p.numel() for p in model.parameters()))
+        return model

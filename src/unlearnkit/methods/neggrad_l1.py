@@ -1,0 +1,86 @@
+"""NegGrad with an L1 pull to the original weights: the talk's "Negative gradient w/ L1 regularization"
+baseline for class unlearning without retain data.
+
+Baseline of Poppi et al., "Unlearning Vision Transformers without Retaining Data via Low-Rank
+Decompositions", ICPR 2024 (DOI 10.1007/978-3-031-78122-3_10); ``specs/methods.md`` §2.3.
+
+Full fine-tuning of every parameter on the k forget images with
+
+    L = −CE(f_θ(x_f), y_f) + λ·‖θ − θ0‖₁ / |θ|
+
+(the L1 term is the mean absolute drift, ``_losses.l1_to``). −CE is unbounded: its gradient does not fade
+once the class is forgotten, so the drift is held back only by λ. λ and the budget are [CHOICE]; the
+budget defaults equal ``lora_bounded``'s (steps, lr, augmentation).
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from unlearnkit.methods._base import (
+    BOOLEAN,
+    NON_NEGATIVE,
+    POSITIVE,
+    POSITIVE_INT,
+    Method,
+    UnlearnData,
+    register_method,
+)
+from unlearnkit.methods._lora import negative_ce, run_forget_steps, trainable_report
+from unlearnkit.methods._losses import l1_to
+
+
+@register_method("neggrad_l1")
+class NegGradL1(Method):
+    """Minimise −CE on the k forget images + λ·mean|θ − θ0| over every parameter.
+
+    Args:
+        l1_weight: λ, the weight of the mean absolute drift from the original weights.
+        steps: optimiser steps.
+        lr: AdamW learning rate.
+        batch_size: forget images per step.
+        weight_decay: AdamW decoupled weight decay.
+        augment: random shifts of up to 1/8 of the image side on each step.
+    """
+
+    needs = frozenset({"forget"})
+    requests = frozenset({"class"})
+    multi_class = False
+    setting = 2
+    example_model = "vit_digits"
+    _parameter_constraints = {
+        "l1_weight": [NON_NEGATIVE],
+        "steps": [POSITIVE_INT],
+        "lr": [POSITIVE],
+        "batch_size": [POSITIVE_INT],
+        "weight_decay": [NON_NEGATIVE],
+        "augment": [BOOLEAN],
+    }
+
+    def __init__(
+        self, *, l1_weight: float = 1.0, steps: int = 50, lr: float = 1e-3, batch_size: int = 32,
+        weight_decay: float = 0.0, augment: bool = True,
+    ) -> None:  # fmt: skip
+        self.l1_weight = l1_weight
+        self.steps = steps
+        self.lr = lr
+        self.batch_size = batch_size
+        self.weight_decay = weight_decay
+        self.augment = augment
+
+    def _unlearn(self, model: nn.Module, data: UnlearnData, generator: torch.Generator) -> nn.Module:
+        theta0 = {n: p.detach().clone() for n, p in model.named_parameters()}
+        params = [p for p in model.parameters() if p.requires_grad]
+
+        def penalty() -> torch.Tensor:  # λ·‖θ − θ0‖₁ / |θ|
+            return self.l1_weight * l1_to(model, theta0)
+
+        self.history_ = run_forget_steps(
+            model, params, data.forget, negative_ce, steps=self.steps, lr=self.lr, weight_decay=self.weight_decay,
+            batch_size=self.batch_size, augment=self.augment, generator=generator, device=data.device,
+            where="neggrad_l1", penalty=penalty if self.l1_weight > 0 else None, on_epoch=data.on_epoch,
+        )  # fmt: skip
+        n = sum(p.numel() for p in params)
+        self.report_ = trainable_report(n, sum(p.numel() for p in model.parameters()))
+        return model

@@ -1,0 +1,107 @@
+"""NegGrad through low-rank adapters: the talk's "Negative gradient w/ low-rank" baseline (no retain data).
+
+Baseline of Poppi et al., "Unlearning Vision Transformers without Retaining Data via Low-Rank
+Decompositions", ICPR 2024 (DOI 10.1007/978-3-031-78122-3_10); ``specs/methods.md`` §2.3.
+
+The architecture of ``lora_bounded`` (LoRA on every attention Q/K/V, W = W0 + (α/r)·B A, merged back), but
+the forget loss is the unbounded negative cross-entropy −CE(f(x_f), y_f): nothing stops the ascent once
+the class is forgotten, so the update keeps growing for the whole budget. An adapter penalty λ·R(A, B) is
+available (``reg_weight``, default 0: the talk's baseline has only the low-rank constraint) [CHOICE].
+The budget defaults (steps, lr, rank, augmentation) equal ``lora_bounded``'s so the two differ only in the loss.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from unlearnkit.methods._base import (
+    BOOLEAN,
+    NON_NEGATIVE,
+    NONE,
+    POSITIVE,
+    POSITIVE_INT,
+    Interval,
+    Method,
+    Options,
+    UnlearnData,
+    register_method,
+)
+from unlearnkit.methods._lora import (
+    REGULARIZERS,
+    attach_lora,
+    lora_targets,
+    merge_lora,
+    negative_ce,
+    run_forget_steps,
+    trainable_report,
+)
+
+
+@register_method("neggrad_lora")
+class NegGradLora(Method):
+    """Minimise −CE on the k forget images through LoRA adapters on the attention Q/K/V; merge them back.
+
+    Args:
+        rank: LoRA rank r (at most each adapted layer's smaller side).
+        alpha: LoRA α (the update is scaled by α/r); ``None`` for α = r.
+        dropout: LoRA dropout on the adapter's input.
+        regularizer: ``delta``, ``l1`` or ``l2`` (see ``lora_bounded``).
+        reg_weight: λ, the regulariser's weight (0: none).
+        steps: optimiser steps.
+        lr: AdamW learning rate.
+        batch_size: forget images per step.
+        weight_decay: AdamW decoupled weight decay on the adapters.
+        augment: random shifts of up to 1/8 of the image side on each step.
+    """
+
+    needs = frozenset({"forget"})
+    requests = frozenset({"class"})
+    multi_class = False
+    setting = 2
+    example_model = "vit_digits"
+    _parameter_constraints = {
+        "rank": [POSITIVE_INT],
+        "alpha": [POSITIVE, NONE],
+        "dropout": [Interval(float, 0.0, 1.0, "left")],
+        "regularizer": [Options(REGULARIZERS)],
+        "reg_weight": [NON_NEGATIVE],
+        "steps": [POSITIVE_INT],
+        "lr": [POSITIVE],
+        "batch_size": [POSITIVE_INT],
+        "weight_decay": [NON_NEGATIVE],
+        "augment": [BOOLEAN],
+    }
+
+    def __init__(
+        self, *, rank: int = 8, alpha: float | None = None, dropout: float = 0.0, regularizer: str = "delta",
+        reg_weight: float = 0.0, steps: int = 50, lr: float = 1e-3, batch_size: int = 32, weight_decay: float = 0.0,
+        augment: bool = True,
+    ) -> None:  # fmt: skip
+        self.rank = rank
+        self.alpha = alpha
+        self.dropout = dropout
+        self.regularizer = regularizer
+        self.reg_weight = reg_weight
+        self.steps = steps
+        self.lr = lr
+        self.batch_size = batch_size
+        self.weight_decay = weight_decay
+        self.augment = augment
+
+    def _unlearn(self, model: nn.Module, data: UnlearnData, generator: torch.Generator) -> nn.Module:
+        targets = lora_targets(model, self.rank, self.name)
+        alpha = float(self.rank if self.alpha is None else self.alpha)
+        lora = attach_lora(model, targets, rank=self.rank, alpha=alpha, dropout=self.dropout, generator=generator)
+
+        def penalty() -> torch.Tensor:
+            return self.reg_weight * lora.regularizer(self.regularizer)
+
+        self.history_ = run_forget_steps(
+            lora.peft_model, lora.parameters(), data.forget, negative_ce, steps=self.steps, lr=self.lr,
+            weight_decay=self.weight_decay, batch_size=self.batch_size, augment=self.augment, generator=generator,
+            device=data.device, where="neggrad_lora", penalty=penalty if self.reg_weight > 0 else None,
+            on_epoch=data.on_epoch,
+        )  # fmt: skip
+        self.report_ = trainable_report(lora.trainable_params, lora.base_params)
+        return merge_lora(lora)

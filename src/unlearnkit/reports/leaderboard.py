@@ -1,0 +1,210 @@
+"""The leaderboard section: which method to use, at a glance, one table per (dataset, model, request kind).
+
+Every ranking is against the retrained model of the same scenario (the gold standard), aggregated the
+way the scenario tables are (``mean(method) − mean(retrain)`` over seeds, per scenario), then averaged
+over the scenarios of the kind (e.g. ``class:1``, ``class:3``, ``class:7``):
+
+* **class requests** — ranked by the mean absolute gap to retrain over ``acc_forget_test``,
+  ``acc_retain_test`` and ``acc_test`` (0 is ideal: the method behaves like retraining on unseen data of
+  the forgotten and the kept classes);
+* **random (and other sample-level) requests** — ranked by the NeurIPS-2023 ``final_score`` (higher is
+  better) when the runs carry a metric of that name; otherwise the table says so
+  (``not computed: no final_score in these runs``) and ranks by the mean absolute gap to retrain over
+  ``acc_forget``, ``acc_retain`` and ``acc_test``, labelled as the fallback it is.
+
+Each table also shows the signed gaps, the cost ratio to retraining (``time_ratio_vs_retrain``, mean over
+runs) and how many runs each row aggregates. ``retrain`` is the reference (not ranked); ``original`` (no
+unlearning) is ranked like a method, as the baseline every method should beat.
+"""
+
+from __future__ import annotations
+
+import html
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from unlearnkit.reports._aggregate import ORIGINAL, RETRAIN, ScenarioTable, aggregate, canonical
+from unlearnkit.reports._section import Section, register_section
+from unlearnkit.reports.html import html_table
+from unlearnkit.reports.tables import format_gap, format_number, markdown_table
+
+#: gap metrics per ranking (the accuracies whose distance to retrain is averaged)
+CLASS_GAP_METRICS = ("acc_forget_test", "acc_retain_test", "acc_test")
+SAMPLE_GAP_METRICS = ("acc_forget", "acc_retain", "acc_test")
+FINAL_SCORE = "final_score"
+TIME_RATIO = "time_ratio_vs_retrain"
+NO_FINAL_SCORE = f"not computed: no {FINAL_SCORE} in these runs"
+
+
+def request_kind(scenario: Mapping[str, Any]) -> str:
+    """``"class"`` for ``forget: class:3``, ``"random"`` for ``random:0.1``, ... (``"?"`` if unknown)."""
+    forget = str(scenario.get("forget", ""))
+    return forget.split(":", 1)[0] if ":" in forget else (forget or "?")
+
+
+@dataclass
+class _Entry:
+    """One (method, params) across the scenarios of a leaderboard."""
+
+    method: str
+    label: str
+    gaps: dict[str, list[float]] = field(default_factory=dict)  # metric -> per-scenario gap
+    scores: list[float] = field(default_factory=list)  # per-scenario mean |gap|
+    final: list[float] = field(default_factory=list)  # per-scenario mean final_score
+    time_ratio: list[float] = field(default_factory=list)
+    n_ok: int = 0
+    n_failed: int = 0
+
+
+def _mean(xs: list[float]) -> float | None:
+    xs = [x for x in xs if math.isfinite(x)]
+    return sum(xs) / len(xs) if xs else None
+
+
+def _collect(tables: list[ScenarioTable], gap_metrics: tuple[str, ...]) -> tuple[list[_Entry], _Entry | None]:
+    entries: dict[tuple[str, str], _Entry] = {}
+    reference: _Entry | None = None
+    for t in tables:
+        for row in t.rows:
+            key = (row.method, canonical(row.params))
+            if row.kind == RETRAIN:
+                reference = reference or _Entry(row.method, row.label)
+                e = reference
+            else:
+                e = entries.setdefault(key, _Entry(row.method, row.label))
+            e.n_ok += row.n_seeds
+            e.n_failed += len(row.failed)
+            if not row.runs:
+                continue
+            gaps = {m: t.gap(row, m) for m in gap_metrics}
+            for m, g in gaps.items():
+                if g is not None:
+                    e.gaps.setdefault(m, []).append(g)
+            if gaps and all(g is not None for g in gaps.values()):
+                e.scores.append(sum(abs(g) for g in gaps.values()) / len(gaps))  # type: ignore[arg-type]
+            fs = row.mean(FINAL_SCORE)
+            if fs is not None:
+                e.final.append(fs)
+            tr = row.mean(TIME_RATIO)
+            if tr is not None and row.kind != ORIGINAL:  # the original's "time" is its training, not unlearning
+                e.time_ratio.append(tr)
+    return list(entries.values()), reference
+
+
+def _runs_text(e: _Entry) -> str:
+    return f"{e.n_ok} (+{e.n_failed} failed)" if e.n_failed else str(e.n_ok)
+
+
+def _fmt(v: float | None, gap: bool = False) -> str | None:
+    if v is None:
+        return None
+    return format_gap(v) if gap else format_number(v)
+
+
+def _score(e: _Entry, by_final: bool) -> float | None:
+    return _mean(e.final) if by_final else _mean(e.scores)
+
+
+def _sort_key(e: _Entry, by_final: bool) -> tuple[int, float, float]:
+    """Scored rows first (best first: highest final score or smallest gap), ties broken by the time ratio."""
+    score = _score(e, by_final)
+    if score is None:
+        return (1, 0.0, 0.0)
+    tr = _mean(e.time_ratio)
+    return (0, -score if by_final else score, tr if tr is not None else math.inf)
+
+
+@dataclass
+class Board:
+    """One leaderboard table (a dataset, a model, a request kind)."""
+
+    title: str
+    note: str
+    ranking: str
+    headers: list[str]
+    rows: list[list[Any]]
+    data: dict[str, Any]
+
+
+def build_boards(runs: list[Mapping[str, Any]]) -> list[Board]:
+    """The leaderboard tables for ``runs`` (kinds without a successful retrain run are skipped)."""
+    groups: dict[tuple[str, str, str], list[ScenarioTable]] = {}
+    for t in aggregate(runs):
+        if t.retrain is None:
+            continue
+        groups.setdefault((str(t.scenario.get("dataset", "?")), t.model, request_kind(t.scenario)), []).append(t)
+    boards = []
+    for (dataset, model, kind), tables in sorted(groups.items()):
+        class_like = kind == "class"
+        gap_metrics = CLASS_GAP_METRICS if class_like else SAMPLE_GAP_METRICS
+        entries, reference = _collect(tables, gap_metrics)
+        by_final = not class_like and any(e.final for e in entries)
+        if class_like:
+            ranking = f"mean |Δ| vs retrain over {', '.join(gap_metrics)} (lower is better)"
+            note = ""
+        elif by_final:
+            ranking = f"{FINAL_SCORE} (NeurIPS-2023 forget quality × utility; higher is better)"
+            note = ""
+        else:
+            ranking = f"fallback: mean |Δ| vs retrain over {', '.join(gap_metrics)} (lower is better)"
+            note = f"final score: {NO_FINAL_SCORE}; ranked by the fallback below."
+
+        ranked = sorted(entries, key=lambda e: _sort_key(e, by_final))
+        headers = ["rank", "method"]
+        headers += [FINAL_SCORE] if by_final else []
+        headers += ["mean |Δ|"] + [f"Δ {m}" for m in gap_metrics] + [TIME_RATIO, "runs"]
+        rows, payload = [], []
+        listed = ([reference] if reference is not None else []) + ranked
+        rank = 0
+        for e in listed:
+            is_ref = e is reference
+            has_score = _score(e, by_final) is not None
+            if not is_ref and has_score:
+                rank += 1
+            label = (
+                f"{e.label} (reference)"
+                if is_ref
+                else (f"{e.label} (no unlearning)" if e.method == ORIGINAL else e.label)
+            )
+            row: list[Any] = ["—" if is_ref or not has_score else str(rank), label]
+            row += [_fmt(_mean(e.final))] if by_final else []
+            row += [_fmt(_mean(e.scores))] + [_fmt(_mean(e.gaps.get(m, [])), gap=True) for m in gap_metrics]
+            time_cell = "1.000" if is_ref else ("—" if e.method == ORIGINAL else _fmt(_mean(e.time_ratio)))
+            row += [time_cell, _runs_text(e)]
+            rows.append([("n/c" if v is None else v) for v in row])
+            payload.append({
+                "rank": None if is_ref or not has_score else rank, "method": e.method, "label": e.label,
+                "final_score": _mean(e.final), "mean_abs_gap": _mean(e.scores),
+                "gaps": {m: _mean(e.gaps.get(m, [])) for m in gap_metrics},
+                "time_ratio_vs_retrain": 1.0 if is_ref else _mean(e.time_ratio), "runs": e.n_ok, "failed": e.n_failed,
+            })  # fmt: skip
+        forgets = sorted({str(t.scenario.get("forget")) for t in tables})
+        title = f"{dataset} · {model} · {kind} requests ({', '.join(forgets)})"
+        data = {"dataset": dataset, "model": model, "kind": kind, "forget": forgets, "ranking": ranking,
+                "final_score": None if by_final or class_like else NO_FINAL_SCORE, "rows": payload}  # fmt: skip
+        boards.append(Board(title, note, ranking, headers, rows, data))
+    return boards
+
+
+@register_section("leaderboard")
+def leaderboard_section(runs: list[Mapping[str, Any]]) -> Section | None:
+    """The leaderboard :class:`Section` (``None`` when no scenario has a retrain run to rank against)."""
+    boards = build_boards(runs)
+    if not boards:
+        return None
+    intro = (
+        "Methods ranked against retraining from scratch. Δ = mean(method) − mean(retrain) per scenario, "
+        "averaged over the scenarios of the kind; time ratio = unlearning time ÷ retraining time."
+    )
+    md, hl = [intro], [f"<p>{html.escape(intro)}</p>"]
+    for b in boards:
+        md += ["", f"### {b.title}", "", f"Ranked by {b.ranking}."]
+        hl += [f"<h3>{html.escape(b.title)}</h3>", f"<p>Ranked by {html.escape(b.ranking)}.</p>"]
+        if b.note:
+            md.append(f"_{b.note}_")
+            hl.append(f"<p><em>{html.escape(b.note)}</em></p>")
+        md += ["", markdown_table(b.headers, b.rows)]
+        hl.append(html_table(b.headers, b.rows))
+    return Section(title="Leaderboard", markdown="\n".join(md), html="\n".join(hl), data=[b.data for b in boards])
