@@ -5,6 +5,7 @@ from __future__ import annotations
 from unlearnkit.engine.cache import ModelCache, default_cache_dir
 from unlearnkit.engine.checkpoint import config_hash, load_checkpoint, read_state_dict, save_checkpoint
 from unlearnkit.engine.device import resolve_device
+from unlearnkit.engine.ensemble import EnsembleCache, train_ensemble
 from unlearnkit.engine.loops import (
     TrainConfig,
     autocast,
@@ -19,6 +20,7 @@ from unlearnkit.engine.loops import (
 from unlearnkit.engine.seed import seed_everything
 
 __all__ = [
+    "EnsembleCache",
     "ModelCache",
     "TrainConfig",
     "autocast",
@@ -35,5 +37,6 @@ __all__ = [
     "resolve_device",
     "save_checkpoint",
     "seed_everything",
+    "train_ensemble",
     "train_model",
 ]

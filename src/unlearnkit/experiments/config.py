@@ -74,6 +74,13 @@ class RunConfig(_Strict):
     lira_shadows: int = Field(0, ge=0)  # LiRA / U-LiRA shadow models per scenario; 0 = off (>= 4 to compute)
     lira_fixed_variance: bool = True  # one global σ: the LiRA README advises it below ~64 shadows
     lira_nonmember_split: Literal["auto", "test", "val", "forget_test"] = "auto"
+    #: NeurIPS-2023 ε score: N unlearned vs N retrained models per scenario (forget_quality, final_score and
+    #: their ceilings); 0 = off, else >= 2. Sample-level requests only. The GPU configs use 512.
+    ensemble_n: int = Field(0, ge=0, le=10_000)
+    ensemble_batch_models: int = Field(16, ge=1)  # members trained together in one vmapped batch
+    #: "shared": every unlearning run starts from the one original model (the published scorer);
+    #: "per_seed": from N originals, one per run (N more trainings; not the published set-up)
+    ensemble_originals: Literal["shared", "per_seed"] = "shared"
 
     @field_validator("forget", mode="before")
     @classmethod
@@ -85,6 +92,13 @@ class RunConfig(_Strict):
     def _positive_shots(cls, v: list[int]) -> list[int]:
         if any(k < 1 for k in v) or len(set(v)) != len(v):
             raise ValueError("shots must be distinct positive integers (forget images given to no-retain methods)")
+        return v
+
+    @field_validator("ensemble_n")
+    @classmethod
+    def _ensemble_n(cls, v: int) -> int:
+        if v == 1:
+            raise ValueError("must be 0 (off) or >= 2: the ε score compares at least 2 models per side")
         return v
 
     @field_validator("seeds")

@@ -35,6 +35,7 @@ from torch import nn
 import unlearnkit
 from unlearnkit.data import DATASETS, DatasetBundle, load_dataset
 from unlearnkit.engine import (
+    EnsembleCache,
     ModelCache,
     TrainConfig,
     config_hash,
@@ -50,6 +51,8 @@ from unlearnkit.experiments.progress import NullProgress, ProgressSink
 from unlearnkit.experiments.store import ResultsStore
 from unlearnkit.methods import METHODS, Method, UnlearnData, create_method
 from unlearnkit.metrics import METRICS, MetricUnavailable, NotComputed, evaluate, value_to_json
+from unlearnkit.metrics.ensemble_eval import KEYS as ENSEMBLE_KEYS
+from unlearnkit.metrics.ensemble_eval import forget_quality_eval, forget_quality_of_models
 from unlearnkit.models import MODELS, create_model
 from unlearnkit.scenario import ForgetRequest, Scenario
 
@@ -94,6 +97,9 @@ class Cell:
     lira_shadows: int = 0
     lira_fixed_variance: bool = True
     lira_nonmember_split: str = "auto"
+    ensemble_n: int = 0
+    ensemble_batch_models: int = 16
+    ensemble_originals: str = "shared"
     key: str = ""
 
     @property
@@ -105,8 +111,11 @@ class Cell:
     def identity(self) -> dict[str, Any]:
         """What determines the result (hashed into :attr:`key`)."""
         d = asdict(self)
-        for k in ("key", "data_root", "download", "metrics"):
+        for k in ("key", "data_root", "download", "metrics", "ensemble_batch_models"):
             d.pop(k)
+        if not d["ensemble_n"]:  # ε score off: keys stay what they were before ensembles existed
+            for k in ("ensemble_n", "ensemble_originals"):
+                d.pop(k)
         if not d["lira_shadows"]:  # LiRA off: keys stay what they were before LiRA existed
             for k in ("lira_shadows", "lira_fixed_variance", "lira_nonmember_split"):
                 d.pop(k)
@@ -190,6 +199,8 @@ def plan(cfg: RunConfig, bundle: DatasetBundle | None = None) -> tuple[list[Cell
         "data_root": cfg.data_root, "download": cfg.download, "val_fraction": cfg.val_fraction,
         "metrics": cfg.metrics, "few_shot_folder": cfg.few_shot_folder, "lira_shadows": cfg.lira_shadows,
         "lira_fixed_variance": cfg.lira_fixed_variance, "lira_nonmember_split": cfg.lira_nonmember_split,
+        "ensemble_n": cfg.ensemble_n, "ensemble_batch_models": cfg.ensemble_batch_models,
+        "ensemble_originals": cfg.ensemble_originals,
     }  # fmt: skip
     cells: list[Cell] = []
     skipped: list[str] = []
@@ -346,6 +357,8 @@ def run_cell(
         values = evaluate(model, scenario, reference=retrained, random_model=random_model, original=original,
                           metrics=cell.metrics, timing=timing, device=dev)  # fmt: skip
         values.update(_lira_values(cell, scenario, model, train_cfg, cache, dev, selected=values))
+        values.update(_ensemble_values(cell, scenario, original, model, train_cfg, cache_dir, dev, progress,
+                                       selected=values))  # fmt: skip
         record["metrics"] = {k: value_to_json(v) for k, v in {**values, **extra}.items()}
     except (KeyboardInterrupt, UnlearnkitError):
         raise
@@ -394,6 +407,45 @@ def _lira_values(
             params = {k: v for k, v in cell.params.items() if k != "shots"}
             out.update(bank.ulira(cell.method, model, params=params, fixed_variance=cell.lira_fixed_variance))
     return {k: v for k, v in out.items() if k in wanted}
+
+
+@functools.lru_cache(maxsize=4)
+def _ensemble_cache(cache_dir: str | None) -> EnsembleCache:
+    """One per cache directory and process: every method of a scenario shares the reference figures."""
+    return EnsembleCache(Path(cache_dir) / "ensembles" if cache_dir else None)
+
+
+def _ensemble_values(
+    cell: Cell,
+    scenario: Scenario,
+    original: nn.Module,
+    model: nn.Module,
+    train_cfg: TrainConfig,
+    cache_dir: str | Path | None,
+    device: torch.device,
+    progress: ProgressSink,
+    selected: dict[str, Any],
+) -> dict[str, Any]:
+    """The NeurIPS-2023 ε score of the cell's method with ``cell.ensemble_n`` models per side, and its ceiling.
+
+    Only the names ``evaluate`` selected (present in ``selected`` as placeholders) are replaced.
+    """
+    wanted = [n for n in ENSEMBLE_KEYS if n in selected]
+    if not cell.ensemble_n or not wanted:
+        return {}
+    progress.run_started(f"{cell.label} ε score, N={cell.ensemble_n}")
+    common: dict[str, Any] = {
+        "device": device, "cache": _ensemble_cache(None if cache_dir is None else str(cache_dir)),
+        "model_kwargs": cell.model_kwargs, "batch_models": cell.ensemble_batch_models, "on_epoch": progress.epoch,
+    }  # fmt: skip
+    if cell.method == AUDIT:  # the audited checkpoint is the unlearned side (N = 1: not computed, says why)
+        out = forget_quality_of_models(scenario, [model], cell.model, train_cfg, **common)
+    else:
+        params = {k: v for k, v in cell.params.items() if k != "shots"}
+        out = forget_quality_eval(scenario, cell.method, params, cell.model, train_cfg, cell.ensemble_n,
+                                  original=original, originals=cell.ensemble_originals, **common)  # fmt: skip
+    return {k: (NotComputed(v[len("not computed: "):]) if isinstance(v, str) else v)
+            for k, v in out.items() if k in wanted}  # fmt: skip
 
 
 def _timing(info: dict[str, Any], retrain_time: float) -> dict[str, float]:

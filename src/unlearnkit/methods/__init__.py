@@ -2,7 +2,29 @@
 
 from __future__ import annotations
 
-from unlearnkit.methods import finetune, neggrad, neggrad_plus, random_labels, retrain  # noqa: F401
+from unlearnkit.methods import (  # noqa: F401  (importing registers each method)
+    bad_teacher,
+    boundary_expand,
+    boundary_shrink,
+    bounded_l1,
+    finetune,
+    fisher_forgetting,
+    l1_sparse,
+    lora_bounded,
+    neggrad,
+    neggrad_l1,
+    neggrad_lora,
+    neggrad_plus,
+    random_labels,
+    retrain,
+    salun,
+    scrub,
+    sisa,
+    ssd,
+    unsir,
+    untrain,
+    wfnet,
+)
 from unlearnkit.methods._base import (
     METHODS,
     Method,

@@ -206,6 +206,8 @@ class Method:
     setting: ClassVar[int] = 1
     #: the registered model (built for digits, 1x8x8) that the contract tests train a tiny instance of
     example_model: ClassVar[str] = "mlp"
+    #: False when ``unlearn`` returns a different module (a wrapper or an ensemble), not the input architecture
+    preserves_architecture: ClassVar[bool] = True
     _parameter_constraints: ClassVar[dict[str, list[Any]]] = {}
 
     # sklearn-style introspection

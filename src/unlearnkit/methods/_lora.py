@@ -108,8 +108,8 @@ class LoraHandle:
         return pairs
 
     def parameters(self) -> list[nn.Parameter]:
-        """The trainable adapter parameters (A and B of every adapted layer)."""
-        return [p for pair in self.adapters() for p in pair]
+        """The trainable adapter parameters (A and B of every adapted layer, and B's bias when it has one)."""
+        return [p for p in self.peft_model.parameters() if p.requires_grad]
 
     @property
     def trainable_params(self) -> int:
@@ -126,7 +126,8 @@ class LoraHandle:
 
 
 def attach_lora(
-    model: nn.Module, targets: list[str], *, rank: int, alpha: float, dropout: float, generator: torch.Generator
+    model: nn.Module, targets: list[str], *, rank: int, alpha: float, dropout: float, generator: torch.Generator,
+    bias: bool = False,
 ) -> LoraHandle:
     """Inject LoRA adapters into ``targets`` of ``model`` (in place) and freeze everything else.
 
@@ -137,13 +138,18 @@ def attach_lora(
     requires_grad = {n: p.requires_grad for n, p in model.named_parameters()}
     keys = {k: (tuple(v.shape), v.dtype) for k, v in model.state_dict().items()}
     base_params = sum(p.numel() for p in model.parameters())
-    cfg = peft.LoraConfig(r=rank, lora_alpha=alpha, lora_dropout=dropout, target_modules=list(targets), bias="none")
+    cfg = peft.LoraConfig(r=rank, lora_alpha=alpha, lora_dropout=dropout, target_modules=list(targets), bias="none",
+                          lora_bias=bias)  # fmt: skip
     peft_model = peft.get_peft_model(model, cfg)
     handle = LoraHandle(peft_model, list(targets), alpha / rank, base_params, requires_grad, keys)
     with torch.no_grad():
         for a, b in handle.adapters():
             nn.init.kaiming_uniform_(a, a=math.sqrt(5), generator=generator)
             b.zero_()
+        for mod in handle.peft_model.modules():  # lora_bias: B's bias starts at zero too
+            lin_b = getattr(mod, "lora_B", {}).get("default") if hasattr(mod, "lora_B") else None
+            if lin_b is not None and lin_b.bias is not None:
+                lin_b.bias.zero_()
     if len(handle.adapters()) != len(targets):
         raise RuntimeError(f"peft adapted {len(handle.adapters())} layers, expected {len(targets)}")
     return handle

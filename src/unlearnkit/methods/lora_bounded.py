@@ -89,12 +89,14 @@ class LoraBounded(Method):
         "batch_size": [POSITIVE_INT],
         "weight_decay": [NON_NEGATIVE],
         "augment": [BOOLEAN],
+        "adapter_bias": [BOOLEAN],
     }
 
     def __init__(
         self, *, rank: int = 8, alpha: float | None = None, dropout: float = 0.0, loss: str = "hinge",
         bound: float = 5.0, eps: float = 0.01, regularizer: str = "delta", reg_weight: float = 0.1,
         steps: int = 50, lr: float = 1e-3, batch_size: int = 32, weight_decay: float = 0.0, augment: bool = True,
+        adapter_bias: bool = False,
     ) -> None:  # fmt: skip
         self.rank = rank
         self.alpha = alpha
@@ -109,11 +111,13 @@ class LoraBounded(Method):
         self.batch_size = batch_size
         self.weight_decay = weight_decay
         self.augment = augment
+        self.adapter_bias = adapter_bias
 
     def _unlearn(self, model: nn.Module, data: UnlearnData, generator: torch.Generator) -> nn.Module:
         targets = lora_targets(model, self.rank, self.name)  # no attention / rank too large: refused before work
         alpha = float(self.rank if self.alpha is None else self.alpha)
-        lora = attach_lora(model, targets, rank=self.rank, alpha=alpha, dropout=self.dropout, generator=generator)
+        lora = attach_lora(model, targets, rank=self.rank, alpha=alpha, dropout=self.dropout, generator=generator,
+                           bias=self.adapter_bias)  # fmt: skip
 
         def loss_fn(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:  # L_unl, hinge or inverse
             return bounded_forget_loss(logits, y, self.loss, self.bound, self.eps)

@@ -34,7 +34,7 @@ from unlearnkit.reports._aggregate import (
     order_metrics,
     to_jsonable,
 )
-from unlearnkit.reports._section import SECTIONS, Section, check_sections, register_section, registered_sections
+from unlearnkit.reports._section import SECTIONS, Section, all_sections, register_section
 from unlearnkit.reports.html import html_report, html_table, render_html
 from unlearnkit.reports.tables import markdown_report, markdown_table, render_markdown
 
@@ -128,7 +128,7 @@ def build_report_json(
         are stored as ``"nan"``/``"inf"``/``"-inf"``.
     """
     views = normalize_runs(runs)
-    return _report_json(views, aggregate(views), check_sections(extra_sections))
+    return _report_json(views, aggregate(views), all_sections([v.record for v in views], extra_sections))
 
 
 def _atomic_write(path: Path, text: str) -> None:
@@ -160,9 +160,8 @@ def write_reports(
     Returns:
         ``{"json": .../report.json, "md": .../report.md, "html": .../report.html}``.
     """
-    runs = list(runs)
     views = normalize_runs(runs)
-    sections = check_sections(extra_sections) + registered_sections([dict(r) for r in runs])
+    sections = all_sections([v.record for v in views], extra_sections)
     tables = aggregate(views)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -176,3 +175,9 @@ def write_reports(
         paths[ext] = out / f"report.{ext}"
         _atomic_write(paths[ext], text if text.endswith("\n") else text + "\n")
     return paths
+
+
+# Registered report sections (each adds itself to SECTIONS on import).
+from unlearnkit.reports import leaderboard as _leaderboard  # noqa: E402, F401
+from unlearnkit.reports import talk as _talk  # noqa: E402, F401
+from unlearnkit.reports import wfnet as _wfnet  # noqa: E402, F401

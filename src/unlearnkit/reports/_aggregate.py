@@ -80,10 +80,12 @@ def is_gap_metric(name: str) -> bool:
 
     Every accuracy (``acc_*``) and every registered metric whose goal is to match the retrained model.
     """
+    from unlearnkit.metrics.ensemble_eval import REFERENCE_KEYS  # figures of the references, not of a method
+
     if name.startswith("acc_"):
         return True
     meta = metric_meta(name)
-    return meta is not None and meta.higher_is_better is None
+    return meta is not None and meta.higher_is_better is None and name not in REFERENCE_KEYS
 
 
 # -- values -----------------------------------------------------------------------------------------

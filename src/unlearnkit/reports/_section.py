@@ -60,6 +60,11 @@ def register_section(name: str) -> Callable[[SectionBuilder], SectionBuilder]:
     return SECTIONS.register(name)
 
 
+def all_sections(runs: Iterable[Mapping[str, Any]], extra: Iterable[Section] | None) -> list[Section]:
+    """The explicit ``extra`` sections followed by every registered builder's section."""
+    return check_sections(extra) + registered_sections([dict(r) for r in runs])
+
+
 def registered_sections(runs: list[Mapping[str, Any]]) -> list[Section]:
     """Run every registered builder on ``runs``; a builder that fails becomes a section saying so."""
     out: list[Section] = []

@@ -7,7 +7,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 from unlearnkit.reports._aggregate import RunView, ScenarioTable, aggregate, normalize_runs
-from unlearnkit.reports._section import Section, check_sections
+from unlearnkit.reports._section import Section, all_sections
 from unlearnkit.reports.plots import scenario_plots
 from unlearnkit.reports.tables import (
     CI_NOTE,
@@ -161,4 +161,4 @@ def render_html(runs: Iterable[Mapping[str, Any]], extra_sections: Iterable[Sect
         extra_sections: sections appended after the scenario tables.
     """
     views = normalize_runs(runs)
-    return html_report(views, aggregate(views), check_sections(extra_sections))
+    return html_report(views, aggregate(views), all_sections([v.record for v in views], extra_sections))

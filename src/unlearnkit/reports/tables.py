@@ -27,7 +27,7 @@ from unlearnkit.reports._aggregate import (
     metric_meta,
     normalize_runs,
 )
-from unlearnkit.reports._section import Section, check_sections
+from unlearnkit.reports._section import Section, all_sections
 
 #: decimals of every reported number (means, stds, gaps)
 DECIMALS = 3
@@ -356,4 +356,4 @@ def render_markdown(runs: Iterable[Mapping[str, Any]], extra_sections: Iterable[
         The report text; an empty ``runs`` gives a report saying there are no runs.
     """
     views = normalize_runs(runs)
-    return markdown_report(views, aggregate(views), check_sections(extra_sections))
+    return markdown_report(views, aggregate(views), all_sections([v.record for v in views], extra_sections))
