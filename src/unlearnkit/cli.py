@@ -77,6 +77,7 @@ def run(
     device: Annotated[str | None, typer.Option(help="auto, cpu, cuda or mps.")] = None,
     out: Annotated[Path | None, typer.Option(help="Output directory (default runs/<timestamp>).")] = None,
     cache_dir: Annotated[str | None, typer.Option(help="Model cache (default ~/.cache/unlearnkit).")] = None,
+    threads: Annotated[int | None, typer.Option(help="torch CPU threads (default 1; 0 = torch's default).")] = None,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress display.")] = False,
 ) -> None:
     """Run a benchmark; with no options, the default one (digits, small_cnn, class:3 and random:0.1)."""
@@ -107,6 +108,8 @@ def run(
             overrides["device"] = device
         if cache_dir is not None:
             overrides["cache_dir"] = cache_dir
+        if threads is not None:
+            overrides["threads"] = threads
         if overrides:
             cfg = parse_config({**cfg.model_dump(), **overrides}, "options")
         out_dir = out or Path("runs") / datetime.now().strftime("%Y%m%d-%H%M%S")

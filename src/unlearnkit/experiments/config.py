@@ -71,6 +71,9 @@ class RunConfig(_Strict):
     shots: list[int] = Field(default_factory=lambda: [10], min_length=1)
     few_shot_folder: str | None = None
     cache_dir: str | None = None
+    #: torch intra-op threads on CPU (0: torch's default). One thread is as fast for the small offline models,
+    #: avoids oversubscription on busy machines, and keeps float results independent of the core count.
+    threads: int = Field(1, ge=0)
     lira_shadows: int = Field(0, ge=0)  # LiRA / U-LiRA shadow models per scenario; 0 = off (>= 4 to compute)
     lira_fixed_variance: bool = True  # one global σ: the LiRA README advises it below ~64 shadows
     lira_nonmember_split: Literal["auto", "test", "val", "forget_test"] = "auto"

@@ -94,6 +94,7 @@ class Cell:
     shots: int | None = None
     metrics: list[str] | None = None
     few_shot_folder: str | None = None
+    threads: int = 1
     lira_shadows: int = 0
     lira_fixed_variance: bool = True
     lira_nonmember_split: str = "auto"
@@ -111,7 +112,7 @@ class Cell:
     def identity(self) -> dict[str, Any]:
         """What determines the result (hashed into :attr:`key`)."""
         d = asdict(self)
-        for k in ("key", "data_root", "download", "metrics", "ensemble_batch_models"):
+        for k in ("key", "data_root", "download", "metrics", "ensemble_batch_models", "threads"):
             d.pop(k)
         if not d["ensemble_n"]:  # ε score off: keys stay what they were before ensembles existed
             for k in ("ensemble_n", "ensemble_originals"):
@@ -197,7 +198,8 @@ def plan(cfg: RunConfig, bundle: DatasetBundle | None = None) -> tuple[list[Cell
     common = {
         "dataset": bundle.name, "model": cfg.model, "model_kwargs": dict(cfg.model_kwargs), "train": train,
         "data_root": cfg.data_root, "download": cfg.download, "val_fraction": cfg.val_fraction,
-        "metrics": cfg.metrics, "few_shot_folder": cfg.few_shot_folder, "lira_shadows": cfg.lira_shadows,
+        "metrics": cfg.metrics, "few_shot_folder": cfg.few_shot_folder, "threads": cfg.threads,
+        "lira_shadows": cfg.lira_shadows,
         "lira_fixed_variance": cfg.lira_fixed_variance, "lira_nonmember_split": cfg.lira_nonmember_split,
         "ensemble_n": cfg.ensemble_n, "ensemble_batch_models": cfg.ensemble_batch_models,
         "ensemble_originals": cfg.ensemble_originals,
@@ -300,6 +302,8 @@ def run_cell(
     """
     progress = progress or NullProgress()
     dev = resolve_device(device)
+    if dev.type == "cpu" and cell.threads:
+        torch.set_num_threads(cell.threads)
     bundle = bundle if bundle is not None else _bundle(cell.dataset, cell.data_root, cell.download)
     scenario = Scenario(bundle, cell.forget, cell.seed, val_fraction=cell.val_fraction)
     spec = scenario.spec()
