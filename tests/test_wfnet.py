@@ -310,6 +310,14 @@ def test_metrics_and_curves_on_a_wfnet_model(wf, scenarios):
     assert set(curves["curves"]) == {"alpha", "random", "magnitude"}
 
 
+def test_every_metric_evaluates_on_a_wfnet_model(wf, scenarios):
+    """The runner evaluates every registered metric: none may fail on the wrapper (e.g. a non-float value)."""
+    out = evaluate(wf, scenarios[3], device="cpu")
+    assert all(isinstance(out[m], float) for m in AUC_METRICS)
+    if wfm.CURVES_METRIC in out:  # registered where evaluate() keeps mapping values
+        assert isinstance(out[wfm.CURVES_METRIC], dict) and "curves" in out[wfm.CURVES_METRIC]
+
+
 def _record(method: str, metrics: dict, seed: int = 0, forget: str = "class:3") -> dict:
     return {"method": method, "model": "small_cnn", "params": {"epochs": 4}, "seed": seed, "status": "ok",
             "scenario": {"dataset": "digits", "forget": forget, "seed": seed}, "metrics": metrics}  # fmt: skip
@@ -328,5 +336,8 @@ def test_report_section_plots_the_curves(wf, scenarios):
         curves["curves"]["alpha"]["deletion"]["forget"]
     )
     assert wfr.wfnet_deletion_section([_record("finetune", {"acc_test": 0.9})]) is None
-    missing = wfr.wfnet_deletion_section([_record("wfnet", {"acc_test": 0.9})])
-    assert missing is not None and missing.markdown.startswith("not computed")
+    aucs_only = [_record("wfnet", {"wfnet_deletion_auc_forget": a, "wfnet_insertion_auc_forget": 0.8}, seed=i)
+                 for i, a in enumerate((0.1, 0.3))]  # fmt: skip
+    missing = wfr.wfnet_deletion_section(aucs_only)
+    assert missing is not None and missing.markdown.startswith("not computed: the curves")
+    assert "0.200 ± 0.141" in missing.markdown and "data:image" not in (missing.html or "")

@@ -52,6 +52,10 @@ def default_config_data() -> dict:
     return yaml.safe_load(text)
 
 
+class _Done(Exception):
+    """Internal: the run was already handled (setting-3 configs)."""
+
+
 def _csv_ints(value: str, what: str) -> list[int]:
     try:
         return [int(v) for v in value.split(",") if v.strip()]
@@ -85,7 +89,26 @@ def run(
     from unlearnkit.experiments.config import load_config
     from unlearnkit.experiments.progress import NullProgress, RichProgress
 
+    res = None
     try:
+        if config is not None:
+            from unlearnkit.concept.runner import config_setting, run_concept_cli
+
+            if config_setting(config) == 3:  # setting 3 (CLIP concept unlearning): its own scenario type
+                res = run_concept_cli(
+                    config, out or Path("runs") / datetime.now().strftime("%Y%m%d-%H%M%S"),
+                    progress=NullProgress() if quiet else RichProgress(), methods=methods,
+                    seeds=None if seeds is None else _csv_ints(seeds, "--seeds"), epochs=epochs, device=device,
+                    cache_dir=cache_dir, threads=threads,
+                    not_applicable={"--dataset": dataset, "--data-root": data_root, "--download": download or None,
+                                    "--model": model, "--forget": forget or None},
+                )  # fmt: skip
+    except UnlearnkitError as e:
+        _fail(str(e))
+        return
+    try:
+        if res is not None:
+            raise _Done
         cfg = load_config(config) if config is not None else parse_config(default_config_data(), "default config")
         overrides: dict = {}
         if dataset is not None:
@@ -114,6 +137,8 @@ def run(
             cfg = parse_config({**cfg.model_dump(), **overrides}, "options")
         out_dir = out or Path("runs") / datetime.now().strftime("%Y%m%d-%H%M%S")
         res = run_benchmark(cfg, out_dir, progress=NullProgress() if quiet else RichProgress())
+    except _Done:
+        pass
     except UnlearnkitError as e:
         _fail(str(e))
         return
@@ -290,7 +315,10 @@ def report(directory: Annotated[Path, typer.Argument(help="A run directory conta
         db = directory / "results.db"
         if not db.is_file():
             raise UnlearnkitError(f"no results.db in {directory}")
-        paths = write_reports(ResultsStore(db).runs(), directory)
+        runs = ResultsStore(db).runs()
+        if any(str(r["scenario"].get("forget", "")).startswith("concept:") for r in runs):
+            import unlearnkit.concept  # noqa: F401  (registers the setting-3 metrics and report section)
+        paths = write_reports(runs, directory)
     except UnlearnkitError as e:
         _fail(str(e))
         return

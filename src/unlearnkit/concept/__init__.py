@@ -19,6 +19,7 @@ from __future__ import annotations
 
 from unlearnkit.concept import neg_contrastive as _neg_contrastive  # noqa: F401  (registers)
 from unlearnkit.concept import projection as _projection  # noqa: F401  (registers)
+from unlearnkit.concept import report as _report  # noqa: F401  (registers the report section)
 from unlearnkit.concept import safe_clip as _safe_clip  # noqa: F401  (registers)
 from unlearnkit.concept._data import (
     ConceptData,

@@ -11,7 +11,8 @@ original ones:
 
 ℓ_con is the symmetric InfoNCE with a fixed logit scale (100, as in Safe-CLIP) and d_cos = 1 − cos.
 [CHOICE] the forget term, margin m, weights and the anchor are this project's; no paper fixes them.
-Trained through LoRA with Safe-CLIP's adapters by default (merged on return), or fully.
+Trained through LoRA on Safe-CLIP's targets by default (r 16, [CHOICE] α 16, i.e. scale α/r = 1; merged on
+return), or fully.
 """
 
 from __future__ import annotations

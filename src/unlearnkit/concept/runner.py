@@ -100,7 +100,7 @@ class ClipSection(_Strict):
 class PretrainSection(_Strict):
     """Contrastive pretraining of a small CLIP on the training pairs (ignored for ``from_pretrained``)."""
 
-    epochs: int = Field(20, ge=0)
+    epochs: int = Field(30, ge=0)
     lr: float = Field(2e-3, gt=0)
     batch_size: int = Field(128, ge=2)
     weight_decay: float = Field(0.05, ge=0)
@@ -122,7 +122,8 @@ class ConceptRunConfig(_Strict):
     device: str = "auto"
     cache_dir: str | None = None
     eval_batch_size: int = Field(256, ge=1)
-    num_threads: int | None = Field(None, ge=1)
+    #: torch intra-op threads on CPU (0: torch's default), as in the classifier runner's config
+    threads: int = Field(1, ge=0)
     save_models: bool = False
 
     @field_validator("seeds")
@@ -238,9 +239,9 @@ def _vocab_size(data: ConceptData) -> tuple[int, int]:
 
 
 @contextmanager
-def _threads(n: int | None) -> Iterator[None]:
+def _threads(n: int, device: torch.device) -> Iterator[None]:
     old = torch.get_num_threads()
-    if n is not None:
+    if n and device.type == "cpu":
         torch.set_num_threads(n)
     try:
         yield
@@ -288,7 +289,7 @@ def run_concept_benchmark(
     result = BenchmarkResult(out_dir=out)
     progress.start(len(cfg.seeds) * (len(methods) + 1))
     try:
-        with _threads(cfg.num_threads):
+        with _threads(cfg.threads, device):
             for seed in cfg.seeds:
                 data = fixed if fixed is not None else load_concept_data(cfg, seed)
                 _run_seed(cfg, data, seed, methods, store, cache, device, progress, result, out)
@@ -412,6 +413,7 @@ def run_concept_cli(
     epochs: int | None = None,
     device: str | None = None,
     cache_dir: str | None = None,
+    threads: int | None = None,
     not_applicable: dict[str, Any] | None = None,
 ) -> BenchmarkResult:
     """``unlearnkit run --config X.yaml`` for a ``setting: 3`` config, with the CLI's overrides.
@@ -425,6 +427,7 @@ def run_concept_cli(
         epochs: ``--epochs``: the small CLIP's pretraining epochs.
         device: ``--device``.
         cache_dir: ``--cache-dir``.
+        threads: ``--threads`` (torch CPU threads; 0 = torch's default).
         not_applicable: classifier-only options given on the command line (flag -> value); any set one
             is refused in one line.
     """
@@ -443,6 +446,8 @@ def run_concept_cli(
         overrides["device"] = device
     if cache_dir is not None:
         overrides["cache_dir"] = cache_dir
+    if threads is not None:
+        overrides["threads"] = threads
     if overrides:
         cfg = parse_concept_config({**cfg.model_dump(), **overrides}, "options")
     return run_concept_benchmark(cfg, out_dir, progress=progress)

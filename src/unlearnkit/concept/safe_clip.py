@@ -187,16 +187,20 @@ class SafeCLIP(ConceptMethod):
         if not self.stop_gradient_self:  # T⁰, V⁰: a frozen copy of the original (the paper's semantics)
             frozen = copy.deepcopy(model).eval().requires_grad_(False)
         peft_model = None
-        if self.lora:
+        if self.lora:  # the adapters are injected into `model` in place; everything else is frozen
             peft_model = add_lora(
                 model, r=self.lora_r, alpha=self.lora_alpha, dropout=self.lora_dropout, targets=self.lora_targets
-            )  # fmt: skip  (adapters injected into `model` in place)
+            )
         params = trainable(model)
         self.report_ = {"trainable_params": float(sum(p.numel() for p in params))}
         opt = torch.optim.Adam(params, lr=self.lr)  # no weight decay (spec §3.4)
         use_val = data.val is not None and len(data.val) >= 2
-        best = {"loss": float("inf"), "recall": float("-inf")}
-        kept: dict[str, dict[str, torch.Tensor]] = {}
+        best_loss, best_recall = float("inf"), float("-inf")
+        kept: dict[str, dict[str, torch.Tensor]] = {}  # "loss"/"recall" -> the trainable weights of that epoch
+
+        def snapshot() -> dict[str, torch.Tensor]:
+            return {n: p.detach().clone() for n, p in model.named_parameters() if p.requires_grad}
+
         stale = 0
         self.history_: list[dict[str, float]] = []
         for epoch in range(self.epochs):
@@ -216,13 +220,12 @@ class SafeCLIP(ConceptMethod):
                     vb = list(quad_batches(data.val, data.tokenizer, self.batch_size, dev, shuffle=False))
                     row["val_loss"] = sum(self._loss(model, frozen, b, weights).item() for b in vb) / len(vb)
                 row["val_recall_sum"] = validation_recall_sum(model, data)
+                # an epoch improves if the validation loss drops or the validation recall sum rises
                 improved = False
-                for what, better in (("loss", row["val_loss"] < best["loss"]),
-                                     ("recall", row["val_recall_sum"] > best["recall"])):  # fmt: skip
-                    if better:
-                        best[what] = row[f"val_{what}" if what == "loss" else "val_recall_sum"]
-                        kept[what] = {n: p.detach().clone() for n, p in model.named_parameters() if p.requires_grad}
-                        improved = True
+                if row["val_loss"] < best_loss:
+                    best_loss, kept["loss"], improved = row["val_loss"], snapshot(), True
+                if row["val_recall_sum"] > best_recall:
+                    best_recall, kept["recall"], improved = row["val_recall_sum"], snapshot(), True
                 stale = 0 if improved else stale + 1
             self.history_.append(row)
             if data.on_epoch:

@@ -18,7 +18,7 @@ peft is imported lazily (inside functions): ``import unlearnkit`` works without 
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
 import torch
@@ -90,8 +90,10 @@ class LoraHandle:
         base_params: parameter count of the original model.
     """
 
-    def __init__(self, peft_model: nn.Module, targets: list[str], scale: float, base_params: int,
-                 requires_grad: dict[str, bool], keys: dict[str, tuple[tuple[int, ...], torch.dtype]]) -> None:  # fmt: skip
+    def __init__(
+        self, peft_model: nn.Module, targets: list[str], scale: float, base_params: int,
+        requires_grad: dict[str, bool], keys: dict[str, tuple[tuple[int, ...], torch.dtype]],
+    ) -> None:  # fmt: skip
         self.peft_model = peft_model
         self.targets = targets
         self.scale = scale
@@ -108,8 +110,14 @@ class LoraHandle:
         return pairs
 
     def parameters(self) -> list[nn.Parameter]:
-        """The trainable adapter parameters (A and B of every adapted layer, and B's bias when it has one)."""
-        return [p for p in self.peft_model.parameters() if p.requires_grad]
+        """The trainable adapter parameters (A and B of every adapted layer)."""
+        return [p for pair in self.adapters() for p in pair]
+
+    @torch.no_grad()
+    def original_logits(self, x: torch.Tensor) -> torch.Tensor:
+        """Logits of the original model (adapters switched off) on ``x``."""
+        with self.peft_model.disable_adapter():
+            return self.peft_model(x)
 
     @property
     def trainable_params(self) -> int:
@@ -126,8 +134,7 @@ class LoraHandle:
 
 
 def attach_lora(
-    model: nn.Module, targets: list[str], *, rank: int, alpha: float, dropout: float, generator: torch.Generator,
-    bias: bool = False,
+    model: nn.Module, targets: list[str], *, rank: int, alpha: float, dropout: float, generator: torch.Generator
 ) -> LoraHandle:
     """Inject LoRA adapters into ``targets`` of ``model`` (in place) and freeze everything else.
 
@@ -138,18 +145,13 @@ def attach_lora(
     requires_grad = {n: p.requires_grad for n, p in model.named_parameters()}
     keys = {k: (tuple(v.shape), v.dtype) for k, v in model.state_dict().items()}
     base_params = sum(p.numel() for p in model.parameters())
-    cfg = peft.LoraConfig(r=rank, lora_alpha=alpha, lora_dropout=dropout, target_modules=list(targets), bias="none",
-                          lora_bias=bias)  # fmt: skip
+    cfg = peft.LoraConfig(r=rank, lora_alpha=alpha, lora_dropout=dropout, target_modules=list(targets), bias="none")
     peft_model = peft.get_peft_model(model, cfg)
     handle = LoraHandle(peft_model, list(targets), alpha / rank, base_params, requires_grad, keys)
     with torch.no_grad():
         for a, b in handle.adapters():
             nn.init.kaiming_uniform_(a, a=math.sqrt(5), generator=generator)
             b.zero_()
-        for mod in handle.peft_model.modules():  # lora_bias: B's bias starts at zero too
-            lin_b = getattr(mod, "lora_B", {}).get("default") if hasattr(mod, "lora_B") else None
-            if lin_b is not None and lin_b.bias is not None:
-                lin_b.bias.zero_()
     if len(handle.adapters()) != len(targets):
         raise RuntimeError(f"peft adapted {len(handle.adapters())} layers, expected {len(targets)}")
     return handle
@@ -193,54 +195,69 @@ def negative_ce(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
 
 # -- the few-shot forget loop -------------------------------------------------------------------------------
 
-
-def shift_augment(x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
-    """Light augmentation: shift each image by up to 1/8 of its side (at least 1 pixel), zero-filled."""
-    if x.dim() != 4:
-        return x
-    _, _, h, w = x.shape
-    m = max(1, min(h, w) // 8)
-    padded = F.pad(x, (m, m, m, m))
-    offsets = torch.randint(0, 2 * m + 1, (len(x), 2), generator=generator)
-    return torch.stack([padded[i, :, dy : dy + h, dx : dx + w] for i, (dy, dx) in enumerate(offsets.tolist())])
+#: augmentations of the forget images (each step draws fresh ones from the run's generator)
+AUGMENTS = frozenset({"none", "noise", "shift"})
+#: standard deviation of the ``noise`` augmentation, in units of the [0, 1] pixel range
+NOISE_STD = 0.1
 
 
-def forget_batches(
-    forget: Dataset, batch_size: int, augment: bool, generator: torch.Generator
-) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-    """Endless shuffled batches of the k forget images (all of them when ``batch_size >= k``)."""
-    for x, y in cycle(forget, batch_size, generator):
-        yield (shift_augment(x, generator) if augment else x), y
+def augment_images(x: torch.Tensor, kind: str, generator: torch.Generator) -> torch.Tensor:
+    """Light augmentation of a batch of images in [0, 1].
+
+    * ``noise``: add Gaussian noise of std :data:`NOISE_STD`, clipped to [0, 1];
+    * ``shift``: shift each image by up to 1/8 of its side (at least 1 pixel), zero-filled;
+    * ``none``: unchanged (also for non-image inputs).
+    """
+    if kind == "noise":
+        return (x + NOISE_STD * torch.randn(x.shape, generator=generator)).clamp(0.0, 1.0)
+    if kind == "shift" and x.dim() == 4:
+        _, _, h, w = x.shape
+        m = max(1, min(h, w) // 8)
+        padded = F.pad(x, (m, m, m, m))
+        offsets = torch.randint(0, 2 * m + 1, (len(x), 2), generator=generator).tolist()
+        return torch.stack([padded[i, :, dy : dy + h, dx : dx + w] for i, (dy, dx) in enumerate(offsets)])
+    return x
+
+
+def anchor_loss(logits: torch.Tensor, logits0: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """Mean over forget images and classes j ≠ y of (z_j − z⁰_j)²: the other classes' logits stay as they were.
+
+    Raising CE(f(x_f), y_f) lowers z_y *and* raises the runner-up classes; the raise is what spills over
+    to the images of those classes. Anchoring the non-forget logits of the forget images to the original
+    model's leaves lowering z_y as the way to forget. Needs only the forget images and θ0.
+    """
+    keep = torch.ones_like(logits, dtype=torch.bool)
+    keep[torch.arange(len(y)), y] = False
+    return (logits - logits0)[keep].pow(2).mean()
 
 
 def run_forget_steps(
-    model: nn.Module,
     params: list[nn.Parameter],
     forget: Dataset,
-    loss_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
+    objective: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
     *,
     steps: int,
     lr: float,
     weight_decay: float,
     batch_size: int,
-    augment: bool,
+    augment: str,
     generator: torch.Generator,
     device: torch.device,
     where: str,
-    penalty: Callable[[], torch.Tensor] | None = None,
     on_epoch: Callable[[int, int, float], None] | None = None,
 ) -> list[float]:
-    """``steps`` AdamW steps on ``loss_fn(model(x_f), y_f) + penalty()`` over ``params``; returns each step's loss."""
+    """``steps`` AdamW steps on ``objective(x_f, y_f)`` over ``params``; returns each step's loss.
+
+    Each step takes the next shuffled batch of the forget images (all k of them when ``batch_size >= k``),
+    augmented afresh. A NaN or infinite loss raises :class:`~unlearnkit.errors.TrainingDivergedError`.
+    """
     opt = torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay)
-    model.train()
     history: list[float] = []
-    batches = forget_batches(forget, batch_size, augment, generator)
+    batches = cycle(forget, batch_size, generator)
     for step in range(steps):
         x, y = next(batches)
-        x, y = x.to(device), y.to(device)
-        loss = loss_fn(model(x), y)
-        if penalty is not None:
-            loss = loss + penalty()
+        x, y = augment_images(x, augment, generator).to(device), y.to(device)
+        loss = objective(x, y)
         check_finite(loss, where)
         opt.zero_grad(set_to_none=True)
         loss.backward()

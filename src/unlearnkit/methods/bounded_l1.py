@@ -19,7 +19,6 @@ import torch
 from torch import nn
 
 from unlearnkit.methods._base import (
-    BOOLEAN,
     NON_NEGATIVE,
     POSITIVE,
     POSITIVE_INT,
@@ -28,7 +27,7 @@ from unlearnkit.methods._base import (
     UnlearnData,
     register_method,
 )
-from unlearnkit.methods._lora import LOSSES, bounded_forget_loss, run_forget_steps, trainable_report
+from unlearnkit.methods._lora import AUGMENTS, LOSSES, bounded_forget_loss, run_forget_steps, trainable_report
 from unlearnkit.methods._losses import l1_to
 
 
@@ -45,7 +44,7 @@ class BoundedL1(Method):
         lr: AdamW learning rate.
         batch_size: forget images per step.
         weight_decay: AdamW decoupled weight decay.
-        augment: random shifts of up to 1/8 of the image side on each step.
+        augment: ``noise`` (Gaussian, std 0.1), ``shift`` (up to 1/8 of the side) or ``none``.
     """
 
     needs = frozenset({"forget"})
@@ -62,12 +61,12 @@ class BoundedL1(Method):
         "lr": [POSITIVE],
         "batch_size": [POSITIVE_INT],
         "weight_decay": [NON_NEGATIVE],
-        "augment": [BOOLEAN],
+        "augment": [Options(AUGMENTS)],
     }
 
     def __init__(
-        self, *, loss: str = "hinge", bound: float = 5.0, eps: float = 0.01, l1_weight: float = 1.0,
-        steps: int = 50, lr: float = 1e-3, batch_size: int = 32, weight_decay: float = 0.0, augment: bool = True,
+        self, *, loss: str = "hinge", bound: float = 4.0, eps: float = 0.01, l1_weight: float = 1.0,
+        steps: int = 250, lr: float = 5e-4, batch_size: int = 32, weight_decay: float = 0.0, augment: str = "noise",
     ) -> None:  # fmt: skip
         self.loss = loss
         self.bound = bound
@@ -82,18 +81,18 @@ class BoundedL1(Method):
     def _unlearn(self, model: nn.Module, data: UnlearnData, generator: torch.Generator) -> nn.Module:
         theta0 = {n: p.detach().clone() for n, p in model.named_parameters()}
         params = [p for p in model.parameters() if p.requires_grad]
+        model.train()
 
-        def loss_fn(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-            return bounded_forget_loss(logits, y, self.loss, self.bound, self.eps)
-
-        def penalty() -> torch.Tensor:  # λ·‖θ − θ0‖₁ / |θ|
-            return self.l1_weight * l1_to(model, theta0)
+        def objective(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+            loss = bounded_forget_loss(model(x), y, self.loss, self.bound, self.eps)  # L_unl, hinge or inverse
+            if self.l1_weight > 0:
+                loss = loss + self.l1_weight * l1_to(model, theta0)  # λ·‖θ − θ0‖₁ / |θ|
+            return loss
 
         self.history_ = run_forget_steps(
-            model, params, data.forget, loss_fn, steps=self.steps, lr=self.lr, weight_decay=self.weight_decay,
+            params, data.forget, objective, steps=self.steps, lr=self.lr, weight_decay=self.weight_decay,
             batch_size=self.batch_size, augment=self.augment, generator=generator, device=data.device,
-            where="bounded_l1", penalty=penalty if self.l1_weight > 0 else None, on_epoch=data.on_epoch,
+            where="bounded_l1", on_epoch=data.on_epoch,
         )  # fmt: skip
-        n = sum(p.numel() for p in params)
-        self.report_ = trainable_report(n, sum(p.numel() for p in model.parameters()))
+        self.report_ = trainable_report(sum(p.numel() for p in params), sum(p.numel() for p in model.parameters()))
         return model

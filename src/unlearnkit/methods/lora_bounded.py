@@ -7,18 +7,28 @@ unlearning architecture". Specification: ``specs/methods.md`` §2.
 Given only k images of the class to forget (no retain set), with the original weights θ0 frozen:
 
 1. LoRA on every attention Q/K/V projection: W = W0 + (α/r)·B A (A Kaiming-uniform, B = 0) — §2.2 step 2;
-2. minimise  L = L_unl(f(x_f), y_f) + λ·R(A, B)  over the adapters only, with AdamW — §2.2 steps 4-6:
-   * L_unl hinge-bounded: mean_i max(0, B − CE_i) (default; GS-LoRA's ``relu(BND − CE)``), or
-     inverse-bounded: mean_i 1/(CE_i + ε). Once a forget image's cross-entropy exceeds the bound its
-     gradient vanishes, which is what protects the other classes without retain data;
-   * R: ``delta`` Σ_layers ‖(α/r)·B A‖_F (default), or ``l1`` / ``l2`` on the factors;
+2. minimise over the adapters only, with AdamW — §2.2 steps 4-6,
+
+       L = L_unl(f(x_f), y_f) + λ·R(A, B) + μ·mean_{j≠y} (z_j(x_f) − z⁰_j(x_f))²
+
+   * L_unl, the unlearning factor: hinge-bounded mean_i max(0, B − CE_i) (default; GS-LoRA's
+     ``relu(BND − CE)``) or inverse-bounded mean_i 1/(CE_i + ε). A forget image whose cross-entropy
+     exceeds the bound B stops contributing;
+   * R, the regulariser on the update: ``delta`` Σ_layers ‖(α/r)·B A‖_F, or ``l1`` / ``l2`` on the factors;
+   * the last term (``keep_weight`` μ) anchors the logits of the *other* classes on the forget images to
+     the original model's z⁰ (adapters off): raising CE alone also raises the forget images' runner-up
+     classes, and that raise spills over onto those classes' own images (measured on the digits ViT:
+     about −0.04 retain accuracy at forget accuracy 0.02 without it, about −0.01 with it). It needs no retain
+     data. It is our addition, not the talk's: ``keep_weight=0`` gives the talk's loss;
 3. merge: W' ← W0 + (α/r)·B A (``merge_and_unload``), a plain model of the original architecture — §2.2 step 7.
 
 [UNVERIFIED]/[CHOICE] in the spec, here documented hyperparameters: which bounded loss the paper uses, the
 bound B, the regulariser and its weight λ, rank r (8) and α (= r), the optimiser budget (``steps``, ``lr``),
-per-sample (not batch-mean) hinge and inverse losses, and the light augmentation (random shifts). The
-defaults were tuned on the offline digits ViT (``benchmarks/setting2_digits_vit.yaml``, k = 10), not on
-CIFAR: B = 5 ≈ log(10) + 2.7 (a forget image then has p(y) ≈ 0.7%, far below any other class).
+per-sample (not batch-mean) bounded losses, and the light augmentation (Gaussian noise of std 0.1 by
+default, fresh on every step). The defaults were tuned on the offline digits ViT
+(``benchmarks/setting2_digits_vit.yaml``, k = 10, forget class 3), not on CIFAR. The ``delta`` penalty has a
+kink at ΔW = 0 (its gradient there has norm λ whatever the loss), so a large λ can keep the adapters at
+exactly zero; its default weight is 0.
 """
 
 from __future__ import annotations
@@ -27,7 +37,6 @@ import torch
 from torch import nn
 
 from unlearnkit.methods._base import (
-    BOOLEAN,
     NON_NEGATIVE,
     NONE,
     POSITIVE,
@@ -39,8 +48,10 @@ from unlearnkit.methods._base import (
     register_method,
 )
 from unlearnkit.methods._lora import (
+    AUGMENTS,
     LOSSES,
     REGULARIZERS,
+    anchor_loss,
     attach_lora,
     bounded_forget_loss,
     lora_targets,
@@ -52,7 +63,7 @@ from unlearnkit.methods._lora import (
 
 @register_method("lora_bounded")
 class LoraBounded(Method):
-    """Train LoRA adapters on the attention Q/K/V with a bounded forget loss + adapter penalty; merge them back.
+    """Train LoRA adapters on the attention Q/K/V with a bounded forget loss + regularisers; merge them back.
 
     Args:
         rank: LoRA rank r (at most each adapted layer's smaller side).
@@ -63,11 +74,12 @@ class LoraBounded(Method):
         eps: ε of the inverse loss.
         regularizer: ``delta`` (Σ‖(α/r)·B A‖_F), ``l1`` or ``l2`` (mean |·| or mean (·)² of the factors).
         reg_weight: λ, the regulariser's weight.
+        keep_weight: μ, the weight of the anchor on the other classes' logits of the forget images.
         steps: optimiser steps.
         lr: AdamW learning rate.
         batch_size: forget images per step (all k when k ≤ batch_size).
         weight_decay: AdamW decoupled weight decay on the adapters.
-        augment: random shifts of up to 1/8 of the image side on each step.
+        augment: ``noise`` (Gaussian, std 0.1), ``shift`` (up to 1/8 of the side) or ``none``.
     """
 
     needs = frozenset({"forget"})
@@ -84,19 +96,19 @@ class LoraBounded(Method):
         "eps": [POSITIVE],
         "regularizer": [Options(REGULARIZERS)],
         "reg_weight": [NON_NEGATIVE],
+        "keep_weight": [NON_NEGATIVE],
         "steps": [POSITIVE_INT],
         "lr": [POSITIVE],
         "batch_size": [POSITIVE_INT],
         "weight_decay": [NON_NEGATIVE],
-        "augment": [BOOLEAN],
-        "adapter_bias": [BOOLEAN],
+        "augment": [Options(AUGMENTS)],
     }
 
     def __init__(
         self, *, rank: int = 8, alpha: float | None = None, dropout: float = 0.0, loss: str = "hinge",
-        bound: float = 5.0, eps: float = 0.01, regularizer: str = "delta", reg_weight: float = 0.1,
-        steps: int = 50, lr: float = 1e-3, batch_size: int = 32, weight_decay: float = 0.0, augment: bool = True,
-        adapter_bias: bool = False,
+        bound: float = 4.0, eps: float = 0.01, regularizer: str = "delta", reg_weight: float = 0.0,
+        keep_weight: float = 1.0, steps: int = 250, lr: float = 5e-4, batch_size: int = 32,
+        weight_decay: float = 0.0, augment: str = "noise",
     ) -> None:  # fmt: skip
         self.rank = rank
         self.alpha = alpha
@@ -106,30 +118,32 @@ class LoraBounded(Method):
         self.eps = eps
         self.regularizer = regularizer
         self.reg_weight = reg_weight
+        self.keep_weight = keep_weight
         self.steps = steps
         self.lr = lr
         self.batch_size = batch_size
         self.weight_decay = weight_decay
         self.augment = augment
-        self.adapter_bias = adapter_bias
 
     def _unlearn(self, model: nn.Module, data: UnlearnData, generator: torch.Generator) -> nn.Module:
         targets = lora_targets(model, self.rank, self.name)  # no attention / rank too large: refused before work
         alpha = float(self.rank if self.alpha is None else self.alpha)
-        lora = attach_lora(model, targets, rank=self.rank, alpha=alpha, dropout=self.dropout, generator=generator,
-                           bias=self.adapter_bias)  # fmt: skip
+        lora = attach_lora(model, targets, rank=self.rank, alpha=alpha, dropout=self.dropout, generator=generator)
+        net = lora.peft_model.train()
 
-        def loss_fn(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:  # L_unl, hinge or inverse
-            return bounded_forget_loss(logits, y, self.loss, self.bound, self.eps)
-
-        def penalty() -> torch.Tensor:  # λ·R(A, B)
-            return self.reg_weight * lora.regularizer(self.regularizer)
+        def objective(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+            logits = net(x)
+            loss = bounded_forget_loss(logits, y, self.loss, self.bound, self.eps)  # L_unl
+            if self.reg_weight > 0:
+                loss = loss + self.reg_weight * lora.regularizer(self.regularizer)  # λ·R(A, B)
+            if self.keep_weight > 0:
+                loss = loss + self.keep_weight * anchor_loss(logits, lora.original_logits(x), y)  # μ·anchor
+            return loss
 
         self.history_ = run_forget_steps(
-            lora.peft_model, lora.parameters(), data.forget, loss_fn, steps=self.steps, lr=self.lr,
-            weight_decay=self.weight_decay, batch_size=self.batch_size, augment=self.augment, generator=generator,
-            device=data.device, where="lora_bounded", penalty=penalty if self.reg_weight > 0 else None,
-            on_epoch=data.on_epoch,
+            lora.parameters(), data.forget, objective, steps=self.steps, lr=self.lr, weight_decay=self.weight_decay,
+            batch_size=self.batch_size, augment=self.augment, generator=generator, device=data.device,
+            where="lora_bounded", on_epoch=data.on_epoch,
         )  # fmt: skip
         self.report_ = trainable_report(lora.trainable_params, lora.base_params)
         return merge_lora(lora)  # W' = W0 + (α/r)·B A

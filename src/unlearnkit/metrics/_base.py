@@ -9,7 +9,7 @@ a :class:`NotComputed` carrying the reason, which reports print as ``not compute
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -35,7 +35,11 @@ class NotComputed:
         return f"not computed: {self.reason}"
 
 
-MetricValue = float | NotComputed
+MetricValue = float | NotComputed | dict[str, Any]
+
+#: metric functions may return a JSON-able mapping (e.g. WF-Net's deletion curves), stored as is for report
+#: sections; reports leave such values out of their tables
+STRUCTURED_VALUES = True
 
 
 @dataclass(frozen=True)
@@ -189,7 +193,10 @@ def evaluate(
         except UnlearnkitError as e:
             out[m.name] = NotComputed(str(e))
             continue
-        out[m.name] = float(value) if not isinstance(value, NotComputed) else value
+        if isinstance(value, Mapping):
+            out[m.name] = dict(value)
+        else:
+            out[m.name] = float(value) if not isinstance(value, NotComputed) else value
     return out
 
 

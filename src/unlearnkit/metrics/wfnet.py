@@ -11,8 +11,8 @@ evaluation: every metric below reads the same cached result.
   class-specific ranking spares them under deletion and does not restore them first under insertion);
 * ``wfnet_deletion_curves``: the curves themselves, a JSON-able mapping (fractions, curves and AUCs of
   the α ranking and of the random and weight-magnitude baselines). It is not a number: it is stored
-  with the run for the report section :mod:`unlearnkit.reports.wfnet`, which plots it, and is not a
-  table column.
+  with the run for the report section :mod:`unlearnkit.reports.wfnet`, which plots it. It is registered
+  only when :func:`~unlearnkit.metrics.evaluate` keeps mapping values (``metrics._base.STRUCTURED_VALUES``).
 """
 
 from __future__ import annotations
@@ -22,6 +22,7 @@ from typing import Any
 
 from unlearnkit.methods._wfnet_model import WFNetModel
 from unlearnkit.methods.wfnet_analysis import deletion_insertion
+from unlearnkit.metrics import _base
 from unlearnkit.metrics._base import EvalContext, MetricUnavailable, register_metric
 
 #: fractions of filters removed/restored at which the curves are sampled, denser near 0 where the curves
@@ -90,7 +91,12 @@ def wfnet_insertion_auc_retain(ctx: EvalContext) -> float:
     return _auc(ctx, "insertion_retain")
 
 
-@register_metric(CURVES_METRIC, higher_is_better=None, needs=_NEEDS)
-def wfnet_deletion_curves(ctx: EvalContext) -> dict[str, Any]:  # type: ignore[return-value]
+def wfnet_deletion_curves(ctx: EvalContext) -> dict[str, Any]:
     """WF-Net: the deletion/insertion curves (a JSON mapping for the report section, not a number)."""
     return analysis(ctx)
+
+
+# A mapping is not a number: the curves are registered only where evaluate() stores mapping values as they
+# are (metrics._base.STRUCTURED_VALUES); elsewhere the report section says the curves were not computed.
+if getattr(_base, "STRUCTURED_VALUES", False):
+    register_metric(CURVES_METRIC, higher_is_better=None, needs=_NEEDS)(wfnet_deletion_curves)  # type: ignore[arg-type]

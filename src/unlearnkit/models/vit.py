@@ -49,7 +49,9 @@ def _timm() -> Any:
 
 def _image_shape(model: str, in_shape: tuple[int, ...]) -> tuple[int, int, int]:
     if len(in_shape) != 3:
-        raise UnlearnkitError(f"{model} is a vision transformer and needs (C, H, W) image inputs, got in_shape={in_shape}")
+        raise UnlearnkitError(
+            f"{model} is a vision transformer and needs (C, H, W) image inputs, got in_shape={tuple(in_shape)}"
+        )
     c, h, w = (int(s) for s in in_shape)
     return c, h, w
 

@@ -34,6 +34,9 @@ RETRAIN, ORIGINAL = "retrain", "original"
 DEFAULT_METRIC_ORDER: tuple[str, ...] = (
     "acc_retain", "acc_forget", "acc_test", "acc_forget_test", "acc_retain_test",
     "activation_distance", "js_divergence", "zrf", "mia_*", "time_s", "time_ratio_vs_retrain",
+    # setting 3 (CLIP retrieval): recalls in K order, then the unsafe rates and zero-shot accuracy
+    *(f"{t}_r{k}" for t in ("t2v", "v2t", "tstar_to_v_union", "vstar_to_t_union") for k in (1, 5, 10, 20)),
+    "unsafe_rate_*", "zero_shot_acc",
 )  # fmt: skip
 
 #: scenario fields named in a table's title (the rest go into its caption)
@@ -64,7 +67,14 @@ def order_metrics(names: Iterable[str]) -> list[str]:
 
 def metric_meta(name: str) -> Metric | None:
     """The registered :class:`~unlearnkit.metrics.Metric` called ``name``, or ``None`` when unknown."""
-    return METRICS.get(name) if name in METRICS else None
+    if name in METRICS:
+        return METRICS.get(name)
+    import sys
+
+    concept = sys.modules.get("unlearnkit.concept.metrics")  # setting-3 metrics, when that package is loaded
+    if concept is not None and name in concept.CONCEPT_METRICS:
+        return concept.CONCEPT_METRICS.get(name)
+    return None
 
 
 def metric_arrow(name: str) -> str:
@@ -486,7 +496,8 @@ def aggregate(runs: Iterable[Mapping[str, Any]] | list[RunView]) -> list[Scenari
                 runs=t["groups"][(m, p)]["ok"], failed=t["groups"][(m, p)]["failed"])
             for (m, p), label in zip(keys, labels, strict=True)
         ]  # fmt: skip
-        names = order_metrics(name for row in rows for run in row.runs for name in run.metrics)
+        structured = {n for row in rows for run in row.runs for n, v in run.metrics.items() if isinstance(v, Mapping)}
+        names = order_metrics(n for row in rows for run in row.runs for n in run.metrics if n not in structured)
         for row in rows:
             row.stats = {name: compute_stat(row.runs, name) for name in names if row.runs}
         shown = [n for n in names if any(row.stats[n].n for row in rows if n in row.stats)]

@@ -121,6 +121,53 @@ def deletion_plot(fractions: list[float], curves: dict[str, dict[str, dict[str, 
     return Plot(to_png(fig), caption)
 
 
+def _metric_auc_rows(runs: list[Mapping[str, Any]]) -> dict[str, tuple[dict[str, Any], list[str]]]:
+    """Without stored curves: the α-ranking AUCs from the runs' numeric ``wfnet_*_auc_*`` metrics, per group."""
+    groups: dict[str, tuple[dict[str, Any], dict[str, list[float]]]] = {}
+    for run in runs:
+        metrics = run.get("metrics") or {}
+        scenario = run.get("scenario") or {}
+        dataset = str(scenario.get("dataset", "?")) if isinstance(scenario, Mapping) else "?"
+        head = {"dataset": dataset, "model": str(run.get("model") or "?"), "params": dict(run.get("params") or {})}
+        _, vals = groups.setdefault(canonical(head), (head, {col: [] for col, _ in AUC_COLUMNS}))
+        for col, _ in AUC_COLUMNS:
+            mode, subset = col.split("_")
+            v = metrics.get(f"wfnet_{mode}_auc_{subset}") if isinstance(metrics, Mapping) else None
+            if isinstance(v, int | float) and not isinstance(v, bool):
+                vals[col].append(float(v))
+    out = {}
+    for key, (head, vals) in groups.items():
+        if any(vals.values()):
+            cells = [RANKING_STYLE["alpha"][0]] + [
+                format_mean_std(float(np.mean(v)), float(np.std(v, ddof=1)) if len(v) > 1 else None) if v else "—"
+                for v in vals.values()
+            ]
+            out[key] = (head, cells)
+    return out
+
+
+INTRO = (
+    "Filters ranked by importance for the forgotten class (spec §1.5): deletion removes them from the "
+    "original model, insertion restores them to an all-zero one. A class-specific ranking makes the "
+    "forgotten class's accuracy fall fast under deletion (low AUC) while the other classes hold."
+)
+TITLE = "WF-Net: filter deletion and insertion"
+HEADERS = ["ranking"] + [h for _, h in AUC_COLUMNS]
+
+
+def _without_curves(wf_runs: list[Mapping[str, Any]]) -> Section:
+    why = (
+        f"not computed: the curves: no WF-Net run stores `{CURVES_METRIC}` (it is stored when the evaluation "
+        "keeps structured metric values and every metric, or this one, is evaluated on a class request)."
+    )
+    md, parts = [why, ""], [f"<p>{html.escape(why)}</p>"]
+    for head, cells in _metric_auc_rows(wf_runs).values():
+        name = f"{head['dataset']} · {head['model']} · {METHOD}"
+        md += [f"### {name}", "", markdown_table(HEADERS, [cells]), ""]
+        parts += [f"<h3>{html.escape(name)}</h3>", html_table(HEADERS, [cells])]
+    return Section(title=TITLE, markdown="\n".join(md).rstrip(), html="\n".join(parts))
+
+
 @register_section("wfnet_deletion")
 def wfnet_deletion_section(runs: list[Mapping[str, Any]]) -> Section | None:
     """The deletion/insertion section, or ``None`` when no run is a WF-Net run."""
@@ -128,23 +175,16 @@ def wfnet_deletion_section(runs: list[Mapping[str, Any]]) -> Section | None:
     if not wf_runs:
         return None
     groups = _group(wf_runs)
-    title = "WF-Net: filter deletion and insertion"
     if not groups:
-        text = (
-            f"not computed: no WF-Net run stores the `{CURVES_METRIC}` metric "
-            "(it is computed on class requests when every metric, or this one, is evaluated)."
-        )
-        return Section(title=title, markdown=text)
+        return _without_curves(wf_runs)
     md, parts, data = [], [], []
-    headers = ["ranking"] + [h for _, h in AUC_COLUMNS]
     for g in groups.values():
         curves = _mean_curves(g)
-        rankings = list(curves)
-        rows, auc_data = _auc_rows(g, rankings)
+        rows, auc_data = _auc_rows(g, list(curves))
         name = f"{g['dataset']} · {g['model']} · {METHOD}"
         params = format_params(g["params"])
         note = f"Mean over {len(g['runs'])} runs (seeds × forgotten classes); {params or 'default parameters'}."
-        md += [f"### {name}", "", note, "", markdown_table(headers, rows), "",
+        md += [f"### {name}", "", note, "", markdown_table(HEADERS, rows), "",
                "_The curves are plotted in report.html._", ""]  # fmt: skip
         parts.append(f"<h3>{html.escape(name)}</h3>")
         parts.append(f'<p class="caption">{html.escape(note)}</p>')
@@ -154,17 +194,12 @@ def wfnet_deletion_section(runs: list[Mapping[str, Any]]) -> Section | None:
                 f'<div class="figures"><figure><img src="{plot.data_uri}" alt="{html.escape(plot.caption)}">'
                 f"<figcaption>{html.escape(plot.caption)}</figcaption></figure></div>"
             )
-        parts.append(html_table(headers, rows))
+        parts.append(html_table(HEADERS, rows))
         data.append({"dataset": g["dataset"], "model": g["model"], "params": g["params"], "n_runs": len(g["runs"]),
                      "fractions": g["fractions"], "mean_curves": curves, "auc": auc_data})  # fmt: skip
-    intro = (
-        "Filters ranked by importance for the forgotten class (spec §1.5): deletion removes them from the "
-        "original model, insertion restores them to an all-zero one. A class-specific ranking makes the "
-        "forgotten class's accuracy fall fast under deletion (low AUC) while the other classes hold."
-    )
     return Section(
-        title=title,
-        markdown=intro + "\n\n" + "\n".join(md).rstrip(),
-        html=f"<p>{html.escape(intro)}</p>\n" + "\n".join(parts),
+        title=TITLE,
+        markdown=INTRO + "\n\n" + "\n".join(md).rstrip(),
+        html=f"<p>{html.escape(INTRO)}</p>\n" + "\n".join(parts),
         data=data,
     )
