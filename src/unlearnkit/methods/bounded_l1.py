@@ -66,7 +66,7 @@ class BoundedL1(Method):
 
     def __init__(
         self, *, loss: str = "hinge", bound: float = 4.0, eps: float = 0.01, l1_weight: float = 1.0,
-        steps: int = 250, lr: float = 5e-4, batch_size: int = 32, weight_decay: float = 0.0, augment: str = "noise",
+        steps: int = 200, lr: float = 1e-3, batch_size: int = 16, weight_decay: float = 0.0, augment: str = "noise",
     ) -> None:  # fmt: skip
         self.loss = loss
         self.bound = bound

@@ -107,7 +107,7 @@ class LoraBounded(Method):
     def __init__(
         self, *, rank: int = 8, alpha: float | None = None, dropout: float = 0.0, loss: str = "hinge",
         bound: float = 4.0, eps: float = 0.01, regularizer: str = "delta", reg_weight: float = 0.0,
-        keep_weight: float = 1.0, steps: int = 250, lr: float = 5e-4, batch_size: int = 32,
+        keep_weight: float = 1.0, steps: int = 200, lr: float = 1e-3, batch_size: int = 16,
         weight_decay: float = 0.0, augment: str = "noise",
     ) -> None:  # fmt: skip
         self.rank = rank

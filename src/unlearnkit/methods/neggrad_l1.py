@@ -59,7 +59,7 @@ class NegGradL1(Method):
     }
 
     def __init__(
-        self, *, l1_weight: float = 1.0, steps: int = 250, lr: float = 5e-4, batch_size: int = 32,
+        self, *, l1_weight: float = 1.0, steps: int = 200, lr: float = 1e-3, batch_size: int = 16,
         weight_decay: float = 0.0, augment: str = "noise",
     ) -> None:  # fmt: skip
         self.l1_weight = l1_weight

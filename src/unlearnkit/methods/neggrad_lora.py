@@ -75,7 +75,7 @@ class NegGradLora(Method):
 
     def __init__(
         self, *, rank: int = 8, alpha: float | None = None, dropout: float = 0.0, regularizer: str = "delta",
-        reg_weight: float = 0.0, steps: int = 250, lr: float = 5e-4, batch_size: int = 32, weight_decay: float = 0.0,
+        reg_weight: float = 0.0, steps: int = 200, lr: float = 1e-3, batch_size: int = 16, weight_decay: float = 0.0,
         augment: str = "noise",
     ) -> None:  # fmt: skip
         self.rank = rank

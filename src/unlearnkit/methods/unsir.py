@@ -24,9 +24,11 @@ notebook's 5×8, the re-implementation's 250) [CHOICE: 40]; the noise batch size
 subset size and the impair/repair lrs (notebook: Adam 0.02 / 0.01 for a ResNet-18 on CIFAR-10, 1,000
 retain images per class) are tuned on digits/small_cnn [CHOICE]: Adam 1e-3 for both steps, 50 retain
 samples per class and 32 × 4 noise samples for one forget class; more retain samples dilute the noise
-and the class is no longer forgotten. The noise is labelled with the forget class as in the paper (the
-notebook's constant label 0 is a bug, spec §6). The model is in eval mode while the noise is optimised
-(it is fixed) and in ``train()`` mode for impair and repair, batch norm included, as in the code.
+and the class is no longer forgotten. With them (classes 1, 3, 7 × 3 seeds) the forget class's test
+accuracy is 0 and retain test accuracy ≈ 4.9 points below retrain's. The noise is labelled with the
+forget class as in the paper (the notebook's constant label 0 is a bug, spec §6). The model is in eval
+mode while the noise is optimised (it is fixed) and in ``train()`` mode for impair and repair, batch
+norm included, as in the code.
 
 A caveat measured on digits/small_cnn: much of the forgetting comes from the batch-norm running
 statistics that the N(0, 1) noise batches skew. ``bn_recalibrate=True`` re-estimates them on D_r^sub

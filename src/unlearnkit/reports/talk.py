@@ -150,6 +150,11 @@ def _table(dataset: str, model: str, runs: list[Mapping[str, Any]]) -> tuple[str
             "MNIST and CIFAR-10 figures (other datasets and models), not measured here and not comparable "
             "number for number."
         )
+    if any(r["model"] == "All-CNN" for r in refs):
+        ref_note += (
+            " The CIFAR-10/All-CNN rows (Boundary Unlearning's table) are accuracies on the training sets D_r and "
+            "D_f, as the talk labels them."
+        )
     md = f"### {dataset} · {model}\n\n_{caption}_\n\n{markdown_table(HEADERS, grid)}\n\n_{ref_note}_"
     page = (
         f"<h3>{html.escape(dataset)} · {html.escape(model)}</h3>\n"
