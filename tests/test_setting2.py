@@ -31,6 +31,7 @@ from unlearnkit.methods._lora import (
     attach_lora,
     bounded_forget_loss,
     find_qkv_linears,
+    forget_mode,
     lora_targets,
     merge_lora,
     negative_ce,
@@ -212,6 +213,16 @@ def test_lora_starts_at_the_original_and_merges_to_the_same_function() -> None:
     assert all(after[k].shape == before[k].shape and after[k].dtype == before[k].dtype for k in before)
     assert not any("lora" in n or type(m).__module__.startswith("peft") for n, m in merged.named_modules())
     assert all(p.requires_grad for p in merged.parameters())  # flags restored after peft froze them
+
+
+def test_forget_mode_keeps_only_lora_dropout_stochastic() -> None:
+    model = create_model("vit_digits", 10, (1, 8, 8))
+    lora = attach_lora(model, find_qkv_linears(model), rank=2, alpha=2.0, dropout=0.5,
+                       generator=torch.Generator().manual_seed(0))  # fmt: skip
+    net = forget_mode(lora.peft_model.train())
+    stochastic = [n for n, m in net.named_modules() if isinstance(m, nn.Dropout) and m.training]
+    assert len(stochastic) == 4 and all("lora_dropout" in n for n in stochastic)
+    assert not any(m.training for n, m in net.named_modules() if "lora" not in n and n)
 
 
 @pytest.mark.parametrize("name", LORA_METHODS)

@@ -172,6 +172,20 @@ def merge_lora(handle: LoraHandle) -> nn.Module:
     return model
 
 
+def forget_mode(model: nn.Module) -> nn.Module:
+    """Put ``model`` in eval mode for the forget steps, except LoRA's own dropout.
+
+    With k images the stochastic parts of the network (timm's drop-path, e.g. Swin's default 0.1, and
+    dropout) only add noise, and would make the anchor's z⁰ differ from z by chance; normalisation layers keep
+    their statistics. LoRA's dropout (``lora_dropout``) stays active.
+    """
+    model.eval()
+    for name, mod in model.named_modules():
+        if name.rsplit(".", 1)[-1] == "lora_dropout":
+            mod.train()
+    return model
+
+
 # -- forget losses -------------------------------------------------------------------------------------------
 
 

@@ -10,7 +10,10 @@ Every parameter trains on the k forget images with
 
 L_unl the bounded loss of ``lora_bounded`` (hinge mean_i max(0, B − CE_i), default, or inverse
 mean_i 1/(CE_i + ε)). It isolates the effect of the low-rank adapters: same loss, but no rank constraint.
-λ, B and the budget are [CHOICE]; the defaults equal ``lora_bounded``'s and ``neggrad_l1``'s.
+λ, B and the budget are [CHOICE]; the defaults equal ``lora_bounded``'s and ``neggrad_l1``'s. Measured on the
+digits ViT (class 3, k = 10, seeds 0-2): the damage plateaus once the forget images pass the bound (retain
+−0.64 at 25 steps, −0.67 at 50 to 200 at lr 1e-3; −0.17 at lr 1e-4), where −CE keeps falling: full
+fine-tuning on k images moves far more than the adapters do.
 """
 
 from __future__ import annotations
@@ -27,7 +30,14 @@ from unlearnkit.methods._base import (
     UnlearnData,
     register_method,
 )
-from unlearnkit.methods._lora import AUGMENTS, LOSSES, bounded_forget_loss, run_forget_steps, trainable_report
+from unlearnkit.methods._lora import (
+    AUGMENTS,
+    LOSSES,
+    bounded_forget_loss,
+    forget_mode,
+    run_forget_steps,
+    trainable_report,
+)
 from unlearnkit.methods._losses import l1_to
 
 
@@ -81,7 +91,7 @@ class BoundedL1(Method):
     def _unlearn(self, model: nn.Module, data: UnlearnData, generator: torch.Generator) -> nn.Module:
         theta0 = {n: p.detach().clone() for n, p in model.named_parameters()}
         params = [p for p in model.parameters() if p.requires_grad]
-        model.train()
+        forget_mode(model)  # eval mode: no drop-path/dropout noise, frozen normalisation statistics
 
         def objective(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
             loss = bounded_forget_loss(model(x), y, self.loss, self.bound, self.eps)  # L_unl, hinge or inverse

@@ -16,19 +16,23 @@ Given only k images of the class to forget (no retain set), with the original we
      exceeds the bound B stops contributing;
    * R, the regulariser on the update: ``delta`` Σ_layers ‖(α/r)·B A‖_F, or ``l1`` / ``l2`` on the factors;
    * the last term (``keep_weight`` μ) anchors the logits of the *other* classes on the forget images to
-     the original model's z⁰ (adapters off): raising CE alone also raises the forget images' runner-up
-     classes, and that raise spills over onto those classes' own images (measured on the digits ViT:
-     about −0.04 retain accuracy at forget accuracy 0.02 without it, about −0.01 with it). It needs no retain
-     data. It is our addition, not the talk's: ``keep_weight=0`` gives the talk's loss;
+     the original model's z⁰ (adapters off). Raising CE alone also raises the forget images' runner-up
+     classes, and that raise spills over onto those classes' own images. It needs no retain data. It is
+     our addition, not the talk's: ``keep_weight=0`` gives the talk's loss. Measured on the digits ViT
+     (class 3, k = 10, seeds 0-2, other defaults): acc_forget_test 0.000 and acc_retain_test −0.006 vs
+     the original with it; 0.007 and −0.083 without it;
 3. merge: W' ← W0 + (α/r)·B A (``merge_and_unload``), a plain model of the original architecture — §2.2 step 7.
 
 [UNVERIFIED]/[CHOICE] in the spec, here documented hyperparameters: which bounded loss the paper uses, the
 bound B, the regulariser and its weight λ, rank r (8) and α (= r), the optimiser budget (``steps``, ``lr``),
 per-sample (not batch-mean) bounded losses, and the light augmentation (Gaussian noise of std 0.1 by
-default, fresh on every step). The defaults were tuned on the offline digits ViT
-(``benchmarks/setting2_digits_vit.yaml``, k = 10, forget class 3), not on CIFAR. The ``delta`` penalty has a
-kink at ΔW = 0 (its gradient there has norm λ whatever the loss), so a large λ can keep the adapters at
-exactly zero; its default weight is 0.
+default, fresh on every step; on 8x8 digits a one-pixel shift already changes the class for the ViT). The
+defaults were tuned on the offline digits ViT (``benchmarks/setting2_digits_vit.yaml``, k = 10, forget
+class 3), not on CIFAR: B = 4 ≈ log(10) + 1.7 (a forget image then has p(y) ≈ 2%), 200 AdamW steps at 1e-3.
+More steps do not hurt (400 steps on the same runs: retain +0.000 on average), where −CE through the same
+adapters collapses as the steps grow (``neggrad_lora``: −0.18 at 50 steps, −0.83 at 200). The ``delta``
+penalty has a kink at ΔW = 0 (its gradient there has norm λ whatever the loss), so a large λ can hold the
+adapters at exactly zero; its default weight is 0.
 """
 
 from __future__ import annotations
@@ -54,6 +58,7 @@ from unlearnkit.methods._lora import (
     anchor_loss,
     attach_lora,
     bounded_forget_loss,
+    forget_mode,
     lora_targets,
     merge_lora,
     run_forget_steps,
@@ -129,7 +134,7 @@ class LoraBounded(Method):
         targets = lora_targets(model, self.rank, self.name)  # no attention / rank too large: refused before work
         alpha = float(self.rank if self.alpha is None else self.alpha)
         lora = attach_lora(model, targets, rank=self.rank, alpha=alpha, dropout=self.dropout, generator=generator)
-        net = lora.peft_model.train()
+        net = forget_mode(lora.peft_model)
 
         def objective(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
             logits = net(x)

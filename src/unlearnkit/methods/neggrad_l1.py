@@ -10,7 +10,9 @@ Full fine-tuning of every parameter on the k forget images with
 
 (the L1 term is the mean absolute drift, ``_losses.l1_to``). −CE is unbounded: its gradient does not fade
 once the class is forgotten, so the drift is held back only by λ. λ and the budget are [CHOICE]; the
-budget defaults equal ``lora_bounded``'s (steps, lr, augmentation).
+budget defaults equal ``lora_bounded``'s (steps, lr, batch size, augmentation). Measured on the digits ViT
+(class 3, k = 10, seeds 0-2): retain accuracy falls to about chance (−0.85) within 25 steps at lr 1e-3, and to
+−0.82 after 200 steps at lr 1e-4; λ up to 1e4 does not stop it (−CE has no floor, the penalty has).
 """
 
 from __future__ import annotations
@@ -27,7 +29,7 @@ from unlearnkit.methods._base import (
     UnlearnData,
     register_method,
 )
-from unlearnkit.methods._lora import AUGMENTS, negative_ce, run_forget_steps, trainable_report
+from unlearnkit.methods._lora import AUGMENTS, forget_mode, negative_ce, run_forget_steps, trainable_report
 from unlearnkit.methods._losses import l1_to
 
 
@@ -72,7 +74,7 @@ class NegGradL1(Method):
     def _unlearn(self, model: nn.Module, data: UnlearnData, generator: torch.Generator) -> nn.Module:
         theta0 = {n: p.detach().clone() for n, p in model.named_parameters()}
         params = [p for p in model.parameters() if p.requires_grad]
-        model.train()
+        forget_mode(model)  # eval mode: no drop-path/dropout noise, frozen normalisation statistics
 
         def objective(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
             loss = negative_ce(model(x), y)  # −CE: unbounded

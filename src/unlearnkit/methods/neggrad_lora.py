@@ -8,6 +8,8 @@ the forget loss is the unbounded negative cross-entropy −CE(f(x_f), y_f): noth
 the class is forgotten, so the update keeps growing for the whole budget. An adapter penalty λ·R(A, B) is
 available (``reg_weight``, default 0: the talk's baseline has only the low-rank constraint) [CHOICE].
 The budget defaults (steps, lr, rank, augmentation) equal ``lora_bounded``'s so the two differ only in the loss.
+Measured on the digits ViT (class 3, k = 10, seeds 0-2, lr 1e-3): forget accuracy 0.66 and retain −0.006
+after 25 steps, then retain −0.18 at 50 steps and −0.83 at 200: nothing in the loss says when to stop.
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ from unlearnkit.methods._lora import (
     AUGMENTS,
     REGULARIZERS,
     attach_lora,
+    forget_mode,
     lora_targets,
     merge_lora,
     negative_ce,
@@ -93,7 +96,7 @@ class NegGradLora(Method):
         targets = lora_targets(model, self.rank, self.name)  # no attention / rank too large: refused before work
         alpha = float(self.rank if self.alpha is None else self.alpha)
         lora = attach_lora(model, targets, rank=self.rank, alpha=alpha, dropout=self.dropout, generator=generator)
-        net = lora.peft_model.train()
+        net = forget_mode(lora.peft_model)
 
         def objective(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
             loss = negative_ce(net(x), y)  # −CE: unbounded
