@@ -33,7 +33,7 @@ from unlearnkit.errors import UnlearnkitError
 QKV_NAMES: frozenset[str] = frozenset(
     {"qkv", "kv", "q", "k", "v", "q_proj", "k_proj", "v_proj", "query", "key", "value"}
 )
-LOSSES = frozenset({"hinge", "inverse"})
+LOSSES = frozenset({"log_hinge", "hinge", "inverse"})
 REGULARIZERS = frozenset({"delta", "l1", "l2"})
 
 
@@ -192,13 +192,20 @@ def forget_mode(model: nn.Module) -> nn.Module:
 def bounded_forget_loss(logits: torch.Tensor, y: torch.Tensor, kind: str, bound: float, eps: float) -> torch.Tensor:
     """A forget loss that stops growing: minimised, it raises the cross-entropy of the forget samples.
 
-    * ``hinge``: mean_i max(0, B − CE_i), the GS-LoRA form ``relu(B − CE)``, per sample: a sample whose
-      cross-entropy already exceeds ``bound`` contributes no gradient.
-    * ``inverse``: mean_i 1 / (CE_i + ε), as the untraining loss ``1/CE_f``; its gradient fades as CE grows.
+    Per sample (CE_i = −log p(y_i | x_i)), then averaged:
+
+    * ``hinge``: max(0, B − CE_i), the GS-LoRA form ``relu(B − CE)``: a sample whose cross-entropy already
+      exceeds ``bound`` contributes no gradient. Its gradient is that of CE, which vanishes with 1 − p(y):
+      a confidently classified forget image (CE ≈ 0.01) is pushed a hundred times more weakly than a doubtful one.
+    * ``log_hinge``: max(0, log B − log CE_i): the same bound (zero once CE_i ≥ B), with the hinge's gradient
+      divided by CE_i, so confident and doubtful forget images are pushed alike.
+    * ``inverse``: 1 / (CE_i + ε), as the untraining loss ``1/CE_f``; its gradient fades as CE grows.
     """
-    ce_i = F.cross_entropy(logits, y, reduction="none")  # CE_i = −log p(y_i | x_i)
+    ce_i = F.cross_entropy(logits, y, reduction="none")
     if kind == "hinge":
         return F.relu(bound - ce_i).mean()
+    if kind == "log_hinge":
+        return F.relu(math.log(bound) - torch.log(ce_i + 1e-12)).mean()
     return (1.0 / (ce_i + eps)).mean()
 
 

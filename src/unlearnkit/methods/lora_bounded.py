@@ -11,28 +11,34 @@ Given only k images of the class to forget (no retain set), with the original we
 
        L = L_unl(f(x_f), y_f) + λ·R(A, B) + μ·mean_{j≠y} (z_j(x_f) − z⁰_j(x_f))²
 
-   * L_unl, the unlearning factor: hinge-bounded mean_i max(0, B − CE_i) (default; GS-LoRA's
-     ``relu(BND − CE)``) or inverse-bounded mean_i 1/(CE_i + ε). A forget image whose cross-entropy
-     exceeds the bound B stops contributing;
+   * L_unl, the unlearning factor: the hinge bound of the spec, mean_i max(0, B − CE_i) (GS-LoRA's
+     ``relu(BND − CE)``), taken on log CE by default: mean_i max(0, log B − log CE_i) (``log_hinge``), or
+     inverse-bounded mean_i 1/(CE_i + ε). A forget image whose cross-entropy exceeds the bound B stops
+     contributing. The plain hinge's gradient is CE's, which vanishes for confidently classified images;
+     with it, class 0 of the digits ViT stayed unforgotten in 2 of 3 seeds (acc_forget_test 1.0; its forget
+     images' CE stuck at 0.01), while ``log_hinge`` forgets it in every seed. ``log_hinge`` is our choice
+     (the spec names hinge and inverse; both are here: ``loss="hinge"``);
    * R, the regulariser on the update: ``delta`` Σ_layers ‖(α/r)·B A‖_F, or ``l1`` / ``l2`` on the factors;
    * the last term (``keep_weight`` μ) anchors the logits of the *other* classes on the forget images to
      the original model's z⁰ (adapters off). Raising CE alone also raises the forget images' runner-up
      classes, and that raise spills over onto those classes' own images. It needs no retain data. It is
      our addition, not the talk's: ``keep_weight=0`` gives the talk's loss. Measured on the digits ViT
-     (class 3, k = 10, seeds 0-2, other defaults): acc_forget_test 0.000 and acc_retain_test −0.006 vs
-     the original with it; 0.007 and −0.083 without it;
+     (class 3, k = 10, seeds 0-2, hinge loss): acc_forget_test 0.000 and acc_retain_test −0.006 vs the
+     original with it; 0.007 and −0.083 without it;
 3. merge: W' ← W0 + (α/r)·B A (``merge_and_unload``), a plain model of the original architecture — §2.2 step 7.
 
 [UNVERIFIED]/[CHOICE] in the spec, here documented hyperparameters: which bounded loss the paper uses, the
 bound B, the regulariser and its weight λ, rank r (8) and α (= r), the optimiser budget (``steps``, ``lr``),
 per-sample (not batch-mean) bounded losses, and the light augmentation (Gaussian noise of std 0.1 by
 default, fresh on every step; on 8x8 digits a one-pixel shift already changes the class for the ViT). The
-defaults were tuned on the offline digits ViT (``benchmarks/setting2_digits_vit.yaml``, k = 10, forget
-class 3), not on CIFAR: B = 4 ≈ log(10) + 1.7 (a forget image then has p(y) ≈ 2%), 200 AdamW steps at 1e-3.
-More steps do not hurt (400 steps on the same runs: retain +0.000 on average), where −CE through the same
-adapters collapses as the steps grow (``neggrad_lora``: −0.18 at 50 steps, −0.83 at 200). The ``delta``
-penalty has a kink at ΔW = 0 (its gradient there has norm λ whatever the loss), so a large λ can hold the
-adapters at exactly zero; its default weight is 0.
+defaults were tuned on the offline digits ViT (``benchmarks/setting2_digits_vit.yaml``), not on CIFAR:
+B = 4 ≈ log(10) + 1.7 (a forget image then has p(y) ≈ 2%), 200 AdamW steps at 1e-3. With them, k = 10,
+seeds 0-2 (acc_forget_test, acc_retain_test − original's): class 3 0.007, +0.001; class 6 0.000, −0.006;
+class 8 0.000, +0.002; class 0 0.000, −0.028 (the hardest: seed 0 loses 0.057). More steps do not hurt
+(hinge loss, class 3, 400 steps: retain +0.000 on average), where −CE through the same adapters collapses
+as the steps grow (``neggrad_lora``: −0.18 at 50 steps, −0.83 at 200). The ``delta`` penalty has a kink at
+ΔW = 0 (its gradient there has norm λ whatever the loss), so a large λ can hold the adapters at exactly
+zero; its default weight is 0.
 """
 
 from __future__ import annotations
@@ -74,8 +80,8 @@ class LoraBounded(Method):
         rank: LoRA rank r (at most each adapted layer's smaller side).
         alpha: LoRA α (the update is scaled by α/r); ``None`` for α = r.
         dropout: LoRA dropout on the adapter's input.
-        loss: ``hinge`` (max(0, B − CE)) or ``inverse`` (1/(CE + ε)).
-        bound: B of the hinge loss.
+        loss: ``log_hinge`` (max(0, log B − log CE)), ``hinge`` (max(0, B − CE)) or ``inverse`` (1/(CE + ε)).
+        bound: B of the hinge losses.
         eps: ε of the inverse loss.
         regularizer: ``delta`` (Σ‖(α/r)·B A‖_F), ``l1`` or ``l2`` (mean |·| or mean (·)² of the factors).
         reg_weight: λ, the regulariser's weight.
@@ -110,7 +116,7 @@ class LoraBounded(Method):
     }
 
     def __init__(
-        self, *, rank: int = 8, alpha: float | None = None, dropout: float = 0.0, loss: str = "hinge",
+        self, *, rank: int = 8, alpha: float | None = None, dropout: float = 0.0, loss: str = "log_hinge",
         bound: float = 4.0, eps: float = 0.01, regularizer: str = "delta", reg_weight: float = 0.0,
         keep_weight: float = 1.0, steps: int = 200, lr: float = 1e-3, batch_size: int = 16,
         weight_decay: float = 0.0, augment: str = "noise",
