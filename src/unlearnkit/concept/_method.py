@@ -27,7 +27,7 @@ from unlearnkit.concept._data import Quadruplets, Tokenizer
 from unlearnkit.concept.clip import image_features, text_features
 from unlearnkit.engine import resolve_device, seed_everything
 from unlearnkit.errors import UnlearnkitError
-from unlearnkit.methods._base import _unknown_param_msg
+from unlearnkit.methods._base import _unknown_param_msg, instantiate, register_in
 
 
 @dataclass(frozen=True)
@@ -139,23 +139,12 @@ CONCEPT_METHODS: Registry[type[ConceptMethod]] = Registry("concept method")
 
 def register_concept_method(name: str) -> Callable[[type[ConceptMethod]], type[ConceptMethod]]:
     """Class decorator: register a :class:`ConceptMethod` subclass under ``name``."""
-
-    def deco(cls: type[ConceptMethod]) -> type[ConceptMethod]:
-        cls.name = name
-        cls._get_param_names()  # fail at import if the signature breaks the contract
-        return CONCEPT_METHODS.register(name)(cls)
-
-    return deco
+    return register_in(CONCEPT_METHODS, name)
 
 
 def create_concept_method(name: str, **params: Any) -> ConceptMethod:
     """Instantiate the registered concept method ``name`` with ``params`` (unknown names raise)."""
-    cls = CONCEPT_METHODS.get(name)
-    valid = cls._get_param_names()
-    for k in params:
-        if k not in valid:
-            raise UnlearnkitError(_unknown_param_msg(name, k, valid))
-    return cls(**params)
+    return instantiate(CONCEPT_METHODS, name, **params)
 
 
 def list_concept_methods(pattern: str = "*") -> list[str]:

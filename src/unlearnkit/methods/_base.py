@@ -297,25 +297,35 @@ def _unknown_param_msg(method: str, key: str, valid: list[str]) -> str:
 METHODS: Registry[type[Method]] = Registry("method")
 
 
-def register_method(name: str) -> Callable[[type[Method]], type[Method]]:
-    """Class decorator: register a :class:`Method` subclass under ``name``."""
+def register_in(registry: Registry[Any], name: str) -> Callable[[type], type]:
+    """Class decorator registering a method class (any class with ``_get_param_names``) in ``registry``."""
 
-    def deco(cls: type[Method]) -> type[Method]:
+    def deco(cls: type) -> type:
         cls.name = name
         cls._get_param_names()  # fail at import if the signature breaks the contract
-        return METHODS.register(name)(cls)
+        return registry.register(name)(cls)
 
     return deco
 
 
-def create_method(name: str, **params: Any) -> Method:
-    """Instantiate the registered method ``name`` with ``params`` (unknown names raise)."""
-    cls = METHODS.get(name)
+def instantiate(registry: Registry[Any], name: str, **params: Any) -> Any:
+    """Instantiate the method class ``name`` of ``registry`` with ``params`` (unknown names raise)."""
+    cls = registry.get(name)
     valid = cls._get_param_names()
     for k in params:
         if k not in valid:
             raise UnlearnkitError(_unknown_param_msg(name, k, valid))
     return cls(**params)
+
+
+def register_method(name: str) -> Callable[[type[Method]], type[Method]]:
+    """Class decorator: register a :class:`Method` subclass under ``name``."""
+    return register_in(METHODS, name)
+
+
+def create_method(name: str, **params: Any) -> Method:
+    """Instantiate the registered method ``name`` with ``params`` (unknown names raise)."""
+    return instantiate(METHODS, name, **params)
 
 
 def list_methods(pattern: str = "*") -> list[str]:
