@@ -284,3 +284,27 @@ def test_audit_refuses_bad_checkpoints(tmp_path, audit_config):
                        "--quiet"])  # fmt: skip
         assert res.exit_code == 2 and expect in res.output, res.output
         assert _rows(tmp_path / "b" / "results.db") == 0
+
+
+#: a tiny setting-3 (CLIP concept) config: the CLI dispatches on its ``setting: 3``
+TINY_CONCEPT = {
+    "name": "tiny_concept", "setting": 3, "dataset": "concept_world",
+    "world": {"n_train": 32, "n_val": 8, "n_test": 16},
+    "clip": {"config": "clip_tiny"}, "pretrain": {"epochs": 1, "batch_size": 16},
+    "methods": {"unsafe_projection": {}}, "seeds": [0], "device": "cpu",
+}  # fmt: skip
+
+
+def test_cli_runs_a_setting3_config_and_refuses_its_bad_input(tmp_path):
+    path = tmp_path / "concept.yaml"
+    path.write_text(yaml.safe_dump({**TINY_CONCEPT, "cache_dir": str(tmp_path / "cache")}))
+    res = _invoke(["run", "--config", str(path), "--out", str(tmp_path / "ok"), "--quiet"])
+    assert res.exit_code == 0, res.output
+    runs = ResultsStore(tmp_path / "ok" / "results.db").runs()
+    assert sorted(r["method"] for r in runs) == ["original", "unsafe_projection"]
+    assert all(r["scenario"]["forget"] == "concept:unsafe" and r["status"] == "ok" for r in runs)
+    for extra, msg in [(["--methods", "safe_clipp"], "safe_clipp"), (["--forget", "class:3"], "--forget")]:
+        out = tmp_path / "bad"
+        res = _invoke(["run", "--config", str(path), "--out", str(out), "--quiet", *extra])
+        assert res.exit_code == 2 and msg in res.output and len(res.output.strip().splitlines()) == 1, res.output
+        assert _rows(out / "results.db") == 0

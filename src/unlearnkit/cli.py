@@ -52,8 +52,11 @@ def default_config_data() -> dict:
     return yaml.safe_load(text)
 
 
-class _Done(Exception):
-    """Internal: the run was already handled (setting-3 configs)."""
+def _config_setting(path: Path) -> int | None:
+    """The ``setting:`` a YAML config declares (``None`` when absent); read errors raise UnlearnkitError."""
+    from unlearnkit.concept.runner import config_setting
+
+    return config_setting(path)
 
 
 def _csv_ints(value: str, what: str) -> list[int]:
@@ -89,56 +92,49 @@ def run(
     from unlearnkit.experiments.config import load_config
     from unlearnkit.experiments.progress import NullProgress, RichProgress
 
-    res = None
+    progress = NullProgress() if quiet else RichProgress()
+    out_dir = out or Path("runs") / datetime.now().strftime("%Y%m%d-%H%M%S")
     try:
-        if config is not None:
-            from unlearnkit.concept.runner import config_setting, run_concept_cli
+        if config is not None and _config_setting(config) == 3:  # CLIP concept unlearning: its own scenario type
+            from unlearnkit.concept.runner import run_concept_cli
 
-            if config_setting(config) == 3:  # setting 3 (CLIP concept unlearning): its own scenario type
-                res = run_concept_cli(
-                    config, out or Path("runs") / datetime.now().strftime("%Y%m%d-%H%M%S"),
-                    progress=NullProgress() if quiet else RichProgress(), methods=methods,
-                    seeds=None if seeds is None else _csv_ints(seeds, "--seeds"), epochs=epochs, device=device,
-                    cache_dir=cache_dir, threads=threads,
-                    not_applicable={"--dataset": dataset, "--data-root": data_root, "--download": download or None,
-                                    "--model": model, "--forget": forget or None},
-                )  # fmt: skip
-    except UnlearnkitError as e:
-        _fail(str(e))
-        return
-    try:
-        if res is not None:
-            raise _Done
-        cfg = load_config(config) if config is not None else parse_config(default_config_data(), "default config")
-        overrides: dict = {}
-        if dataset is not None:
-            overrides["dataset"] = dataset
-        if data_root is not None:
-            overrides["data_root"] = data_root
-        if download:
-            overrides["download"] = True
-        if model is not None:
-            overrides["model"] = model
-        if forget:
-            overrides["forget"] = list(forget)
-        if methods is not None:
-            overrides["methods"] = "all" if methods.strip() == "all" else [m.strip() for m in methods.split(",") if m]
-        if seeds is not None:
-            overrides["seeds"] = _csv_ints(seeds, "--seeds")
-        if epochs is not None:
-            overrides["train"] = {**cfg.train.model_dump(), "epochs": epochs}
-        if device is not None:
-            overrides["device"] = device
-        if cache_dir is not None:
-            overrides["cache_dir"] = cache_dir
-        if threads is not None:
-            overrides["threads"] = threads
-        if overrides:
-            cfg = parse_config({**cfg.model_dump(), **overrides}, "options")
-        out_dir = out or Path("runs") / datetime.now().strftime("%Y%m%d-%H%M%S")
-        res = run_benchmark(cfg, out_dir, progress=NullProgress() if quiet else RichProgress())
-    except _Done:
-        pass
+            res = run_concept_cli(
+                config, out_dir, progress=progress, methods=methods,
+                seeds=None if seeds is None else _csv_ints(seeds, "--seeds"), epochs=epochs, device=device,
+                cache_dir=cache_dir, threads=threads,
+                not_applicable={"--dataset": dataset, "--data-root": data_root, "--download": download or None,
+                                "--model": model, "--forget": forget or None},
+            )  # fmt: skip
+        else:
+            cfg = load_config(config) if config is not None else parse_config(default_config_data(), "default config")
+            overrides: dict = {}
+            if dataset is not None:
+                overrides["dataset"] = dataset
+            if data_root is not None:
+                overrides["data_root"] = data_root
+            if download:
+                overrides["download"] = True
+            if model is not None:
+                overrides["model"] = model
+            if forget:
+                overrides["forget"] = list(forget)
+            if methods is not None:
+                overrides["methods"] = (
+                    "all" if methods.strip() == "all" else [m.strip() for m in methods.split(",") if m]
+                )
+            if seeds is not None:
+                overrides["seeds"] = _csv_ints(seeds, "--seeds")
+            if epochs is not None:
+                overrides["train"] = {**cfg.train.model_dump(), "epochs": epochs}
+            if device is not None:
+                overrides["device"] = device
+            if cache_dir is not None:
+                overrides["cache_dir"] = cache_dir
+            if threads is not None:
+                overrides["threads"] = threads
+            if overrides:
+                cfg = parse_config({**cfg.model_dump(), **overrides}, "options")
+            res = run_benchmark(cfg, out_dir, progress=progress)
     except UnlearnkitError as e:
         _fail(str(e))
         return

@@ -1,5 +1,5 @@
 """Shared pieces of the no-retain (setting 2) methods: LoRA on the attention Q/K/V, bounded forget losses,
-and the few-shot forget loop.
+the few-shot forget loop, and :class:`FewShotForgetMethod`, their common base (data access, budget, constraints).
 
 LoRA (Hu et al., "LoRA: Low-Rank Adaptation of Large Language Models", ICLR 2022, arXiv 2106.09685) through
 ``peft``: each targeted ``nn.Linear`` computes ``x W0ᵀ + b + (α/r)·x Aᵀ Bᵀ`` with ``A ∈ R^{r×d_in}`` (Kaiming
@@ -28,6 +28,7 @@ from torch.utils.data import Dataset
 
 from unlearnkit.engine import check_finite, cycle
 from unlearnkit.errors import UnlearnkitError
+from unlearnkit.methods._base import NON_NEGATIVE, NONE, POSITIVE, POSITIVE_INT, Interval, Method, Options, UnlearnData
 
 #: last name component of the Linear layers LoRA adapts (attention query/key/value projections)
 QKV_NAMES: frozenset[str] = frozenset(
@@ -292,3 +293,84 @@ def run_forget_steps(
 def trainable_report(n_trainable: int, n_total: int) -> dict[str, float]:
     """``{"trainable_params": n, "trainable_fraction": n / total}`` for the run's metrics."""
     return {"trainable_params": int(n_trainable), "trainable_fraction": n_trainable / max(n_total, 1)}
+
+
+# -- the common base of the setting-2 methods ---------------------------------------------------------------
+
+#: constraints of the few-shot loop's budget (every setting-2 method has these hyperparameters)
+STEP_CONSTRAINTS: dict[str, list[Any]] = {
+    "steps": [POSITIVE_INT],
+    "lr": [POSITIVE],
+    "batch_size": [POSITIVE_INT],
+    "weight_decay": [NON_NEGATIVE],
+    "augment": [Options(AUGMENTS)],
+}
+#: constraints of the LoRA hyperparameters (``rank`` is checked against each layer by :func:`lora_targets`)
+LORA_CONSTRAINTS: dict[str, list[Any]] = {
+    "rank": [POSITIVE_INT],
+    "alpha": [POSITIVE, NONE],
+    "dropout": [Interval(float, 0.0, 1.0, "left")],
+    "regularizer": [Options(REGULARIZERS)],
+    "reg_weight": [NON_NEGATIVE],
+}
+#: constraints of the bounded forget losses (:func:`bounded_forget_loss`)
+BOUNDED_LOSS_CONSTRAINTS: dict[str, list[Any]] = {
+    "loss": [Options(LOSSES)],
+    "bound": [POSITIVE],
+    "eps": [POSITIVE],
+}
+
+
+class FewShotForgetMethod(Method):
+    """Base of the setting-2 methods: they see only the k forget images of one class, and share the loop.
+
+    Subclasses set their hyperparameters in ``__init__`` (at least ``steps``, ``lr``, ``batch_size``,
+    ``weight_decay`` and ``augment``, checked by :data:`STEP_CONSTRAINTS`) and build their objective in
+    ``_unlearn``; :meth:`_forget_steps` runs it.
+    """
+
+    needs = frozenset({"forget"})
+    requests = frozenset({"class"})
+    multi_class = False
+    setting = 2
+    example_model = "vit_digits"
+    _parameter_constraints = dict(STEP_CONSTRAINTS)
+
+    steps: int
+    lr: float
+    batch_size: int
+    weight_decay: float
+    augment: str
+
+    def _forget_steps(
+        self, params: list[nn.Parameter], data: UnlearnData,
+        objective: Callable[[torch.Tensor, torch.Tensor], torch.Tensor], generator: torch.Generator,
+    ) -> None:  # fmt: skip
+        """Run the budget (``steps`` AdamW steps over the forget images); the losses go to ``history_``."""
+        self.history_ = run_forget_steps(
+            params, data.forget, objective, steps=self.steps, lr=self.lr, weight_decay=self.weight_decay,
+            batch_size=self.batch_size, augment=self.augment, generator=generator, device=data.device,
+            where=self.name, on_epoch=data.on_epoch,
+        )  # fmt: skip
+
+
+class LoraForgetMethod(FewShotForgetMethod):
+    """A setting-2 method that trains LoRA adapters on the attention Q/K/V and merges them on return."""
+
+    _parameter_constraints = {**STEP_CONSTRAINTS, **LORA_CONSTRAINTS}
+
+    rank: int
+    alpha: float | None
+    dropout: float
+
+    def _attach_lora(self, model: nn.Module, generator: torch.Generator) -> LoraHandle:
+        """LoRA of rank ``rank`` (α = ``alpha`` or r) on every attention Q/K/V of ``model``, refused before work
+        when the model has no attention projection or the rank does not fit a layer."""
+        targets = lora_targets(model, self.rank, self.name)
+        alpha = float(self.rank if self.alpha is None else self.alpha)
+        return attach_lora(model, targets, rank=self.rank, alpha=alpha, dropout=self.dropout, generator=generator)
+
+    def _merge(self, lora: LoraHandle) -> nn.Module:
+        """Record the trainable-parameter report and fold the adapters back: W' = W0 + (α/r)·B A."""
+        self.report_ = trainable_report(lora.trainable_params, lora.base_params)
+        return merge_lora(lora)

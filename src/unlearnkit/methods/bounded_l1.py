@@ -22,28 +22,19 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from unlearnkit.methods._base import (
-    NON_NEGATIVE,
-    POSITIVE,
-    POSITIVE_INT,
-    Method,
-    Options,
-    UnlearnData,
-    register_method,
-)
+from unlearnkit.methods._base import NON_NEGATIVE, UnlearnData, register_method
 from unlearnkit.methods._lora import (
-    AUGMENTS,
-    LOSSES,
+    BOUNDED_LOSS_CONSTRAINTS,
+    FewShotForgetMethod,
     bounded_forget_loss,
     forget_mode,
-    run_forget_steps,
     trainable_report,
 )
 from unlearnkit.methods._losses import l1_to
 
 
 @register_method("bounded_l1")
-class BoundedL1(Method):
+class BoundedL1(FewShotForgetMethod):
     """Minimise a bounded forget loss on the k forget images + λ·mean|θ − θ0| over every parameter.
 
     Args:
@@ -58,26 +49,15 @@ class BoundedL1(Method):
         augment: ``noise`` (Gaussian, std 0.1), ``shift`` (up to 1/8 of the side) or ``none``.
     """
 
-    needs = frozenset({"forget"})
-    requests = frozenset({"class"})
-    multi_class = False
-    setting = 2
-    example_model = "vit_digits"
     _parameter_constraints = {
-        "loss": [Options(LOSSES)],
-        "bound": [POSITIVE],
-        "eps": [POSITIVE],
+        **FewShotForgetMethod._parameter_constraints,
+        **BOUNDED_LOSS_CONSTRAINTS,
         "l1_weight": [NON_NEGATIVE],
-        "steps": [POSITIVE_INT],
-        "lr": [POSITIVE],
-        "batch_size": [POSITIVE_INT],
-        "weight_decay": [NON_NEGATIVE],
-        "augment": [Options(AUGMENTS)],
     }
 
     def __init__(
         self, *, loss: str = "log_hinge", bound: float = 4.0, eps: float = 0.01, l1_weight: float = 1.0,
-        steps: int = 200, lr: float = 1e-3, batch_size: int = 16, weight_decay: float = 0.0, augment: str = "noise",
+        steps: int = 300, lr: float = 2e-3, batch_size: int = 16, weight_decay: float = 0.0, augment: str = "noise",
     ) -> None:  # fmt: skip
         self.loss = loss
         self.bound = bound
@@ -100,10 +80,6 @@ class BoundedL1(Method):
                 loss = loss + self.l1_weight * l1_to(model, theta0)  # λ·‖θ − θ0‖₁ / |θ|
             return loss
 
-        self.history_ = run_forget_steps(
-            params, data.forget, objective, steps=self.steps, lr=self.lr, weight_decay=self.weight_decay,
-            batch_size=self.batch_size, augment=self.augment, generator=generator, device=data.device,
-            where="bounded_l1", on_epoch=data.on_epoch,
-        )  # fmt: skip
+        self._forget_steps(params, data, objective, generator)
         self.report_ = trainable_report(sum(p.numel() for p in params), sum(p.numel() for p in model.parameters()))
         return model

@@ -20,21 +20,13 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from unlearnkit.methods._base import (
-    NON_NEGATIVE,
-    POSITIVE,
-    POSITIVE_INT,
-    Method,
-    Options,
-    UnlearnData,
-    register_method,
-)
-from unlearnkit.methods._lora import AUGMENTS, forget_mode, negative_ce, run_forget_steps, trainable_report
+from unlearnkit.methods._base import NON_NEGATIVE, UnlearnData, register_method
+from unlearnkit.methods._lora import FewShotForgetMethod, forget_mode, negative_ce, trainable_report
 from unlearnkit.methods._losses import l1_to
 
 
 @register_method("neggrad_l1")
-class NegGradL1(Method):
+class NegGradL1(FewShotForgetMethod):
     """Minimise −CE on the k forget images + λ·mean|θ − θ0| over every parameter.
 
     Args:
@@ -46,22 +38,10 @@ class NegGradL1(Method):
         augment: ``noise`` (Gaussian, std 0.1), ``shift`` (up to 1/8 of the side) or ``none``.
     """
 
-    needs = frozenset({"forget"})
-    requests = frozenset({"class"})
-    multi_class = False
-    setting = 2
-    example_model = "vit_digits"
-    _parameter_constraints = {
-        "l1_weight": [NON_NEGATIVE],
-        "steps": [POSITIVE_INT],
-        "lr": [POSITIVE],
-        "batch_size": [POSITIVE_INT],
-        "weight_decay": [NON_NEGATIVE],
-        "augment": [Options(AUGMENTS)],
-    }
+    _parameter_constraints = {**FewShotForgetMethod._parameter_constraints, "l1_weight": [NON_NEGATIVE]}
 
     def __init__(
-        self, *, l1_weight: float = 1.0, steps: int = 200, lr: float = 1e-3, batch_size: int = 16,
+        self, *, l1_weight: float = 1.0, steps: int = 300, lr: float = 2e-3, batch_size: int = 16,
         weight_decay: float = 0.0, augment: str = "noise",
     ) -> None:  # fmt: skip
         self.l1_weight = l1_weight
@@ -82,10 +62,6 @@ class NegGradL1(Method):
                 loss = loss + self.l1_weight * l1_to(model, theta0)  # λ·‖θ − θ0‖₁ / |θ|
             return loss
 
-        self.history_ = run_forget_steps(
-            params, data.forget, objective, steps=self.steps, lr=self.lr, weight_decay=self.weight_decay,
-            batch_size=self.batch_size, augment=self.augment, generator=generator, device=data.device,
-            where="neggrad_l1", on_epoch=data.on_epoch,
-        )  # fmt: skip
+        self._forget_steps(params, data, objective, generator)
         self.report_ = trainable_report(sum(p.numel() for p in params), sum(p.numel() for p in model.parameters()))
         return model

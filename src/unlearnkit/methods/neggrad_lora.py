@@ -17,32 +17,12 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from unlearnkit.methods._base import (
-    NON_NEGATIVE,
-    NONE,
-    POSITIVE,
-    POSITIVE_INT,
-    Interval,
-    Method,
-    Options,
-    UnlearnData,
-    register_method,
-)
-from unlearnkit.methods._lora import (
-    AUGMENTS,
-    REGULARIZERS,
-    attach_lora,
-    forget_mode,
-    lora_targets,
-    merge_lora,
-    negative_ce,
-    run_forget_steps,
-    trainable_report,
-)
+from unlearnkit.methods._base import UnlearnData, register_method
+from unlearnkit.methods._lora import LoraForgetMethod, forget_mode, negative_ce
 
 
 @register_method("neggrad_lora")
-class NegGradLora(Method):
+class NegGradLora(LoraForgetMethod):
     """Minimise −CE on the k forget images through LoRA adapters on the attention Q/K/V; merge them back.
 
     Args:
@@ -58,27 +38,9 @@ class NegGradLora(Method):
         augment: ``noise`` (Gaussian, std 0.1), ``shift`` (up to 1/8 of the side) or ``none``.
     """
 
-    needs = frozenset({"forget"})
-    requests = frozenset({"class"})
-    multi_class = False
-    setting = 2
-    example_model = "vit_digits"
-    _parameter_constraints = {
-        "rank": [POSITIVE_INT],
-        "alpha": [POSITIVE, NONE],
-        "dropout": [Interval(float, 0.0, 1.0, "left")],
-        "regularizer": [Options(REGULARIZERS)],
-        "reg_weight": [NON_NEGATIVE],
-        "steps": [POSITIVE_INT],
-        "lr": [POSITIVE],
-        "batch_size": [POSITIVE_INT],
-        "weight_decay": [NON_NEGATIVE],
-        "augment": [Options(AUGMENTS)],
-    }
-
     def __init__(
         self, *, rank: int = 8, alpha: float | None = None, dropout: float = 0.0, regularizer: str = "delta",
-        reg_weight: float = 0.0, steps: int = 200, lr: float = 1e-3, batch_size: int = 16, weight_decay: float = 0.0,
+        reg_weight: float = 0.0, steps: int = 300, lr: float = 2e-3, batch_size: int = 16, weight_decay: float = 0.0,
         augment: str = "noise",
     ) -> None:  # fmt: skip
         self.rank = rank
@@ -93,9 +55,7 @@ class NegGradLora(Method):
         self.augment = augment
 
     def _unlearn(self, model: nn.Module, data: UnlearnData, generator: torch.Generator) -> nn.Module:
-        targets = lora_targets(model, self.rank, self.name)  # no attention / rank too large: refused before work
-        alpha = float(self.rank if self.alpha is None else self.alpha)
-        lora = attach_lora(model, targets, rank=self.rank, alpha=alpha, dropout=self.dropout, generator=generator)
+        lora = self._attach_lora(model, generator)  # no attention / rank too large: refused before work
         net = forget_mode(lora.peft_model)
 
         def objective(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
@@ -104,10 +64,5 @@ class NegGradLora(Method):
                 loss = loss + self.reg_weight * lora.regularizer(self.regularizer)
             return loss
 
-        self.history_ = run_forget_steps(
-            lora.parameters(), data.forget, objective, steps=self.steps, lr=self.lr, weight_decay=self.weight_decay,
-            batch_size=self.batch_size, augment=self.augment, generator=generator, device=data.device,
-            where="neggrad_lora", on_epoch=data.on_epoch,
-        )  # fmt: skip
-        self.report_ = trainable_report(lora.trainable_params, lora.base_params)
-        return merge_lora(lora)  # W' = W0 + (α/r)·B A
+        self._forget_steps(lora.parameters(), data, objective, generator)
+        return self._merge(lora)  # W' = W0 + (α/r)·B A
