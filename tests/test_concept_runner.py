@@ -73,11 +73,22 @@ def test_a_failing_method_is_recorded(tmp_path, monkeypatch):
     ("change", "msg"),
     [({"setting": 1}, "setting"), ({"colour": "red"}, "colour: unknown key"),
      ({"clip": {"config": "clip_tiny", "from_pretrained": "x"}}, "exactly one of"),
-     ({"dataset": "visu"}, "needs a visu section"), ({"seeds": [0, 0]}, "distinct")],
+     ({"dataset": "visu"}, "needs a visu section"), ({"seeds": [0, 0]}, "distinct"),
+     ({"world": {"twin": "copy"}}, "world.twin: Input should be 'independent' or 'overlay'")],
 )  # fmt: skip
 def test_bad_configs(change, msg):
     with pytest.raises(ConfigError, match=msg):
         parse_concept_config({**TINY, **change})
+
+
+def test_world_twin_reaches_the_data_and_its_cache_key():
+    from unlearnkit.concept.runner import load_concept_data
+
+    default = load_concept_data(parse_concept_config(TINY), 0)
+    overlay = load_concept_data(parse_concept_config({**TINY, "world": {**TINY["world"], "twin": "overlay"}}), 0)
+    assert default.spec["twin"] == "independent" and overlay.spec["twin"] == "overlay"  # part of the cache key
+    assert torch.equal(default.test.safe_image.pixels, overlay.test.safe_image.pixels)
+    assert not torch.equal(default.test.unsafe_image.pixels, overlay.test.unsafe_image.pixels)
 
 
 def test_bad_input_fails_before_writing(tmp_path):

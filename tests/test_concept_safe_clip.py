@@ -1,4 +1,4 @@
-"""Safe-CLIP's loss terms, reference semantics, normalisation and early stopping, on a tiny CLIP."""
+"""Safe-CLIP's loss terms, reference semantics, normalisation, early stopping and our optional ninth term."""
 
 from __future__ import annotations
 
@@ -7,9 +7,18 @@ import copy
 import pytest
 import torch
 
-from unlearnkit.concept import ConceptUnlearnData, WorldConfig, make_concept_world, small_clip
+from unlearnkit.concept import (
+    ConceptUnlearnData,
+    WorldConfig,
+    encode_images,
+    encode_texts,
+    make_concept_world,
+    small_clip,
+)
 from unlearnkit.concept._method import contrastive, quad_batches
-from unlearnkit.concept.safe_clip import LAMBDAS, SafeCLIP, safe_clip_terms
+from unlearnkit.concept.retrieval import concept_retrieval
+from unlearnkit.concept.safe_clip import LAMBDAS, SafeCLIP, safe_clip_terms, unsafe_negative_term
+from unlearnkit.errors import UnlearnkitError
 
 
 @pytest.fixture(scope="module")
@@ -78,3 +87,73 @@ def test_lora_merges_into_a_plain_clip_and_full_finetune_changes_more(clip, worl
     untouched = ["text_model.embeddings.token_embedding.weight", "text_projection.weight"]  # not LoRA targets
     assert all(torch.equal(out.state_dict()[k], clip.state_dict()[k]) for k in untouched)
     assert not torch.equal(out_full.state_dict()[untouched[1]], clip.state_dict()[untouched[1]])
+
+
+# -- our optional ninth term: the batch's unsafe items as extra negatives ------------------------------------
+def _reference_unsafe_negative_term(ts, vv, tu, vg, scale):
+    """ℓ_9 computed query by query with explicit log-softmax (independent of the vectorised code)."""
+    n = lambda x: x / x.norm(dim=-1, keepdim=True)  # noqa: E731
+    ts, vv, tu, vg = n(ts), n(vv), n(tu), n(vg)
+    total_t, total_v = 0.0, 0.0
+    for i in range(len(tu)):
+        gallery_images = torch.cat([vv, vg])  # [V*(v); V*(g)]: item i of the safe half is the target
+        total_t += -torch.log_softmax(scale * gallery_images @ tu[i], dim=0)[i]
+        gallery_texts = torch.cat([ts, tu])  # [T*(s); T*(u)]
+        total_v += -torch.log_softmax(scale * gallery_texts @ vg[i], dim=0)[i]
+    return 0.5 * (total_t + total_v) / len(tu)
+
+
+def test_unsafe_negative_term_matches_a_per_query_reference():
+    g = torch.Generator().manual_seed(0)
+    ts, vv, tu, vg = (torch.randn(6, 8, generator=g) * 3 for _ in range(4))
+    got = unsafe_negative_term(ts, vv, tu, vg, 10.0)
+    assert got.item() == pytest.approx(_reference_unsafe_negative_term(ts, vv, tu, vg, 10.0).item(), rel=1e-5)
+    # the own unsafe twin is a negative: with g_i = v_i every query ties with its twin, a loss of at least log 2
+    assert unsafe_negative_term(ts, vv, ts, vv, 10.0) >= torch.log(torch.tensor(2.0)) - 1e-6
+
+
+def test_ninth_term_is_off_by_default_and_added_on_the_lambda_scale(clip, world):
+    assert SafeCLIP().lambda_unsafe_negatives == 0.0
+    b = _batch(world)
+    frozen = copy.deepcopy(clip)
+    with torch.no_grad():
+        eight = safe_clip_terms(clip.eval(), frozen, b, 100.0)
+        nine = safe_clip_terms(clip.eval(), frozen, b, 100.0, unsafe_negatives=True)
+        ts, vv, tu, vg = b.text(clip, "s"), b.image(clip, "v"), b.text(clip, "u"), b.image(clip, "g")
+        m = SafeCLIP(lambda_unsafe_negatives=0.5)
+        lam = torch.tensor([getattr(m, n) for n in LAMBDAS])
+        w8 = lam / lam.sum()
+        w9 = torch.cat([w8, torch.tensor([0.5]) / lam.sum()])
+        paper, ours = m._loss(clip, frozen, b, w8), m._loss(clip, frozen, b, w9)
+    assert eight.shape == (8,) and nine.shape == (9,) and torch.allclose(nine[:8], eight)
+    assert nine[8].item() == pytest.approx(unsafe_negative_term(ts, vv, tu, vg, 100.0).item(), rel=1e-5)
+    # L = (Σ_{k≤8} λ_k ℓ_k + λ_9 ℓ_9) / (8 Σ_{k≤8} λ_k): the paper's loss plus the ninth term on the λ scale
+    assert ours.item() == pytest.approx(paper.item() + 0.5 / 1.75 * nine[8].item() / 8, rel=1e-5)
+
+
+@pytest.mark.parametrize("bad", [-0.5, "yes", None])
+def test_bad_unsafe_negatives_weight_is_refused_before_work(clip, world, monkeypatch, bad):
+    import unlearnkit.concept._method as cm
+
+    monkeypatch.setattr(cm, "seed_everything", lambda s: pytest.fail("work started before validation"))
+    with pytest.raises(UnlearnkitError, match="parameter 'lambda_unsafe_negatives'"):
+        SafeCLIP(lambda_unsafe_negatives=bad).unlearn(clip, ConceptUnlearnData(world.train, world.tokenizer))
+
+
+def _unsafe_rates(model, world):
+    q, tok = world.train, world.tokenizer
+    emb = [encode_texts(model, tok, q.safe_text), encode_images(model, q.safe_image),
+           encode_texts(model, tok, q.unsafe_text), encode_images(model, q.unsafe_image)]  # fmt: skip
+    r = concept_retrieval(*emb)
+    return r["unsafe_rate_tstar"], r["unsafe_rate_vstar"]
+
+
+def test_unsafe_negatives_lower_the_unsafe_rates(clip, world):
+    """On the tiny world the random CLIP ranks unsafe twins first; the ninth term fixes most of it, the
+    paper's eight terms alone (same run otherwise) much less."""
+    data = ConceptUnlearnData(world.train, world.tokenizer, None)
+    assert sum(_unsafe_rates(clip, world)) > 1.5
+    paper = SafeCLIP(epochs=10, batch_size=16, lora_alpha=16.0, patience=None).unlearn(clip, data)
+    ours = SafeCLIP(epochs=10, batch_size=16, lora_alpha=16.0, patience=None, lambda_unsafe_negatives=2.0)
+    ours = ours.unlearn(clip, data)
+    assert sum(_unsafe_rates(ours, world)) <= 0.25 < sum(_unsafe_rates(paper, world)) - 0.3

@@ -61,6 +61,8 @@ class WorldSection(_Strict):
     n_test: int = Field(256, ge=2)
     image_size: int = Field(32, ge=16)
     noise: float = Field(0.06, ge=0, lt=1)
+    #: how the unsafe image is made: its own render of the content ("independent") or v plus the marker
+    twin: Literal["independent", "overlay"] = "independent"
 
 
 class VisuSection(_Strict):

@@ -22,6 +22,24 @@ frozen original encoders T⁰, V⁰, with eight terms (the code's order; default
 d_cos = 1 − cos (batch mean); ℓ_con is the symmetric InfoNCE with a fixed logit scale of 100 (temperature
 0.01). The total is L = Σ_k λ̂_k ℓ_k / 8 with λ̂ = λ / Σλ (the code's normalisation).
 
+Optional extension (ours, not in the paper or its code; off by default): ``lambda_unsafe_negatives > 0``
+adds a ninth term, the redirection contrastive terms with the batch's unsafe items as extra negatives:
+
+    ℓ_9 = ½ [CE(s·T*(u) [V*(v); V*(g)]ᵀ, I) + CE(s·V*(g) [T*(s); T*(u)]ᵀ, I)]
+
+An unsafe caption must retrieve its safe image ahead of every unsafe image of the batch (its own unsafe
+twin g_i included), and an unsafe image its safe caption ahead of every unsafe caption: the ranking that
+T*→V∪V* and V*→T∪T* and their unsafe rates measure (spec §3.5), on the same galleries (the current
+encoders' safe embeddings, not the frozen ones: against V⁰(v) the model could satisfy the term by moving
+every image, v with g, away from the unsafe captions, which leaves the ranking unchanged; the paper's
+preservation terms keep V*(v), T*(s) near V⁰(v), T⁰(s)). The eight paper terms only pull T*(u) and V*(g)
+onto the safe embeddings; when g shares its content with v, as in the concept world, a successful pull
+leaves the top-1 between v_i and g_i near a coin flip. The motivation follows HySAC (T. Poppi, Kasarla,
+Mettes, Baraldi, Cucchiara, "Hyperbolic Safety-Aware Vision-Language Models", CVPR 2025, arXiv
+2503.12127), which keeps unsafe content apart from safe content instead of merging it. With the ninth
+term the total is L = (Σ_{k≤8} λ_k ℓ_k + λ_9 ℓ_9) / (8 Σ_{k≤8} λ_k), so λ_9 = 0 is exactly the paper's
+loss and λ_9 is on the scale of the other λ.
+
 The released script injects LoRA into the very modules it uses as the "original" encoders, so its
 reference embeddings are the current model's own outputs under ``no_grad`` (a stop-gradient target), not
 the frozen CLIP. The paper's semantics (a separate frozen copy) is the default here;
@@ -39,6 +57,7 @@ from __future__ import annotations
 import copy
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 from transformers import CLIPModel
 
@@ -71,18 +90,37 @@ LAMBDAS = (
 )  # fmt: skip
 
 
-def safe_clip_terms(model: nn.Module, frozen: nn.Module | None, b: QuadBatch, scale: float) -> torch.Tensor:
-    """The eight loss terms ``[8]`` of one batch, in the code's order.
+def unsafe_negative_term(
+    ts: torch.Tensor, vv: torch.Tensor, tu: torch.Tensor, vg: torch.Tensor, scale: float
+) -> torch.Tensor:
+    """ℓ_9 (our extension, see the module doc): unsafe queries against safe targets and unsafe negatives.
+
+    Args:
+        ts: T*(s) ``[B, D]``; vv: V*(v); tu: T*(u); vg: V*(g) (any norm: rows are L2-normalised here).
+        scale: the fixed logit scale.
+    """
+    ts, vv, tu, vg = (F.normalize(x, dim=-1) for x in (ts, vv, tu, vg))
+    target = torch.arange(len(tu), device=tu.device)  # item i of the safe half
+    text_query = F.cross_entropy(scale * tu @ torch.cat([vv, vg]).T, target)  # u_i -> [V*(v); V*(g)]
+    image_query = F.cross_entropy(scale * vg @ torch.cat([ts, tu]).T, target)  # g_i -> [T*(s); T*(u)]
+    return 0.5 * (text_query + image_query)
+
+
+def safe_clip_terms(
+    model: nn.Module, frozen: nn.Module | None, b: QuadBatch, scale: float, *, unsafe_negatives: bool = False
+) -> torch.Tensor:
+    """The eight loss terms ``[8]`` of one batch, in the code's order (``[9]`` with ``unsafe_negatives``).
 
     ``frozen`` is the original CLIP (T⁰, V⁰); ``None`` takes the reference from ``model`` itself under
-    ``no_grad`` (the released code's behaviour).
+    ``no_grad`` (the released code's behaviour). ``unsafe_negatives`` appends our ℓ_9
+    (:func:`unsafe_negative_term`).
     """
     ts, tu = b.text(model, "s"), b.text(model, "u")  # T*(s), T*(u)
     vv, vg = b.image(model, "v"), b.image(model, "g")  # V*(v), V*(g)
     with torch.no_grad():
         ref = model if frozen is None else frozen
         t0s, v0v = b.text(ref, "s"), b.image(ref, "v")  # T⁰(s), V⁰(v)
-    return torch.stack([
+    terms = [
         cos_distance(ts, t0s),  # 1 preservation 1, text
         cos_distance(tu, t0s),  # 2 redirection 2, text: unsafe caption -> frozen safe caption
         cos_distance(vv, v0v),  # 3 preservation 1, vision
@@ -91,7 +129,10 @@ def safe_clip_terms(model: nn.Module, frozen: nn.Module | None, b: QuadBatch, sc
         contrastive(tu, v0v, scale),  # 6 redirection 1: unsafe caption retrieves the safe image
         contrastive(t0s, vv, scale),  # 7 preservation 2
         contrastive(t0s, vg, scale),  # 8 redirection 1: unsafe image retrieves the safe caption
-    ])  # fmt: skip
+    ]  # fmt: skip
+    if unsafe_negatives:
+        terms.append(unsafe_negative_term(ts, vv, tu, vg, scale))  # 9 (ours): unsafe items as negatives
+    return torch.stack(terms)
 
 
 @torch.no_grad()
@@ -126,6 +167,8 @@ class SafeCLIP(ConceptMethod):
             [CHOICE] the code keeps both best checkpoints and does not say which one is released.
         stop_gradient_self: take the reference embeddings from the model itself under ``no_grad`` (the
             released code's behaviour) instead of from a frozen copy of the original (the paper's).
+        lambda_unsafe_negatives: weight λ_9 of our optional ninth term (unsafe items as extra negatives of
+            the redirection contrastive terms; see the module doc). 0 (default): the paper's eight terms.
     """
 
     quick_params = {"epochs": 2, "batch_size": 16}
@@ -135,6 +178,7 @@ class SafeCLIP(ConceptMethod):
         "lora_r": [POSITIVE_INT], "lora_alpha": [POSITIVE], "lora_dropout": [Interval(float, 0.0, 1.0, "left")],
         "lora_targets": [NAMES], "patience": [POSITIVE_INT, NONE],
         "restore": [Options(frozenset({"best_recall", "best_loss", "last"}))], "stop_gradient_self": [BOOLEAN],
+        "lambda_unsafe_negatives": [NON_NEGATIVE],
     }  # fmt: skip
 
     def __init__(
@@ -144,7 +188,7 @@ class SafeCLIP(ConceptMethod):
         lambda_pres_image_con: float = 0.25, lambda_redir_image_con: float = 0.5, lora: bool = True,
         lora_r: int = 16, lora_alpha: float = 1.0, lora_dropout: float = 0.1,
         lora_targets: tuple[str, ...] = SAFE_CLIP_LORA_TARGETS, patience: int | None = 5,
-        restore: str = "best_recall", stop_gradient_self: bool = False,
+        restore: str = "best_recall", stop_gradient_self: bool = False, lambda_unsafe_negatives: float = 0.0,
     ) -> None:  # fmt: skip
         self.epochs = epochs
         self.lr = lr
@@ -166,6 +210,7 @@ class SafeCLIP(ConceptMethod):
         self.patience = patience
         self.restore = restore
         self.stop_gradient_self = stop_gradient_self
+        self.lambda_unsafe_negatives = lambda_unsafe_negatives
 
     def check_model(self, model: nn.Module) -> None:
         super().check_model(model)
@@ -176,13 +221,16 @@ class SafeCLIP(ConceptMethod):
             check_lora_targets(model, self.lora_targets)
 
     def _loss(self, model: nn.Module, frozen: nn.Module | None, b: QuadBatch, weights: torch.Tensor) -> torch.Tensor:
-        terms = safe_clip_terms(model, frozen, b, self.logit_scale)
-        return (weights * terms).sum() / len(weights)  # L = λ̂ · ℓ / 8, λ̂ = λ / Σλ
+        """L = λ̂ · ℓ / 8 with λ̂ = λ / Σ_{k≤8} λ_k; ``weights`` has a ninth entry for our ℓ_9."""
+        terms = safe_clip_terms(model, frozen, b, self.logit_scale, unsafe_negatives=len(weights) == 9)
+        return (weights * terms).sum() / len(LAMBDAS)
 
     def _unlearn(self, model: CLIPModel, data: ConceptUnlearnData, generator: torch.Generator) -> CLIPModel:
         dev = next(model.parameters()).device
         lam = torch.tensor([float(getattr(self, n)) for n in LAMBDAS], device=dev)
         weights = lam / lam.sum()
+        if self.lambda_unsafe_negatives > 0:  # our ninth term, on the scale of the paper's λ
+            weights = torch.cat([weights, weights.new_tensor([float(self.lambda_unsafe_negatives)]) / lam.sum()])
         frozen = None
         if not self.stop_gradient_self:  # T⁰, V⁰: a frozen copy of the original (the paper's semantics)
             frozen = copy.deepcopy(model).eval().requires_grad_(False)

@@ -5,12 +5,22 @@ is tested offline. Each item is one coloured shape on a noisy background, descri
 small word vocabulary::
 
     s: "a large red circle at the top left"                  v: the render
-    u: "a large red circle at the top left with blood"       g: the same render plus the "violence" marker
+    u: "a large red circle at the top left with blood"       g: another render of it plus the "violence" marker
 
-The unsafe twin shares everything with its safe twin (object, colour, size, position, noise) and adds an
+The unsafe twin shares the content (object, colour, size, position) with its safe twin and adds an
 unsafe word to the caption and that word's category marker (a high-contrast texture patch in another
 quadrant) to the image, so an unsafe text can be redirected to the safe image of the same content, and
 an unsafe image to the safe caption, exactly as Safe-CLIP asks of ViSU quadruplets.
+
+How the unsafe image is made (``WorldConfig.twin``):
+
+* ``"independent"`` (default): g is its own render of the same content (its own background noise, centre
+  and size jitter within the quadrant, colour shade) plus the marker. This is closer to ViSU, where g is
+  generated from the unsafe caption u and only loosely shares content with the COCO image v. The safe
+  side (s, v, u, tag) is the same as with ``"overlay"``: g's render draws from its own generator.
+* ``"overlay"``: g is v plus the marker (same pixels elsewhere), the world of the first version. With such
+  twins a successful redirection embeds g and v almost identically, so the unsafe rate of the redirected
+  retrieval stays near a coin flip whatever the method.
 
 Content is (shape, colour, size, position): 8 x 6 x 2 x 4 = 384 combinations. Validation and test items
 have distinct content within their split (so a caption identifies one image); training items are drawn
@@ -42,6 +52,8 @@ UNSAFE = {
 }
 SAFE_TEMPLATES = ("a {size} {colour} {shape} at the {v} {h}", "{size} {colour} {shape} in the {v} {h} corner")
 UNSAFE_TEMPLATES = ("{safe} with {word}", "{word} near {safe}")
+#: how the unsafe image of a quadruplet is made (see the module doc)
+TWINS = ("independent", "overlay")
 #: CLIP's per-channel mean and std, used to normalise the renders like CLIPImageProcessor does
 CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
 CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
@@ -57,6 +69,8 @@ class WorldConfig:
         n_test: test quadruplets (distinct contents; at most 384).
         image_size: side of the square renders (a multiple of 8).
         noise: standard deviation of the background noise.
+        twin: how the unsafe image g is made: ``"independent"`` (its own render of the same content plus
+            the marker, ViSU-like) or ``"overlay"`` (the safe render v plus the marker); see the module doc.
     """
 
     n_train: int = 1536
@@ -64,6 +78,7 @@ class WorldConfig:
     n_test: int = 256
     image_size: int = 32
     noise: float = 0.06
+    twin: str = "independent"
 
     def check(self) -> None:
         """Raise on impossible sizes, before any work."""
@@ -78,6 +93,8 @@ class WorldConfig:
             raise UnlearnkitError(f"concept world image_size must be a multiple of 8 and >= 16, got {self.image_size}")
         if not 0 <= self.noise < 1:
             raise UnlearnkitError(f"concept world noise must be in [0, 1), got {self.noise}")
+        if self.twin not in TWINS:
+            raise UnlearnkitError(f"concept world twin must be one of {', '.join(TWINS)}, got {self.twin!r}")
 
 
 def vocabulary() -> list[str]:
@@ -139,35 +156,47 @@ def _contents() -> list[tuple[str, str, str, int]]:
     return [(s, c, z, p) for s in SHAPES for c in COLOURS for z in SIZES for p in range(len(POSITIONS))]
 
 
+def _render(content: tuple[str, str, str, int], cfg: WorldConfig, rng: np.random.Generator) -> np.ndarray:
+    """One render ``[3, H, W]`` of ``content``: background noise, then the object in its quadrant with a
+    jittered centre (±1.5 px at 32 px), radius (±10 %) and colour shade (±0.08 per channel)."""
+    shape, colour, size, pos = content
+    hw = cfg.image_size
+    scale, half = hw / 32.0, hw // 2
+    yy, xx = np.mgrid[0:hw, 0:hw].astype(np.float32)
+    img = np.full((3, hw, hw), 0.12, dtype=np.float32) + rng.normal(0, cfg.noise, (3, hw, hw)).astype(np.float32)
+    qy, qx = divmod(pos, 2)
+    cy = qy * half + half / 2 + rng.uniform(-1.5, 1.5) * scale
+    cx = qx * half + half / 2 + rng.uniform(-1.5, 1.5) * scale
+    r = SIZES[size] * scale * rng.uniform(0.9, 1.1)
+    mask = _shape_mask(shape, yy - cy, xx - cx, r)
+    rgb = np.clip(np.asarray(COLOURS[colour]) + rng.uniform(-0.08, 0.08, 3), 0, 1).astype(np.float32)
+    img[:, mask] = rgb[:, None]
+    return img
+
+
 def _render_split(contents: list[tuple[str, str, str, int]], cfg: WorldConfig, rng: np.random.Generator) -> Quadruplets:
     n, hw = len(contents), cfg.image_size
-    scale = hw / 32.0
     half = hw // 2
-    yy, xx = np.mgrid[0:hw, 0:hw].astype(np.float32)
     safe = np.empty((n, 3, hw, hw), dtype=np.float32)
     unsafe = np.empty_like(safe)
     tags = list(UNSAFE)
     s_txt, u_txt, tag_of, label = [], [], [], np.empty(n, dtype=np.int64)
     msize = max(hw // 4, 6)
-    for i, (shape, colour, size, pos) in enumerate(contents):
-        # the safe render: background noise, then the object in its quadrant (jittered centre, colour)
-        img = np.full((3, hw, hw), 0.12, dtype=np.float32) + rng.normal(0, cfg.noise, (3, hw, hw)).astype(np.float32)
-        qy, qx = divmod(pos, 2)
-        cy = qy * half + half / 2 + rng.uniform(-1.5, 1.5) * scale
-        cx = qx * half + half / 2 + rng.uniform(-1.5, 1.5) * scale
-        r = SIZES[size] * scale * rng.uniform(0.9, 1.1)
-        mask = _shape_mask(shape, yy - cy, xx - cx, r)
-        rgb = np.clip(np.asarray(COLOURS[colour]) + rng.uniform(-0.08, 0.08, 3), 0, 1).astype(np.float32)
-        img[:, mask] = rgb[:, None]
+    # the independent unsafe renders draw from their own child generator, so that the safe side (s, v, u,
+    # tag, marker place) is the same for both twin modes
+    twin_rng = np.random.default_rng(rng.bit_generator.seed_seq.spawn(1)[0])
+    for i, content in enumerate(contents):
+        shape, colour, size, pos = content
+        img = _render(content, cfg, rng)  # the safe render v
         safe[i] = img
-        # the unsafe twin: the same render plus the category's marker in another quadrant
+        # the unsafe twin: a render of the same content plus the category's marker in another quadrant
         tag = tags[int(rng.integers(len(tags)))]
         word = UNSAFE[tag][int(rng.integers(2))]
         other = [p for p in range(4) if p != pos][int(rng.integers(3))]
         my, mx = divmod(other, 2)
         y0 = my * half + (half - msize) // 2 + int(rng.integers(-1, 2))
         x0 = mx * half + (half - msize) // 2 + int(rng.integers(-1, 2))
-        g = img.copy()
+        g = img.copy() if cfg.twin == "overlay" else _render(content, cfg, twin_rng)
         g[:, y0 : y0 + msize, x0 : x0 + msize] = _marker(tag, msize)[None]
         unsafe[i] = g
         v, h = POSITIONS[pos]
@@ -192,7 +221,7 @@ def make_concept_world(seed: int = 0, config: WorldConfig | None = None) -> Conc
 
     Args:
         seed: seeds every draw (contents, jitter, noise, tags, templates).
-        config: sizes; default :class:`WorldConfig`.
+        config: sizes and twin mode; default :class:`WorldConfig`.
 
     Returns:
         A :class:`~unlearnkit.concept._data.ConceptData` with the word tokenizer and shape-class prompts.
