@@ -144,7 +144,9 @@ def test_cli_entry_applies_overrides_and_refuses_classifier_options(tmp_path):
     path.write_text(yaml.safe_dump({**TINY, "cache_dir": str(tmp_path / "cache")}))
     with pytest.raises(UnlearnkitError, match="option --forget does not apply to a setting-3"):
         run_concept_cli(path, tmp_path / "out", not_applicable={"--forget": ["class:3"]})
-    res = run_concept_cli(path, tmp_path / "out", methods="unsafe_projection", seeds=[1], epochs=1, threads=1)
+    res = run_concept_cli(
+        path, tmp_path / "out", overrides={"methods": ["unsafe_projection"], "seeds": [1], "threads": 1}, epochs=1
+    )
     runs = ResultsStore(tmp_path / "out" / "results.db").runs()
     assert res.ran == 2 and {r["seed"] for r in runs} == {1}
     assert {r["method"] for r in runs} == {"original", "unsafe_projection"}

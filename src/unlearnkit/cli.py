@@ -95,19 +95,27 @@ def run(
     progress = NullProgress() if quiet else RichProgress()
     out_dir = out or Path("runs") / datetime.now().strftime("%Y%m%d-%H%M%S")
     try:
+        overrides: dict = {}  # config keys set on the command line, for either kind of config
+        if methods is not None:
+            overrides["methods"] = "all" if methods.strip() == "all" else [m.strip() for m in methods.split(",") if m]
+        if seeds is not None:
+            overrides["seeds"] = _csv_ints(seeds, "--seeds")
+        if device is not None:
+            overrides["device"] = device
+        if cache_dir is not None:
+            overrides["cache_dir"] = cache_dir
+        if threads is not None:
+            overrides["threads"] = threads
         if config is not None and _config_setting(config) == 3:  # CLIP concept unlearning: its own scenario type
             from unlearnkit.concept.runner import run_concept_cli
 
             res = run_concept_cli(
-                config, out_dir, progress=progress, methods=methods,
-                seeds=None if seeds is None else _csv_ints(seeds, "--seeds"), epochs=epochs, device=device,
-                cache_dir=cache_dir, threads=threads,
+                config, out_dir, progress=progress, overrides=overrides, epochs=epochs,
                 not_applicable={"--dataset": dataset, "--data-root": data_root, "--download": download or None,
                                 "--model": model, "--forget": forget or None},
             )  # fmt: skip
         else:
             cfg = load_config(config) if config is not None else parse_config(default_config_data(), "default config")
-            overrides: dict = {}
             if dataset is not None:
                 overrides["dataset"] = dataset
             if data_root is not None:
@@ -118,20 +126,8 @@ def run(
                 overrides["model"] = model
             if forget:
                 overrides["forget"] = list(forget)
-            if methods is not None:
-                overrides["methods"] = (
-                    "all" if methods.strip() == "all" else [m.strip() for m in methods.split(",") if m]
-                )
-            if seeds is not None:
-                overrides["seeds"] = _csv_ints(seeds, "--seeds")
             if epochs is not None:
                 overrides["train"] = {**cfg.train.model_dump(), "epochs": epochs}
-            if device is not None:
-                overrides["device"] = device
-            if cache_dir is not None:
-                overrides["cache_dir"] = cache_dir
-            if threads is not None:
-                overrides["threads"] = threads
             if overrides:
                 cfg = parse_config({**cfg.model_dump(), **overrides}, "options")
             res = run_benchmark(cfg, out_dir, progress=progress)

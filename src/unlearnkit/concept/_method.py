@@ -10,7 +10,6 @@ they live in their own registry, :data:`CONCEPT_METHODS`.
 from __future__ import annotations
 
 import copy
-import inspect
 import time
 import warnings
 from collections.abc import Callable, Iterator
@@ -27,7 +26,7 @@ from unlearnkit.concept._data import Quadruplets, Tokenizer
 from unlearnkit.concept.clip import image_features, text_features
 from unlearnkit.engine import resolve_device, seed_everything
 from unlearnkit.errors import UnlearnkitError
-from unlearnkit.methods._base import _unknown_param_msg, instantiate, register_in
+from unlearnkit.methods._base import Hyperparameters, instantiate, register_in
 
 
 @dataclass(frozen=True)
@@ -65,51 +64,14 @@ class ConceptUnlearnData:
     on_epoch: Callable[[int, int, float], None] | None = None
 
 
-class ConceptMethod:
+class ConceptMethod(Hyperparameters):
     """Base class of concept (setting-3) methods. Subclasses implement :meth:`_unlearn`."""
 
-    name: ClassVar[str] = ""
     setting: ClassVar[int] = 3
     #: whether the method trains (False: training-free, e.g. a projection)
     trains: ClassVar[bool] = True
     #: small overrides the contract tests use so a tiny run finishes in seconds (never used otherwise)
     quick_params: ClassVar[dict[str, Any]] = {}
-    _parameter_constraints: ClassVar[dict[str, list[Any]]] = {}
-
-    @classmethod
-    def _get_param_names(cls) -> list[str]:
-        names = []
-        for p in inspect.signature(cls.__init__).parameters.values():
-            if p.name == "self":
-                continue
-            if p.kind is not p.KEYWORD_ONLY:
-                raise TypeError(f"{cls.__name__}.__init__ must take keyword-only hyperparameters ({p.name})")
-            names.append(p.name)
-        return sorted(names)
-
-    def get_params(self) -> dict[str, Any]:
-        """Hyperparameters as given (name -> value)."""
-        return {n: getattr(self, n) for n in self._get_param_names()}
-
-    def set_params(self, **params: Any) -> ConceptMethod:
-        """Set hyperparameters by name; unknown names raise."""
-        valid = self._get_param_names()
-        for k, v in params.items():
-            if k not in valid:
-                raise UnlearnkitError(_unknown_param_msg(self.name or type(self).__name__, k, valid))
-            setattr(self, k, v)
-        return self
-
-    def __repr__(self) -> str:
-        return f"{type(self).__name__}(" + ", ".join(f"{k}={v!r}" for k, v in self.get_params().items()) + ")"
-
-    def validate_params(self) -> None:
-        """Check every hyperparameter against ``_parameter_constraints``; raise naming the first bad one."""
-        for pname, constraints in self._parameter_constraints.items():
-            v = getattr(self, pname)
-            if not any(c.check(v) for c in constraints):
-                expected = " or ".join(str(c) for c in constraints)
-                raise UnlearnkitError(f"method {self.name!r}: parameter {pname!r} must be {expected}, got {v!r}")
 
     def check_model(self, model: nn.Module) -> None:
         """Refuse, before any work, a model this method cannot unlearn (subclasses add checks)."""

@@ -410,12 +410,8 @@ def run_concept_cli(
     out_dir: str | Path,
     *,
     progress: ProgressSink | None = None,
-    methods: str | None = None,
-    seeds: list[int] | None = None,
+    overrides: dict[str, Any] | None = None,
     epochs: int | None = None,
-    device: str | None = None,
-    cache_dir: str | None = None,
-    threads: int | None = None,
     not_applicable: dict[str, Any] | None = None,
 ) -> BenchmarkResult:
     """``unlearnkit run --config X.yaml`` for a ``setting: 3`` config, with the CLI's overrides.
@@ -424,12 +420,9 @@ def run_concept_cli(
         config: the YAML file.
         out_dir: the output directory.
         progress: a progress sink.
-        methods: ``--methods`` (comma-separated concept methods, or ``all``).
-        seeds: ``--seeds``.
+        overrides: config keys set on the command line (``methods``, ``seeds``, ``device``, ``cache_dir``,
+            ``threads``), as for a setting-1 config.
         epochs: ``--epochs``: the small CLIP's pretraining epochs.
-        device: ``--device``.
-        cache_dir: ``--cache-dir``.
-        threads: ``--threads`` (torch CPU threads; 0 = torch's default).
         not_applicable: classifier-only options given on the command line (flag -> value); any set one
             is refused in one line.
     """
@@ -437,19 +430,9 @@ def run_concept_cli(
         if value:
             raise UnlearnkitError(f"option {flag} does not apply to a setting-3 (concept) config: {config}")
     cfg = load_concept_config(config)
-    overrides: dict[str, Any] = {}
-    if methods is not None:
-        overrides["methods"] = "all" if methods.strip() == "all" else [m.strip() for m in methods.split(",") if m]
-    if seeds is not None:
-        overrides["seeds"] = seeds
+    changes = dict(overrides or {})
     if epochs is not None:
-        overrides["pretrain"] = {**cfg.pretrain.model_dump(), "epochs": epochs}
-    if device is not None:
-        overrides["device"] = device
-    if cache_dir is not None:
-        overrides["cache_dir"] = cache_dir
-    if threads is not None:
-        overrides["threads"] = threads
-    if overrides:
-        cfg = parse_concept_config({**cfg.model_dump(), **overrides}, "options")
+        changes["pretrain"] = {**cfg.pretrain.model_dump(), "epochs": epochs}
+    if changes:
+        cfg = parse_concept_config({**cfg.model_dump(), **changes}, "options")
     return run_concept_benchmark(cfg, out_dir, progress=progress)

@@ -23,7 +23,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from numbers import Integral, Real
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Self
 
 import torch
 from torch import nn
@@ -192,25 +192,16 @@ class UnlearnData:
 # -- the base class --------------------------------------------------------------------------------------
 
 
-class Method:
-    """Base class of every unlearning method. Subclasses implement :meth:`_unlearn`."""
+class Hyperparameters:
+    """scikit-learn's estimator rules, shared by :class:`Method` and the concept methods.
+
+    Hyperparameters are the keyword-only arguments of ``__init__``, stored verbatim as attributes; they are
+    checked against ``_parameter_constraints`` by :meth:`validate_params` on entry to ``unlearn``.
+    """
 
     name: ClassVar[str] = ""
-    #: data/resources required: "forget", "retain", "val", "train_recipe"
-    needs: ClassVar[frozenset[str]] = frozenset({"forget", "retain"})
-    #: forget-request kinds the method can serve
-    requests: ClassVar[frozenset[str]] = frozenset(KINDS)
-    #: whether ``class:a,b`` (several classes at once) is supported
-    multi_class: ClassVar[bool] = True
-    #: the talk's setting: 1 = forget/retain data available, 2 = no retain data (few-shot), 3 = concept (CLIP)
-    setting: ClassVar[int] = 1
-    #: the registered model (built for digits, 1x8x8) that the contract tests train a tiny instance of
-    example_model: ClassVar[str] = "mlp"
-    #: False when ``unlearn`` returns a different module (a wrapper or an ensemble), not the input architecture
-    preserves_architecture: ClassVar[bool] = True
     _parameter_constraints: ClassVar[dict[str, list[Any]]] = {}
 
-    # sklearn-style introspection
     @classmethod
     def _get_param_names(cls) -> list[str]:
         sig = inspect.signature(cls.__init__)
@@ -227,7 +218,7 @@ class Method:
         """Hyperparameters as given (name -> value)."""
         return {n: getattr(self, n) for n in self._get_param_names()}
 
-    def set_params(self, **params: Any) -> Method:
+    def set_params(self, **params: Any) -> Self:
         """Set hyperparameters by name; unknown names raise."""
         valid = self._get_param_names()
         for k, v in params.items():
@@ -246,9 +237,24 @@ class Method:
             v = getattr(self, pname)
             if not any(c.check(v) for c in constraints):
                 expected = " or ".join(str(c) for c in constraints)
-                raise UnlearnkitError(
-                    f"method {self.name!r}: parameter {pname!r} must be {expected}, got {v!r}"
-                )
+                raise UnlearnkitError(f"method {self.name!r}: parameter {pname!r} must be {expected}, got {v!r}")
+
+
+class Method(Hyperparameters):
+    """Base class of every unlearning method. Subclasses implement :meth:`_unlearn`."""
+
+    #: data/resources required: "forget", "retain", "val", "train_recipe"
+    needs: ClassVar[frozenset[str]] = frozenset({"forget", "retain"})
+    #: forget-request kinds the method can serve
+    requests: ClassVar[frozenset[str]] = frozenset(KINDS)
+    #: whether ``class:a,b`` (several classes at once) is supported
+    multi_class: ClassVar[bool] = True
+    #: the talk's setting: 1 = forget/retain data available, 2 = no retain data (few-shot), 3 = concept (CLIP)
+    setting: ClassVar[int] = 1
+    #: the registered model (built for digits, 1x8x8) that the contract tests train a tiny instance of
+    example_model: ClassVar[str] = "mlp"
+    #: False when ``unlearn`` returns a different module (a wrapper or an ensemble), not the input architecture
+    preserves_architecture: ClassVar[bool] = True
 
     @classmethod
     def unsupported_reason(cls, request: ForgetRequest) -> str | None:
