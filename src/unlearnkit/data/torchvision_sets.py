@@ -171,7 +171,11 @@ def _bundle(
     )
 
 
-def _mnist_like(name: str, cls_name: str, root: str | Path | None, download: bool) -> DatasetBundle:
+def _train_test(
+    name: str, cls_name: str, root: str | Path | None, download: bool, to_nchw: Callable[[torch.Tensor], torch.Tensor]
+) -> tuple[list, list[str], str]:
+    """``([(x_train, y_train), (x_test, y_test)], classes, root)`` of a torchvision class taking ``train=``;
+    ``to_nchw`` brings its ``uint8`` images to ``[n, C, H, W]``."""
     r = _need_root(name, root)
     import torchvision.datasets as tvd
 
@@ -179,23 +183,19 @@ def _mnist_like(name: str, cls_name: str, root: str | Path | None, download: boo
     out = []
     for train in (True, False):
         ds = _open(name, r, lambda train=train: cls(root=r, train=train, download=download))
-        x = _as_uint8(name, ds.data).unsqueeze(1)  # [n, 1, 28, 28]
-        out.append((x, np.asarray(ds.targets, dtype=np.int64)))
-    names = [str(i) for i in range(10)] if cls_name == "MNIST" else list(ds.classes)
+        out.append((to_nchw(_as_uint8(name, ds.data)), np.asarray(ds.targets, dtype=np.int64)))
+    return out, list(ds.classes), r
+
+
+def _mnist_like(name: str, cls_name: str, root: str | Path | None, download: bool) -> DatasetBundle:
+    out, classes, r = _train_test(name, cls_name, root, download, lambda x: x.unsqueeze(1))  # [n, 1, 28, 28]
+    names = [str(i) for i in range(10)] if cls_name == "MNIST" else classes
     return _bundle(name, (out[0], out[1]), names, {"source": f"torchvision.datasets.{cls_name}", "root": r})
 
 
 def _cifar(name: str, cls_name: str, root: str | Path | None, download: bool) -> tuple[list, list[str], str]:
-    r = _need_root(name, root)
-    import torchvision.datasets as tvd
-
-    cls = getattr(tvd, cls_name)
-    out = []
-    for train in (True, False):
-        ds = _open(name, r, lambda train=train: cls(root=r, train=train, download=download))
-        x = _as_uint8(name, ds.data).permute(0, 3, 1, 2).contiguous()  # HWC -> [n, 3, 32, 32]
-        out.append((x, np.asarray(ds.targets, dtype=np.int64)))
-    return out, list(ds.classes), r
+    """:func:`_train_test` for CIFAR, whose images are stored HWC: turned to ``[n, 3, 32, 32]``."""
+    return _train_test(name, cls_name, root, download, lambda x: x.permute(0, 3, 1, 2).contiguous())
 
 
 @register_dataset("mnist")

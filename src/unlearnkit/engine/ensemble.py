@@ -50,6 +50,7 @@ import math
 import time
 import warnings
 from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
@@ -205,26 +206,30 @@ def vmap_unsupported_reason(make_model: Callable[[], nn.Module], dataset: Datase
 # ---------------------------------------------------------------------------------------------------
 
 
-def _init_member(make_model: Callable[[], nn.Module], seed: int, device: torch.device) -> nn.Module:
-    """The member's initialisation: ``make_model()`` right after ``seed_everything(seed)``, as the runner."""
-    seed_everything(seed)
-    return make_model().to(device)
+@dataclass(frozen=True)
+class _Job:
+    """What every member of one ensemble shares: model factory, data, recipe, device, progress callback and
+    the context named in errors. Both training paths take one, with the seeds of the members to train."""
+
+    make_model: Callable[[], nn.Module]
+    dataset: Dataset
+    cfg: TrainConfig
+    device: torch.device
+    on_epoch: EpochCallback | None
+    where: str
+
+    def init_member(self, seed: int) -> nn.Module:
+        """The member's initialisation: ``make_model()`` right after ``seed_everything(seed)``, as the runner."""
+        seed_everything(seed)
+        return self.make_model().to(self.device)
 
 
-def _train_loop(
-    make_model: Callable[[], nn.Module],
-    dataset: Dataset,
-    cfg: TrainConfig,
-    seeds: list[int],
-    device: torch.device,
-    on_epoch: EpochCallback | None,
-    where: str,
-) -> list[nn.Module]:
+def _train_loop(job: _Job, seeds: list[int]) -> list[nn.Module]:
     out = []
     for s in seeds:
-        model = _init_member(make_model, s, device)
-        train_model(model, dataset, cfg, device=device, generator=seed_everything(s), on_epoch=on_epoch,
-                    where=f"{where} (member seed {s})")  # fmt: skip
+        model = job.init_member(s)
+        train_model(model, job.dataset, job.cfg, device=job.device, generator=seed_everything(s),
+                    on_epoch=job.on_epoch, where=f"{job.where} (member seed {s})")  # fmt: skip
         out.append(model.eval())
     return out
 
@@ -255,16 +260,9 @@ def _check_members(losses: torch.Tensor, seeds: list[int], where: str) -> None:
     check_finite(losses[i], f"{where} (member seed {seeds[i]})")
 
 
-def _train_vmap(
-    make_model: Callable[[], nn.Module],
-    dataset: Dataset,
-    cfg: TrainConfig,
-    seeds: list[int],
-    device: torch.device,
-    on_epoch: EpochCallback | None,
-    where: str,
-) -> list[nn.Module]:
-    models = [_init_member(make_model, s, device).train() for s in seeds]
+def _train_vmap(job: _Job, seeds: list[int]) -> list[nn.Module]:
+    dataset, cfg, device = job.dataset, job.cfg, job.device
+    models = [job.init_member(s).train() for s in seeds]
     params, buffers = stack_module_state(models)  # name -> [M, ...]; params are fresh leaves
     buffers = {k: v.clone() for k, v in buffers.items()}
     base = copy.deepcopy(models[0]).to("meta").train()  # structure only; weights come from params/buffers
@@ -286,7 +284,7 @@ def _train_vmap(
         for xb, yb in _epoch_batches(dataset, cfg.batch_size, gens, device, arrays):
             with autocast(device, cfg.amp):
                 losses = step(params, buffers, xb, yb)
-            _check_members(losses, seeds, where)
+            _check_members(losses, seeds, job.where)
             opt.zero_grad(set_to_none=True)
             losses.sum().backward()  # d(sum)/d(member i's slice) = member i's own gradient
             opt.step()
@@ -294,8 +292,8 @@ def _train_vmap(
                 sched.step()
             total += losses.detach().double() * yb.shape[1]
             count += yb.shape[1]
-        if on_epoch is not None:
-            on_epoch(epoch + 1, cfg.epochs, float(total.mean()) / max(count, 1))
+        if job.on_epoch is not None:
+            job.on_epoch(epoch + 1, cfg.epochs, float(total.mean()) / max(count, 1))
     with torch.no_grad():  # unstack: member i gets slice i of every parameter and buffer
         for i, model in enumerate(models):
             for name, p in model.named_parameters():
@@ -334,22 +332,19 @@ def iter_ensemble(
     seeds = _check_args(seeds, batch_models, mode, dataset)
     if cache is not None and key is None:
         raise UnlearnkitError("an ensemble cache needs a key describing the data and model")
-    return _iter_members(make_model, dataset, cfg, seeds, dev, batch_models, mode, cache, key, on_epoch, where)
+    job = _Job(make_model, dataset, cfg, dev, on_epoch, where)
+    return _iter_members(job, seeds, batch_models, mode, cache, key)
 
 
 def _iter_members(
-    make_model: Callable[[], nn.Module],
-    dataset: Dataset,
-    cfg: TrainConfig,
+    job: _Job,
     seeds: list[int],
-    dev: torch.device,
     batch_models: int,
     mode: str,
     cache: EnsembleCache | None,
     key: dict[str, Any] | None,
-    on_epoch: EpochCallback | None,
-    where: str,
 ) -> Iterator[tuple[int, nn.Module]]:
+    make_model, cfg, dev = job.make_model, job.cfg, job.device
     use_vmap = mode != "loop"  # decided for good by the probe, the first time two members need training
     probed = False
     for start in range(0, len(seeds), batch_models):
@@ -359,7 +354,7 @@ def _iter_members(
         if todo:
             if len(todo) > 1 and use_vmap and not probed:
                 probed = True
-                reason = vmap_unsupported_reason(make_model, dataset, dev)
+                reason = vmap_unsupported_reason(make_model, job.dataset, dev)
                 if reason is not None and mode == "vmap":
                     raise UnlearnkitError(f"mode='vmap' but the model cannot be trained under vmap: {reason}")
                 if reason is not None:
@@ -368,10 +363,10 @@ def _iter_members(
                                   EnsembleFallbackWarning, stacklevel=2)  # fmt: skip
             t0 = time.perf_counter()
             if len(todo) > 1 and use_vmap:
-                models = _train_vmap(make_model, dataset, cfg, todo, dev, on_epoch, where)
+                models = _train_vmap(job, todo)
                 how = "vmap"
             else:
-                models = _train_loop(make_model, dataset, cfg, todo, dev, on_epoch, where)
+                models = _train_loop(job, todo)
                 how = "loop"
             per_model = (time.perf_counter() - t0) / len(todo)
             for s, m in zip(todo, models, strict=True):

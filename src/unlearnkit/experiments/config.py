@@ -142,15 +142,24 @@ def parse_config(data: dict[str, Any] | None, source: str = "config") -> RunConf
         raise ConfigError(_one_line(e, source)) from None
 
 
-def load_config(path: str | Path) -> RunConfig:
-    """Read and validate a YAML config file."""
+def read_yaml(path: str | Path, what: str = "config file") -> Any:
+    """The YAML document in ``path``; a missing file or invalid YAML raises a one-line :class:`ConfigError`.
+
+    Args:
+        path: the file.
+        what: how the messages name it (``"<what> not found: PATH"``, ``"<what> PATH is not valid YAML at line N"``).
+    """
     p = Path(path)
     if not p.is_file():
-        raise ConfigError(f"config file not found: {p}")
+        raise ConfigError(f"{what} not found: {p}")
     try:
-        data = yaml.safe_load(p.read_text())
+        return yaml.safe_load(p.read_text())
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
         where = f" at line {mark.line + 1}" if mark is not None else ""
-        raise ConfigError(f"config file {p} is not valid YAML{where}") from None
-    return parse_config(data, str(p))
+        raise ConfigError(f"{what} {p} is not valid YAML{where}") from None
+
+
+def load_config(path: str | Path) -> RunConfig:
+    """Read and validate a YAML config file."""
+    return parse_config(read_yaml(path), str(Path(path)))

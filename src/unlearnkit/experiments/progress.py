@@ -45,21 +45,27 @@ class NullProgress:
         pass
 
 
+def progress_bars(console: Console) -> Progress:
+    """The rich display of :class:`RichProgress` and the sweep's display: one row per task with its
+    description, bar, done/total, an ``info`` field, elapsed time and ETA; kept on screen when it stops."""
+    return Progress(
+        TextColumn("{task.description}", justify="left"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("{task.fields[info]}"),
+        TimeElapsedColumn(),
+        TimeRemainingColumn(),
+        console=console,
+        transient=False,
+    )
+
+
 class RichProgress:
     """Two bars: runs (done/total, ETA) and the epochs of the current training or unlearning step."""
 
     def __init__(self, console: Console | None = None) -> None:
         self.console = console or Console(stderr=True)
-        self._p = Progress(
-            TextColumn("{task.description}", justify="left"),
-            BarColumn(),
-            MofNCompleteColumn(),
-            TextColumn("{task.fields[info]}"),
-            TimeElapsedColumn(),
-            TimeRemainingColumn(),
-            console=self.console,
-            transient=False,
-        )
+        self._p = progress_bars(self.console)
         self._runs: TaskID | None = None
         self._epochs: TaskID | None = None
         self.failed = 0

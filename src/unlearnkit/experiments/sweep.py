@@ -38,24 +38,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-import yaml
 from pydantic import Field, ValidationError
 from rich.console import Console
-from rich.progress import (
-    BarColumn,
-    MofNCompleteColumn,
-    Progress,
-    TaskID,
-    TextColumn,
-    TimeElapsedColumn,
-    TimeRemainingColumn,
-)
+from rich.progress import TaskID
 
 from unlearnkit.engine import default_cache_dir
 from unlearnkit.engine.device import DEVICES
 from unlearnkit.errors import ConfigError, UnlearnkitError, suggest
-from unlearnkit.experiments.config import RunConfig, _one_line, _Strict, parse_config
-from unlearnkit.experiments.progress import NullProgress, ProgressSink
+from unlearnkit.experiments.config import RunConfig, _one_line, _Strict, parse_config, read_yaml
+from unlearnkit.experiments.progress import NullProgress, ProgressSink, progress_bars
 from unlearnkit.experiments.runner import (
     BenchmarkResult,
     Cell,
@@ -274,16 +265,7 @@ def parse_sweep(data: Any, source: str = "sweep config") -> SweepConfig:
 
 def load_sweep(path: str | Path) -> SweepConfig:
     """Read and validate a YAML sweep config."""
-    p = Path(path)
-    if not p.is_file():
-        raise ConfigError(f"sweep config not found: {p}")
-    try:
-        data = yaml.safe_load(p.read_text())
-    except yaml.YAMLError as e:
-        mark = getattr(e, "problem_mark", None)
-        where = f" at line {mark.line + 1}" if mark is not None else ""
-        raise ConfigError(f"sweep config {p} is not valid YAML{where}") from None
-    return parse_sweep(data, str(p))
+    return parse_sweep(read_yaml(path, "sweep config"), str(Path(path)))
 
 
 # -- planning -------------------------------------------------------------------------------------------------
@@ -340,16 +322,7 @@ class SweepProgress:
 
     def __init__(self, console: Console | None = None) -> None:
         self.console = console or Console(stderr=True)
-        self._p = Progress(
-            TextColumn("{task.description}", justify="left"),
-            BarColumn(),
-            MofNCompleteColumn(),
-            TextColumn("{task.fields[info]}"),
-            TimeElapsedColumn(),
-            TimeRemainingColumn(),
-            console=self.console,
-            transient=False,
-        )
+        self._p = progress_bars(self.console)
         self._cells: TaskID | None = None
         self._refs: TaskID | None = None
         self._epochs: TaskID | None = None

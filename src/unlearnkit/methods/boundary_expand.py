@@ -33,15 +33,8 @@ from torch import nn
 
 from unlearnkit.engine import check_finite, iterate, make_optimizer
 from unlearnkit.errors import UnlearnkitError
-from unlearnkit.methods._base import (
-    OPTIMIZER,
-    POSITIVE,
-    POSITIVE_INT,
-    Interval,
-    Method,
-    UnlearnData,
-    register_method,
-)
+from unlearnkit.methods._base import UnlearnData, register_method
+from unlearnkit.methods._boundary import BoundaryMethod
 
 
 def find_head(model: nn.Module, num_classes: int) -> tuple[nn.Module, str, nn.Linear]:
@@ -94,20 +87,11 @@ def prune(wide: nn.Linear) -> nn.Linear:
 
 
 @register_method("boundary_expand")
-class BoundaryExpand(Method):
-    """Fine-tune on D_f labelled as an extra shadow class, then prune the shadow class (Chen et al., CVPR 2023)."""
+class BoundaryExpand(BoundaryMethod):
+    """Fine-tune on D_f labelled as an extra shadow class, then prune the shadow class (Chen et al., CVPR 2023).
 
-    needs = frozenset({"forget"})
-    requests = frozenset({"class"})
-    multi_class = True
-    example_model = "mlp"
-    _parameter_constraints = {
-        "epochs": [POSITIVE_INT],
-        "lr": [POSITIVE],
-        "optimizer": [OPTIMIZER],
-        "momentum": [Interval(float, 0.0, 1.0, "left")],
-        "batch_size": [POSITIVE_INT],
-    }
+    Class requests only, D_f only; the hyperparameters are the fine-tuning recipe (:class:`BoundaryMethod`).
+    """
 
     def __init__(
         self, *, epochs: int = 10, lr: float = 1e-3, optimizer: str = "sgd", momentum: float = 0.9,

@@ -50,16 +50,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from unlearnkit.engine import check_finite, iterate, make_optimizer
-from unlearnkit.methods._base import (
-    OPTIMIZER,
-    POSITIVE,
-    POSITIVE_INT,
-    Interval,
-    Method,
-    Options,
-    UnlearnData,
-    register_method,
-)
+from unlearnkit.methods._base import POSITIVE, Options, UnlearnData, register_method
+from unlearnkit.methods._boundary import FINETUNE_CONSTRAINTS, BoundaryMethod
 
 CLIP_MODES = Options(frozenset({"auto", "unit", "none"}))
 
@@ -108,22 +100,14 @@ def nearest_wrong_class(
 
 
 @register_method("boundary_shrink")
-class BoundaryShrink(Method):
-    """Fine-tune on D_f relabelled to each sample's FGSM neighbour class (Chen et al., CVPR 2023)."""
+class BoundaryShrink(BoundaryMethod):
+    """Fine-tune on D_f relabelled to each sample's FGSM neighbour class (Chen et al., CVPR 2023).
 
-    needs = frozenset({"forget"})
-    requests = frozenset({"class"})
-    multi_class = True
-    example_model = "mlp"
-    _parameter_constraints = {
-        "bound": [POSITIVE],
-        "clip": [CLIP_MODES],
-        "epochs": [POSITIVE_INT],
-        "lr": [POSITIVE],
-        "optimizer": [OPTIMIZER],
-        "momentum": [Interval(float, 0.0, 1.0, "left")],
-        "batch_size": [POSITIVE_INT],
-    }
+    Class requests only, D_f only; ``bound`` and ``clip`` shape the neighbour search, the other
+    hyperparameters are the fine-tuning recipe (:class:`BoundaryMethod`).
+    """
+
+    _parameter_constraints = {"bound": [POSITIVE], "clip": [CLIP_MODES], **FINETUNE_CONSTRAINTS}
 
     def __init__(
         self, *, bound: float = 0.2, clip: str = "auto", epochs: int = 10, lr: float = 5e-4,

@@ -427,6 +427,25 @@ def _concat(train: Dataset, train_idx: np.ndarray, other: Dataset, other_idx: np
     return ConcatDataset([Subset(train, train_idx.tolist()), Subset(other, other_idx.tolist())])
 
 
+def _on_bank(
+    names: Sequence[str],
+    bank: ShadowBank | None,
+    attack: Callable[[ShadowBank], dict[str, MetricValue]],
+    *build_args: Any,
+    **build_kwargs: Any,
+) -> dict[str, MetricValue]:
+    """``attack(bank)``, the bank built by ``ShadowBank.build(*build_args, **build_kwargs)`` when none is given.
+
+    When the shadows are unavailable (LiRA off, too few shadows, no non-members), every metric in ``names``
+    is :class:`NotComputed` with the reason.
+    """
+    try:
+        bank = bank or ShadowBank.build(*build_args, **build_kwargs)
+    except MetricUnavailable as e:
+        return _not_computed(names, str(e))
+    return attack(bank)
+
+
 def run_lira(
     scenario: Scenario,
     model_name: str,
@@ -463,14 +482,11 @@ def run_lira(
     Returns:
         ``lira_auc``, ``lira_tpr_at_1pct_fpr``, ``lira_acc`` -> float, or :class:`NotComputed` with the reason.
     """
-    try:
-        bank = bank or ShadowBank.build(
-            scenario, model_name, train_cfg, n_shadows, device=device, seed=seed, cache=cache,
-            model_kwargs=model_kwargs, nonmember_split=nonmember_split,
-        )  # fmt: skip
-    except MetricUnavailable as e:
-        return _not_computed(LIRA_METRICS, str(e))
-    return bank.lira(target_model, online=online, fixed_variance=fixed_variance)
+    return _on_bank(
+        LIRA_METRICS, bank, lambda b: b.lira(target_model, online=online, fixed_variance=fixed_variance),
+        scenario, model_name, train_cfg, n_shadows, device=device, seed=seed, cache=cache,
+        model_kwargs=model_kwargs, nonmember_split=nonmember_split,
+    )  # fmt: skip
 
 
 def run_ulira(
@@ -501,11 +517,8 @@ def run_ulira(
     """
     method = create_method(method_name, **dict(params or {}))
     method.validate_params()
-    try:
-        bank = bank or ShadowBank.build(
-            scenario, model_name, train_cfg, n_shadows, device=device, seed=seed, cache=cache,
-            model_kwargs=model_kwargs, nonmember_split=nonmember_split,
-        )  # fmt: skip
-    except MetricUnavailable as e:
-        return _not_computed(ULIRA_METRICS, str(e))
-    return bank.ulira(method, target_model, fixed_variance=fixed_variance)
+    return _on_bank(
+        ULIRA_METRICS, bank, lambda b: b.ulira(method, target_model, fixed_variance=fixed_variance),
+        scenario, model_name, train_cfg, n_shadows, device=device, seed=seed, cache=cache,
+        model_kwargs=model_kwargs, nonmember_split=nonmember_split,
+    )  # fmt: skip
