@@ -25,7 +25,6 @@ from pathlib import Path
 from typing import Any, Literal
 
 import torch
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 from transformers import CLIPModel
 
@@ -38,7 +37,7 @@ from unlearnkit.concept.pretrain import pretrain_clip
 from unlearnkit.concept.world import WorldConfig, make_concept_world
 from unlearnkit.engine import ModelCache, config_hash, resolve_device, seed_everything
 from unlearnkit.errors import ConfigError, UnlearnkitError
-from unlearnkit.experiments.config import MethodSpec
+from unlearnkit.experiments.config import MethodSpec, read_yaml
 from unlearnkit.experiments.progress import NullProgress, ProgressSink
 from unlearnkit.experiments.runner import ORIGINAL, BenchmarkResult, ensure_writable_dir
 from unlearnkit.experiments.store import ResultsStore
@@ -166,25 +165,15 @@ def parse_concept_config(data: dict[str, Any] | None, source: str = "config") ->
         raise ConfigError(f"{source}: {loc}: {msg}{more}") from None
 
 
-def _read_yaml(path: str | Path) -> Any:
-    p = Path(path)
-    if not p.is_file():
-        raise ConfigError(f"config file not found: {p}")
-    try:
-        return yaml.safe_load(p.read_text())
-    except yaml.YAMLError:
-        raise ConfigError(f"config file {p} is not valid YAML") from None
-
-
 def config_setting(path: str | Path) -> int | None:
     """The ``setting`` key of a YAML config (``None`` when absent): how the CLI picks a runner."""
-    data = _read_yaml(path)
+    data = read_yaml(path)
     return data.get("setting") if isinstance(data, dict) else None
 
 
 def load_concept_config(path: str | Path) -> ConceptRunConfig:
     """Read and validate a setting-3 YAML config file."""
-    return parse_concept_config(_read_yaml(path), str(path))
+    return parse_concept_config(read_yaml(path), str(path))
 
 
 # -- building blocks ------------------------------------------------------------------------------------
