@@ -286,6 +286,45 @@ def test_audit_refuses_bad_checkpoints(tmp_path, audit_config):
         assert _rows(tmp_path / "b" / "results.db") == 0
 
 
+def test_audit_scores_a_set_of_checkpoints(tmp_path):
+    """N >= 2 checkpoints (a folder): one row each, and the set's ε score (F) on every row of the set."""
+    import torch
+
+    import unlearnkit as uk
+
+    cfg = _write(tmp_path / "random.yaml", "dataset: digits\nmodel: mlp\nforget: ['random:0.1']\n"
+                 "train: {epochs: 2}\ndevice: cpu\n")  # fmt: skip
+    folder = tmp_path / "runs_of_my_method"
+    folder.mkdir()
+    for seed in (0, 1):
+        torch.manual_seed(seed)
+        uk.save_checkpoint(uk.create_model("mlp", 10, (1, 8, 8)), folder / f"seed{seed}.safetensors")
+    res = _invoke(["audit", "--model", str(folder), "--config", str(cfg), "--out", str(tmp_path / "a"), "--quiet"])
+    assert res.exit_code == 0, res.output
+    audits = [r for r in ResultsStore(tmp_path / "a" / "results.db").runs() if r["method"] == "audit"]
+    assert sorted(Path(r["params"]["checkpoint"]).name for r in audits) == ["seed0.safetensors", "seed1.safetensors"]
+    f = [r["metrics"]["forget_quality"] for r in audits]
+    assert isinstance(f[0], float) and 0.0 <= f[0] <= 1.0 and f[0] == f[1]  # one score for the set
+    assert audits[0]["metrics"]["acc_test"] != audits[1]["metrics"]["acc_test"]  # but each row its own model
+    one = _invoke(["audit", "--model", str(folder / "seed0.safetensors"), "--config", str(cfg),
+                   "--out", str(tmp_path / "one"), "--quiet"])  # fmt: skip
+    assert one.exit_code == 0, one.output
+    (row,) = [r for r in ResultsStore(tmp_path / "one" / "results.db").runs() if r["method"] == "audit"]
+    assert str(row["metrics"]["forget_quality"]).startswith("not computed:")
+
+
+def test_audit_refuses_a_bad_set(tmp_path, audit_config):
+    import unlearnkit as uk
+
+    ckpt = uk.save_checkpoint(uk.create_model("mlp", 10, (1, 8, 8)), tmp_path / "m.safetensors")
+    (tmp_path / "empty").mkdir()
+    for models, expect in (([ckpt, ckpt], "is given twice"), ([tmp_path / "empty"], "has no .safetensors")):
+        args = [a for m in models for a in ("--model", str(m))]
+        res = _invoke(["audit", *args, "--config", str(audit_config), "--out", str(tmp_path / "b"), "--quiet"])
+        assert res.exit_code == 2 and expect in res.output and len(res.output.strip().splitlines()) == 1, res.output
+        assert _rows(tmp_path / "b" / "results.db") == 0
+
+
 #: a tiny setting-3 (CLIP concept) config: the CLI dispatches on its ``setting: 3``
 TINY_CONCEPT = {
     "name": "tiny_concept", "setting": 3, "dataset": "concept_world",

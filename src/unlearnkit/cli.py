@@ -59,6 +59,20 @@ def _config_setting(path: Path) -> int | None:
     return config_setting(path)
 
 
+def _checkpoint_paths(given: list[Path]) -> list[Path]:
+    """``--model`` values: files as given, folders replaced by their ``*.safetensors`` files (sorted)."""
+    out: list[Path] = []
+    for p in given:
+        if p.is_dir():
+            found = sorted(p.glob("*.safetensors"))
+            if not found:
+                raise UnlearnkitError(f"folder {p} has no .safetensors checkpoints")
+            out.extend(found)
+        else:
+            out.append(p)
+    return out
+
+
 def _csv_ints(value: str, what: str) -> list[int]:
     try:
         return [int(v) for v in value.split(",") if v.strip()]
@@ -188,7 +202,15 @@ def _print_summary(report_json: Path) -> None:
 
 @app.command(epilog="Example: unlearnkit audit --model unlearned.safetensors --config scenario.yaml --out runs/audit")
 def audit(
-    model: Annotated[Path, typer.Option("--model", "-m", help="The model to audit (.safetensors).")],
+    model: Annotated[
+        list[Path],
+        typer.Option(
+            "--model",
+            "-m",
+            help="A model to audit (.safetensors), or a folder of them; repeatable. N >= 2 models (N runs of one "
+            "algorithm) also get the NeurIPS-2023 ε score as a set.",
+        ),
+    ],
     config: Annotated[Path, typer.Option("--config", "-c", help="YAML scenario: dataset, model, forget, seeds.")],
     out: Annotated[Path | None, typer.Option(help="Output directory (default runs/audit-<timestamp>).")] = None,
     device: Annotated[str | None, typer.Option(help="auto, cpu, cuda or mps.")] = None,
@@ -200,15 +222,17 @@ def audit(
     from unlearnkit.experiments.runner import run_audit
 
     try:
+        models = _checkpoint_paths(model)
         cfg = load_config(config)
         if device is not None:
             cfg = parse_config({**cfg.model_dump(), "device": device}, "options")
         out_dir = out or Path("runs") / datetime.now().strftime("audit-%Y%m%d-%H%M%S")
-        res = run_audit(cfg, model, out_dir, progress=NullProgress() if quiet else RichProgress())
+        res = run_audit(cfg, models, out_dir, progress=NullProgress() if quiet else RichProgress())
     except UnlearnkitError as e:
         _fail(str(e))
         return
-    console.print(f"audited {model} in {res.ran} runs ({res.failed} failed), {res.wall_s:.1f} s -> {res.out_dir}",
+    what = str(models[0]) if len(models) == 1 else f"{len(models)} checkpoints"
+    console.print(f"audited {what} in {res.ran} runs ({res.failed} failed), {res.wall_s:.1f} s -> {res.out_dir}",
                   highlight=False)  # fmt: skip
     if not quiet and "json" in res.reports:
         _print_summary(Path(res.reports["json"]))

@@ -24,7 +24,7 @@ import os
 import tempfile
 import time
 import traceback
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -362,7 +362,7 @@ def run_cell(
                           metrics=cell.metrics, timing=timing, device=dev)  # fmt: skip
         values.update(_lira_values(cell, scenario, model, train_cfg, cache, dev, selected=values))
         values.update(_ensemble_values(cell, scenario, original, model, train_cfg, cache_dir, dev, progress,
-                                       selected=values))  # fmt: skip
+                                       selected=values, make_model=make_model))  # fmt: skip
         record["metrics"] = {k: value_to_json(v) for k, v in {**values, **extra}.items()}
     except (KeyboardInterrupt, UnlearnkitError):
         raise
@@ -413,6 +413,10 @@ def _lira_values(
     return {k: v for k, v in out.items() if k in wanted}
 
 
+#: ε scores of audited checkpoint sets, per (set, scenario), computed once per process for all rows of the set
+_AUDIT_SET_SCORES: dict[str, dict[str, Any]] = {}
+
+
 @functools.lru_cache(maxsize=4)
 def _ensemble_cache(cache_dir: str | None) -> EnsembleCache:
     """One per cache directory and process: every method of a scenario shares the reference figures."""
@@ -429,10 +433,12 @@ def _ensemble_values(
     device: torch.device,
     progress: ProgressSink,
     selected: dict[str, Any],
+    make_model: Callable[[], nn.Module],
 ) -> dict[str, Any]:
     """The NeurIPS-2023 ε score of the cell's method with ``cell.ensemble_n`` models per side, and its ceiling.
 
-    Only the names ``evaluate`` selected (present in ``selected`` as placeholders) are replaced.
+    Only the names ``evaluate`` selected (present in ``selected`` as placeholders) are replaced. For an audit
+    set, the score is computed once per (set, scenario) in this process and shared by the set's rows.
     """
     wanted = [n for n in ENSEMBLE_KEYS if n in selected]
     if not cell.ensemble_n or not wanted:
@@ -442,8 +448,17 @@ def _ensemble_values(
         "device": device, "cache": _ensemble_cache(None if cache_dir is None else str(cache_dir)),
         "model_kwargs": cell.model_kwargs, "batch_models": cell.ensemble_batch_models, "on_epoch": progress.epoch,
     }  # fmt: skip
-    if cell.method == AUDIT:  # the audited checkpoint is the unlearned side (N = 1: not computed, says why)
-        out = forget_quality_of_models(scenario, [model], cell.model, train_cfg, **common)
+    if cell.method == AUDIT:  # the audited checkpoints are the unlearned side (N = 1: not computed, says why)
+        members = cell.params.get("audit_set")
+        if not members:
+            out = forget_quality_of_models(scenario, [model], cell.model, train_cfg, **common)
+        else:
+            scenario_id = {k: v for k, v in cell.identity().items() if k not in ("method", "params")}
+            set_key = config_hash({"scenario": scenario_id, "set": cell.params["audit_set_sha256"]})
+            if set_key not in _AUDIT_SET_SCORES:
+                models = [load_checkpoint(make_model(), p).to(device).eval() for p in members]
+                _AUDIT_SET_SCORES[set_key] = forget_quality_of_models(scenario, models, cell.model, train_cfg, **common)
+            out = _AUDIT_SET_SCORES[set_key]
     else:
         params = {k: v for k, v in cell.params.items() if k != "shots"}
         out = forget_quality_eval(scenario, cell.method, params, cell.model, train_cfg, cell.ensemble_n,
@@ -565,42 +580,70 @@ def run_benchmark(
     return result
 
 
-def audit_cells(cfg: RunConfig, checkpoint: str | Path, bundle: DatasetBundle | None = None) -> list[Cell]:
-    """Cells that evaluate the model in ``checkpoint`` on every (forget request, seed) of ``cfg``.
+def audit_cells(
+    cfg: RunConfig, checkpoints: str | Path | Sequence[str | Path], bundle: DatasetBundle | None = None
+) -> list[Cell]:
+    """Cells that evaluate the models in ``checkpoints`` on every (forget request, seed) of ``cfg``.
 
-    The checkpoint must be safetensors and fit ``cfg.model`` (checked here, before any work); its SHA-256
-    goes into the run key, so auditing a changed file is a new run.
+    Each checkpoint must be safetensors and fit ``cfg.model`` (checked here, before any work); its SHA-256
+    goes into the run key, so auditing a changed file is a new run. Each checkpoint gets its own row.
+    With N ≥ 2 checkpoints (N runs of one unlearning algorithm, e.g. from N seeds), they are also the
+    unlearned side of the NeurIPS-2023 ε score (forget quality F against N retrained models), whatever
+    ``cfg.ensemble_n`` says; every audit row of the set carries the set's F.
     """
     import hashlib
 
     from unlearnkit.engine import read_state_dict
 
-    path = Path(checkpoint)
+    paths = [Path(checkpoints)] if isinstance(checkpoints, str | Path) else [Path(p) for p in checkpoints]
+    if not paths:
+        raise UnlearnkitError("audit needs at least one checkpoint")
     validate_config(cfg)
     bundle = bundle if bundle is not None else _bundle(cfg.dataset, cfg.data_root, cfg.download)
     probe = create_model(cfg.model, bundle.num_classes, bundle.in_shape, **cfg.model_kwargs)
-    load_checkpoint(probe, path)  # not safetensors / does not fit the model -> one-line error
-    read_state_dict(path)
-    sha = hashlib.sha256(path.read_bytes()).hexdigest()
+    shas: list[str] = []
+    for path in paths:
+        load_checkpoint(probe, path)  # not safetensors / does not fit the model -> one-line error
+        read_state_dict(path)
+        shas.append(hashlib.sha256(path.read_bytes()).hexdigest())
+    if len(set(shas)) != len(shas):
+        twice = next(p for p, h in zip(paths, shas, strict=True) if shas.count(h) > 1)
+        raise UnlearnkitError(f"checkpoint {twice} is given twice (same contents): the audited models must differ")
+    group: dict[str, Any] = {}
+    if len(paths) > 1:  # the set is the unlearned side of the ε score; its F depends on every member
+        group = {"audit_set": [str(p) for p in paths], "audit_set_sha256": shas}
     cells, _ = plan(cfg.model_copy(update={"methods": ["retrain"]}), bundle)
     out = []
     for c in cells:
-        if c.method == "retrain":  # one audit cell per scenario, beside its original and retrain rows
-            out.append(Cell(**{**c.__dict__, "method": AUDIT, "params": {"checkpoint": str(path), "sha256": sha},
-                               "key": ""}))  # fmt: skip
+        if c.method == "retrain":  # one audit cell per checkpoint and scenario, beside its original and retrain rows
+            for path, sha in zip(paths, shas, strict=True):
+                update = {"method": AUDIT, "params": {"checkpoint": str(path), "sha256": sha, **group}, "key": ""}
+                if group:
+                    update["ensemble_n"] = len(paths)
+                out.append(Cell(**{**c.__dict__, **update}))
         out.append(c)
     for c in out:
-        c.key = c.key or config_hash({**c.identity(), "params": {"sha256": c.params.get("sha256")}})
+        if not c.key:
+            ident = {"sha256": c.params.get("sha256"), "set": c.params.get("audit_set_sha256")}
+            c.key = config_hash({**c.identity(), "params": ident})
     return out
 
 
 def run_audit(
-    cfg: RunConfig, checkpoint: str | Path, out_dir: str | Path, *, progress: ProgressSink | None = None
+    cfg: RunConfig,
+    checkpoints: str | Path | Sequence[str | Path],
+    out_dir: str | Path,
+    *,
+    progress: ProgressSink | None = None,
 ) -> BenchmarkResult:
-    """Evaluate a user's checkpoint against the scenario's references and write the usual store and reports."""
+    """Evaluate a user's checkpoints against the scenario's references and write the usual store and reports.
+
+    One checkpoint, or N ≥ 2 (N runs of one algorithm): then they also get the ε score as a set
+    (see :func:`audit_cells`).
+    """
     t_start = time.perf_counter()
     progress = progress or NullProgress()
-    cells = audit_cells(cfg, checkpoint)
+    cells = audit_cells(cfg, checkpoints)
     out = ensure_writable_dir(out_dir)
     store = ResultsStore(out / "results.db")
     result = BenchmarkResult(out_dir=out)

@@ -464,6 +464,9 @@ def _labels(groups: list[tuple[str, dict[str, Any]]]) -> list[str]:
         if len(variants) == 1:
             labels.append(method)
             continue
+        if method == "audit" and "checkpoint" in params:  # audited checkpoints: the file name says which
+            labels.append(f"audit ({PurePath(str(params['checkpoint'])).name})")
+            continue
         keys = sorted({k for p in variants for k in p})
         differing = [k for k in keys if len({canonical(p.get(k, "\0missing")) for p in variants}) > 1]
         labels.append(f"{method} ({format_params(params, differing or keys)})")
