@@ -200,20 +200,35 @@ def load_concept_data(cfg: ConceptRunConfig, seed: int) -> ConceptData:
     v = cfg.visu
     if v is None:  # guarded by the config validator
         raise ConfigError("dataset: visu needs a visu section")
-    if cfg.clip.from_pretrained is not None:  # the real CLIP's own tokenizer and image processor
-        from transformers import CLIPImageProcessor, CLIPTokenizerFast
+    src = cfg.clip.from_pretrained
+    clip_config: Any = None  # a transformers CLIPConfig (imported lazily)
+    if src is not None:  # the real CLIP's own tokenizer and image processor
+        from transformers import CLIPConfig, CLIPImageProcessor, CLIPTokenizerFast
 
         try:
-            tok = HFTokenizer(CLIPTokenizerFast.from_pretrained(cfg.clip.from_pretrained), cfg.clip.max_length)
-            transform = processor_transform(CLIPImageProcessor.from_pretrained(cfg.clip.from_pretrained))
+            hf_tok = CLIPTokenizerFast.from_pretrained(src)
+            transform = processor_transform(CLIPImageProcessor.from_pretrained(src))
+            clip_config = CLIPConfig.from_pretrained(src)
         except (OSError, ValueError) as e:
-            raise UnlearnkitError(f"cannot load the tokenizer/processor of {cfg.clip.from_pretrained!r}: {e}") from None
+            first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+            raise UnlearnkitError(f"cannot load the tokenizer/processor of {src!r}: {first}") from None
+        # transformers builds a tokenizer of special tokens only when the files are missing: refuse it
+        if len(hf_tok) <= len(set(hf_tok.all_special_tokens)):
+            raise UnlearnkitError(f"the tokenizer of {src!r} has no vocabulary: no tokenizer files were found")
+        positions = clip_config.text_config.max_position_embeddings
+        if cfg.clip.max_length > positions:
+            raise UnlearnkitError(f"clip.max_length {cfg.clip.max_length} exceeds the {positions} positions of {src!r}")
+        tok = HFTokenizer(hf_tok, cfg.clip.max_length)
     else:
         transform = clip_image_transform(cfg.clip.image_size)
     kw = {"coco_dir": v.coco_dir, "nsfw_dir": v.nsfw_dir, "coco_pattern": v.coco_pattern, "transform": transform}
     train = load_visu(v.train, limit=v.max_train, **kw)
     val = load_visu(v.val, limit=v.max_val, **kw) if v.val else None
     test = load_visu(v.test, limit=v.max_test, **kw)
+    if clip_config is not None:  # the processor's output must be the size the vision tower was built for
+        side, want = test.safe_image.batch([0]).shape[-1], clip_config.vision_config.image_size
+        if side != want:
+            raise UnlearnkitError(f"the image processor of {src!r} makes {side}px images; its model expects {want}px")
     if cfg.clip.from_pretrained is None:  # a small CLIP: a word vocabulary over every caption
         texts = [t for q in (train, val, test) if q is not None for t in q.safe_text + q.unsafe_text]
         tok = WordTokenizer.fit(texts, max_length=cfg.clip.max_length)
@@ -256,8 +271,20 @@ def validate_concept_config(cfg: ConceptRunConfig) -> tuple[list[ConceptMethod],
     if cfg.clip.config is not None:
         CLIP_CONFIGS.get(cfg.clip.config)
     elif Path(cfg.clip.from_pretrained or "").expanduser().exists():
-        check_clip_dir(Path(cfg.clip.from_pretrained or "").expanduser())
+        path = Path(cfg.clip.from_pretrained or "").expanduser()
+        check_clip_dir(path)
+        if cfg.dataset == "visu":  # ViSU captions and images go through the checkpoint's own files
+            _check_preprocessing_files(path)
     return methods, device
+
+
+def _check_preprocessing_files(path: Path) -> None:
+    """Refuse, in one line, a local checkpoint without the tokenizer or image processor ViSU needs."""
+    bpe = (path / "vocab.json").is_file() and (path / "merges.txt").is_file()
+    if not (path / "tokenizer.json").is_file() and not bpe:
+        raise UnlearnkitError(f"{path} has no tokenizer files (tokenizer.json, or vocab.json and merges.txt)")
+    if not (path / "preprocessor_config.json").is_file():
+        raise UnlearnkitError(f"{path} has no image processor file (preprocessor_config.json)")
 
 
 def run_concept_benchmark(
