@@ -155,6 +155,8 @@ def test_visu_with_from_pretrained_runs_stores_and_exports(world, tmp_path):
             assert 0.0 <= r["metrics"][name] <= 1.0, (r["method"], name)
 
     exported = sorted((tmp_path / "out" / "models").iterdir())
+    tok_ids = CLIPTokenizerFast.from_pretrained(root / "clip", local_files_only=True)(["a dog"]).input_ids
+    proc_dict = CLIPImageProcessor.from_pretrained(root / "clip", local_files_only=True).to_dict()
     assert [p.name.split("-")[0] for p in exported] == ["safe_clip", "unsafe_projection"]
     original = CLIPModel.from_pretrained(root / "clip", local_files_only=True).eval()
     before = encode_texts(original, data.tokenizer, data.test.unsafe_text)
@@ -165,6 +167,11 @@ def test_visu_with_from_pretrained_runs_stores_and_exports(world, tmp_path):
         assert again == {k: runs[method]["metrics"][k] for k in RETRIEVAL}  # the stored figures, from the export
         after = encode_texts(model, data.tokenizer, data.test.unsafe_text)
         assert not torch.allclose(before, after, atol=1e-4), method  # the export is the unlearned model
+        # the tokenizer and image processor travel with it: the export is a complete CLIP checkpoint
+        assert CLIPTokenizerFast.from_pretrained(path, local_files_only=True)(["a dog"]).input_ids == tok_ids
+        assert CLIPImageProcessor.from_pretrained(path, local_files_only=True).to_dict() == proc_dict
+    reused = load_concept_data(_config(root, exported[0]), 0)  # and it runs through clip.from_pretrained again
+    assert reused.test.safe_image.batch([0]).shape == (1, 3, IMAGE_SIZE, IMAGE_SIZE)
 
 
 def test_model_without_tokenizer_files_fails_in_one_line_before_work(world, tmp_path):

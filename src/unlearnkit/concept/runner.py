@@ -411,7 +411,7 @@ def _run_seed(
             extra = {"time_s": method.elapsed_s_, **{k: float(v) for k, v in getattr(method, "report_", {}).items()}}
             metrics = metrics_of(model, extra)
             if cfg.save_models:
-                save_clip(model, out / "models" / f"{name}-{key}")
+                _export(model, cfg, out / "models" / f"{name}-{key}")
             record(key, name, params, "ok", metrics, None)
         except (KeyboardInterrupt, UnlearnkitError):
             raise
@@ -419,6 +419,17 @@ def _run_seed(
             tb = traceback.extract_tb(e.__traceback__)[-1]
             where = f"{Path(tb.filename).name}:{tb.lineno}"
             record(key, name, params, "failed", {}, f"{type(e).__name__}: {e} (at {where})")
+
+
+def _export(model: CLIPModel, cfg: ConceptRunConfig, path: Path) -> None:
+    """``save_pretrained`` the unlearned CLIP; from a ``from_pretrained`` checkpoint, also its tokenizer and image
+    processor, so the folder drops into any pipeline that loads CLIP (and into ``clip.from_pretrained`` again)."""
+    save_clip(model, path)
+    if cfg.clip.from_pretrained is not None:
+        from transformers import CLIPImageProcessor, CLIPTokenizerFast
+
+        CLIPTokenizerFast.from_pretrained(cfg.clip.from_pretrained).save_pretrained(path)
+        CLIPImageProcessor.from_pretrained(cfg.clip.from_pretrained).save_pretrained(path)
 
 
 def run_concept_cli(
