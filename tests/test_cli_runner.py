@@ -112,10 +112,13 @@ def test_report_command_regenerates(fast_run):
 
 
 def test_list_commands():
-    for what, expect in (("methods", "neggrad_plus"), ("metrics", "acc_forget_test"), ("datasets", "digits"),
-                         ("models", "small_cnn")):  # fmt: skip
+    """Every setting is listed: setting-3 (CLIP) methods, metrics, datasets and small CLIPs beside the rest."""
+    for what, expect in (("methods", ["neggrad_plus", "lora_bounded", "safe_clip"]),
+                         ("metrics", ["acc_forget_test", "forget_quality", "unsafe_rate_tstar"]),
+                         ("datasets", ["digits", "concept_world", "visu"]),
+                         ("models", ["small_cnn", "clip_small"])):  # fmt: skip
         res = _invoke(["list", what])
-        assert res.exit_code == 0 and expect in res.output
+        assert res.exit_code == 0 and all(e in res.output for e in expect), (what, res.output)
 
 
 def test_help_has_examples():

@@ -10,6 +10,7 @@ from datetime import datetime
 from enum import StrEnum
 from importlib import resources
 from pathlib import Path
+from types import ModuleType
 from typing import Annotated
 
 import typer
@@ -71,6 +72,15 @@ def _checkpoint_paths(given: list[Path]) -> list[Path]:
         else:
             out.append(p)
     return out
+
+
+def _concept_registries() -> ModuleType | None:
+    """The ``unlearnkit.concept`` module (setting 3), or ``None`` when its dependency (transformers) is missing."""
+    try:
+        import unlearnkit.concept as concept
+    except ImportError:
+        return None
+    return concept
 
 
 def _csv_ints(value: str, what: str) -> list[int]:
@@ -296,6 +306,7 @@ def list_(what: Annotated[ListWhat, typer.Argument(help="methods, metrics, datas
     from unlearnkit.methods import METHODS
     from unlearnkit.metrics import METRICS
 
+    concept = _concept_registries()  # setting 3 (CLIP): None when transformers is not installed
     table = Table(title=what.value)
     if what is ListWhat.methods:
         table.add_column("method")
@@ -305,19 +316,27 @@ def list_(what: Annotated[ListWhat, typer.Argument(help="methods, metrics, datas
         for n in uk.list_methods():
             cls = METHODS.get(n)
             table.add_row(n, str(cls.setting), ",".join(sorted(cls.needs)), ",".join(sorted(cls.requests)))
+        for n in concept.CONCEPT_METHODS.list() if concept else []:
+            table.add_row(n, "3", "quadruplets (s,v,u,g)", "concept")
     elif what is ListWhat.metrics:
         table.add_column("metric")
         table.add_column("better")
         table.add_column("needs")
         table.add_column("description")
-        for n in uk.list_metrics():
-            m = METRICS.get(n)
+        pairs = [(n, METRICS.get(n)) for n in uk.list_metrics()]
+        pairs += [(n, concept.CONCEPT_METRICS.get(n)) for n in concept.CONCEPT_METRICS.list()] if concept else []
+        for n, m in pairs:
             arrow = {True: "higher", False: "lower", None: "match retrain"}[m.higher_is_better]
             table.add_row(n, arrow, ",".join(sorted(m.needs)), m.description)
     else:
         table.add_column(what.value[:-1])
-        for n in uk.list_datasets() if what is ListWhat.datasets else uk.list_models():
+        names = list(uk.list_datasets() if what is ListWhat.datasets else uk.list_models())
+        if concept:  # the setting-3 data and the small CLIP configs (any CLIP loads with clip.from_pretrained)
+            names += ["concept_world", "visu"] if what is ListWhat.datasets else concept.CLIP_CONFIGS.list()
+        for n in names:
             table.add_row(n)
+    if concept is None and what in (ListWhat.methods, ListWhat.metrics, ListWhat.models):
+        table.caption = "setting-3 (CLIP) entries need transformers: pip install 'unlearnkit[clip]'"
     console.print(table)
 
 
