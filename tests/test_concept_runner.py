@@ -57,6 +57,27 @@ def test_runs_stores_reports_and_resumes(tmp_path):
     assert (again.ran, again.skipped, again.trained_models) == (0, 4, 0)
 
 
+def test_exports_carry_the_word_vocabulary(tmp_path):
+    """A small CLIP's export is usable on its own: the weights plus the word tokenizer that encodes its captions."""
+    from transformers import CLIPModel
+
+    from unlearnkit.concept import WordTokenizer, encode_texts, make_concept_world
+    from unlearnkit.concept.world import WorldConfig
+
+    cfg = parse_concept_config({**TINY, "methods": {"unsafe_projection": {}}, "save_models": True,
+                                "cache_dir": str(tmp_path / "cache")})  # fmt: skip
+    run_concept_benchmark(cfg, tmp_path / "out")
+    (folder,) = (tmp_path / "out" / "models").iterdir()
+    tok = WordTokenizer.load(folder)
+    world = make_concept_world(0, WorldConfig(**cfg.world.model_dump()))
+    texts = world.test.unsafe_text[:3]
+    assert [t.tolist() for t in tok(texts)] == [t.tolist() for t in world.tokenizer(texts)]
+    assert encode_texts(CLIPModel.from_pretrained(folder).eval(), tok, texts).shape[0] == 3
+    (folder / WordTokenizer.FILE).write_text("{not json")
+    with pytest.raises(UnlearnkitError, match="cannot read a word tokenizer"):
+        WordTokenizer.load(folder)
+
+
 def test_a_failing_method_is_recorded(tmp_path, monkeypatch):
     def boom(self, model, data, generator):
         raise RuntimeError("diverged")

@@ -9,6 +9,7 @@ on demand (ViSU); texts go through a tokenizer that turns strings into CLIP ``in
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -108,6 +109,25 @@ class WordTokenizer:
         vocab = list(SPECIALS) + sorted({w for ws in split for w in ws} - set(SPECIALS))
         longest = max((len(ws) for ws in split), default=1) + 2
         return cls(vocab, max_length or longest, unknown="unk")
+
+    #: the file :meth:`save` writes beside an exported small CLIP
+    FILE = "word_tokenizer.json"
+
+    def save(self, folder: str | Path) -> Path:
+        """Write the vocabulary and settings to ``folder/word_tokenizer.json`` (plain JSON)."""
+        path = Path(folder) / self.FILE
+        path.write_text(json.dumps({"vocab": self.vocab, "max_length": self.max_length, "unknown": self.unknown}))
+        return path
+
+    @classmethod
+    def load(cls, folder: str | Path) -> WordTokenizer:
+        """The tokenizer :meth:`save` wrote in ``folder``; a missing or malformed file raises in one line."""
+        path = Path(folder) / cls.FILE
+        try:
+            d = json.loads(path.read_text())
+            return cls(list(d["vocab"]), int(d["max_length"]), str(d.get("unknown", "error")))
+        except (OSError, ValueError, KeyError, TypeError) as e:
+            raise UnlearnkitError(f"cannot read a word tokenizer from {path}: {type(e).__name__}: {e}") from None
 
     @property
     def pad_id(self) -> int:

@@ -29,7 +29,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from transformers import CLIPModel
 
 import unlearnkit
-from unlearnkit.concept._data import ConceptData, WordTokenizer
+from unlearnkit.concept._data import ConceptData, Tokenizer, WordTokenizer
 from unlearnkit.concept._method import CONCEPT_METHODS, ConceptMethod, ConceptUnlearnData, create_concept_method
 from unlearnkit.concept.clip import CLIP_CONFIGS, check_clip_dir, load_clip, save_clip, small_clip
 from unlearnkit.concept.metrics import CONCEPT_METRICS, evaluate_concept
@@ -411,7 +411,7 @@ def _run_seed(
             extra = {"time_s": method.elapsed_s_, **{k: float(v) for k, v in getattr(method, "report_", {}).items()}}
             metrics = metrics_of(model, extra)
             if cfg.save_models:
-                _export(model, cfg, out / "models" / f"{name}-{key}")
+                _export(model, cfg, data.tokenizer, out / "models" / f"{name}-{key}")
             record(key, name, params, "ok", metrics, None)
         except (KeyboardInterrupt, UnlearnkitError):
             raise
@@ -421,11 +421,14 @@ def _run_seed(
             record(key, name, params, "failed", {}, f"{type(e).__name__}: {e} (at {where})")
 
 
-def _export(model: CLIPModel, cfg: ConceptRunConfig, path: Path) -> None:
-    """``save_pretrained`` the unlearned CLIP; from a ``from_pretrained`` checkpoint, also its tokenizer and image
-    processor, so the folder drops into any pipeline that loads CLIP (and into ``clip.from_pretrained`` again)."""
+def _export(model: CLIPModel, cfg: ConceptRunConfig, tokenizer: Tokenizer, path: Path) -> None:
+    """``save_pretrained`` the unlearned CLIP with what encodes its inputs: from a ``from_pretrained`` checkpoint,
+    its tokenizer and image processor, so the folder drops into any pipeline that loads CLIP (and into
+    ``clip.from_pretrained`` again); for a small CLIP, its word vocabulary (``word_tokenizer.json``)."""
     save_clip(model, path)
-    if cfg.clip.from_pretrained is not None:
+    if isinstance(tokenizer, WordTokenizer):
+        tokenizer.save(path)
+    elif cfg.clip.from_pretrained is not None:
         from transformers import CLIPImageProcessor, CLIPTokenizerFast
 
         CLIPTokenizerFast.from_pretrained(cfg.clip.from_pretrained).save_pretrained(path)
