@@ -467,7 +467,8 @@ def _run(method: str, params: dict, seed: int, acc_r: float, acc_f: float, *, da
 
 def test_report_section_lays_out_the_talk_table() -> None:
     runs = [
-        _run("original", {}, 0, 0.82, 0.80), _run("retrain", {}, 0, 0.81, 0.0),
+        _run("original", {}, 0, 0.82, 0.80),
+        _run("retrain", {}, 0, 0.81, 0.0),
         _run("neggrad_plus", {"lr": 1e-3}, 0, 0.80, 0.02),
         _run("lora_bounded", {"rank": 8, "shots": 10}, 0, 0.81, 0.0, trainable_fraction=0.013),
         _run("lora_bounded", {"rank": 8, "shots": 10}, 1, 0.83, 0.02, trainable_fraction=0.013),
@@ -478,7 +479,11 @@ def test_report_section_lays_out_the_talk_table() -> None:
     table = section.data["tables"][0]
     rows = {(r["label"], r["k"]): r for r in table["measured"]}
     assert [(r["label"], r["k"]) for r in table["measured"]] == [
-        ("original", None), ("retrain", None), ("neggrad_plus", None), ("lora_bounded", 1), ("lora_bounded", 10)
+        ("original", None),
+        ("retrain", None),
+        ("neggrad_plus", None),
+        ("lora_bounded", 1),
+        ("lora_bounded", 10),
     ]
     k10 = rows[("lora_bounded", 10)]
     assert k10["uses_retain"] is False and rows[("neggrad_plus", None)]["uses_retain"] is True

@@ -38,8 +38,10 @@ def train(
         raise UnlearnkitError(f"train(on=...) must be 'train' or 'retain', got {on!r}")
     seed = scenario.seed if seed is None else seed
     generator = seed_everything(seed)
-    net = model if isinstance(model, nn.Module) else create_model(
-        model, scenario.bundle.num_classes, scenario.bundle.in_shape, **model_kwargs
+    net = (
+        model
+        if isinstance(model, nn.Module)
+        else create_model(model, scenario.bundle.num_classes, scenario.bundle.in_shape, **model_kwargs)
     )
     train_model(net, scenario.split(on), config or TrainConfig(), device=resolve_device(device), generator=generator)
     return net

@@ -79,9 +79,7 @@ class DatasetBundle:
             raise UnlearnkitError(f"dataset {self.name!r}: targets do not match the number of samples")
         for arr in (self.train_targets, self.test_targets):
             if len(arr) and (arr.min() < 0 or arr.max() >= self.num_classes):
-                raise UnlearnkitError(
-                    f"dataset {self.name!r}: labels must be integers in [0, {self.num_classes})"
-                )
+                raise UnlearnkitError(f"dataset {self.name!r}: labels must be integers in [0, {self.num_classes})")
 
 
 #: name -> loader ``fn(root=None, download=False, **kwargs) -> DatasetBundle``

@@ -23,9 +23,7 @@ def digits(root: str | None = None, download: bool = False) -> DatasetBundle:
     d = load_digits()
     x = torch.as_tensor(d.images / 16.0, dtype=torch.float32).unsqueeze(1)  # [n, 1, 8, 8]
     y = d.target.astype(np.int64)
-    tr, te = train_test_split(
-        np.arange(len(y)), test_size=TEST_FRACTION, random_state=SPLIT_SEED, stratify=y
-    )
+    tr, te = train_test_split(np.arange(len(y)), test_size=TEST_FRACTION, random_state=SPLIT_SEED, stratify=y)
     return DatasetBundle(
         name="digits",
         train=ArrayDataset(x[tr], y[tr]),

@@ -101,9 +101,7 @@ class ResultsStore:
         )  # fmt: skip
         with self._connect() as con:
             if splits is not None and record.get("splits_hash"):
-                con.execute(
-                    "INSERT OR IGNORE INTO splits VALUES (?, ?)", (record["splits_hash"], json.dumps(splits))
-                )
+                con.execute("INSERT OR IGNORE INTO splits VALUES (?, ?)", (record["splits_hash"], json.dumps(splits)))
             con.execute(f"INSERT OR REPLACE INTO runs VALUES ({','.join('?' * len(row))})", row)
 
     def runs(self, status: str | None = None) -> list[dict[str, Any]]:
@@ -114,11 +112,19 @@ class ResultsStore:
             rows = con.execute(q, (status,) if status else ()).fetchall()
         return [
             {
-                "key": r["key"], "status": r["status"], "error": r["error"], "model": r["model"],
-                "method": r["method"], "seed": r["seed"], "scenario": json.loads(r["scenario_json"]),
-                "params": json.loads(r["params_json"]), "config": json.loads(r["config_json"]),
-                "metrics": json.loads(r["metrics_json"]), "splits_hash": r["splits_hash"],
-                "created_at": r["created_at"], "versions": json.loads(r["versions_json"]),
+                "key": r["key"],
+                "status": r["status"],
+                "error": r["error"],
+                "model": r["model"],
+                "method": r["method"],
+                "seed": r["seed"],
+                "scenario": json.loads(r["scenario_json"]),
+                "params": json.loads(r["params_json"]),
+                "config": json.loads(r["config_json"]),
+                "metrics": json.loads(r["metrics_json"]),
+                "splits_hash": r["splits_hash"],
+                "created_at": r["created_at"],
+                "versions": json.loads(r["versions_json"]),
             }
             for r in rows
         ]

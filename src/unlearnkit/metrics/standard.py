@@ -114,6 +114,3 @@ def param_l2_to_retrain(ctx: EvalContext) -> float:
         raise MetricUnavailable("the model and the retrained model have different parameter shapes")
     sq = sum(float(((a[k].detach().cpu().double() - b[k].detach().cpu().double()) ** 2).sum()) for k in a)
     return math.sqrt(sq)
-
-
-
