@@ -14,7 +14,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from unlearnkit.reports._aggregate import ORIGINAL, as_number, canonical, format_params
-from unlearnkit.reports._section import Section, register_section
+from unlearnkit.reports._section import Section, by_dataset_model, ok_run_of_kind, register_section
 from unlearnkit.reports.html import html_table
 from unlearnkit.reports.tables import markdown_table
 
@@ -40,12 +40,6 @@ def _reference_rows() -> list[list[Any]]:
 
 def _cell(v: Any) -> str | None:
     return None if v is None else f"{float(v):.1f}"
-
-
-def _is_concept_run(run: Mapping[str, Any]) -> bool:
-    scenario = run.get("scenario")
-    forget = scenario.get("forget") if isinstance(scenario, Mapping) else None
-    return run.get("status", "ok") == "ok" and isinstance(forget, str) and forget.startswith("concept:")
 
 
 def _table(dataset: str, model: str, runs: list[Mapping[str, Any]]) -> tuple[str, str]:
@@ -83,13 +77,10 @@ def _table(dataset: str, model: str, runs: list[Mapping[str, Any]]) -> tuple[str
 @register_section("talk_layout_concept")
 def talk_layout_concept(runs: list[Mapping[str, Any]]) -> Section | None:
     """The setting-3 talk-layout table(s), or ``None`` when no concept request ran."""
-    concept = [r for r in runs if _is_concept_run(r)]
+    concept = [r for r in runs if ok_run_of_kind(r, "concept:")]
     if not concept:
         return None
-    by_table: dict[tuple[str, str], list[Mapping[str, Any]]] = {}
-    for r in concept:
-        by_table.setdefault((str(r["scenario"].get("dataset", "?")), str(r.get("model") or "?")), []).append(r)
-    parts = [_table(d, m, group) for (d, m), group in sorted(by_table.items())]
+    parts = [_table(d, m, group) for (d, m), group in by_dataset_model(concept)]
     intro = (
         "Concept (setting-3) runs in the talk's Safe-CLIP retrieval layout: safe retrieval (T→V, V→T) and "
         "redirected retrieval (T*→V∪V*, V*→T∪T*: a hit when the safe twin is retrieved)."

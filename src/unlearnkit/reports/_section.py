@@ -76,3 +76,19 @@ def registered_sections(runs: list[Mapping[str, Any]]) -> list[Section]:
         if sec is not None:
             out.append(sec)
     return out
+
+
+def ok_run_of_kind(run: Mapping[str, Any], prefix: str) -> bool:
+    """Whether ``run`` finished (status ok) on a forget request whose spec starts with ``prefix``
+    (``"class:"``, ``"concept:"``, ...)."""
+    scenario = run.get("scenario")
+    forget = scenario.get("forget") if isinstance(scenario, Mapping) else None
+    return run.get("status", "ok") == "ok" and isinstance(forget, str) and forget.startswith(prefix)
+
+
+def by_dataset_model(runs: Iterable[Mapping[str, Any]]) -> list[tuple[tuple[str, str], list[Mapping[str, Any]]]]:
+    """``runs`` grouped by (dataset, model), sorted: one talk-layout table per group."""
+    groups: dict[tuple[str, str], list[Mapping[str, Any]]] = {}
+    for r in runs:
+        groups.setdefault((str(r["scenario"].get("dataset", "?")), str(r.get("model") or "?")), []).append(r)
+    return sorted(groups.items())

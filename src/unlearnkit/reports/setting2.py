@@ -28,7 +28,7 @@ from importlib import resources
 from typing import Any
 
 from unlearnkit.reports._aggregate import ORIGINAL, RETRAIN, as_number, canonical, format_params
-from unlearnkit.reports._section import Section, register_section
+from unlearnkit.reports._section import Section, by_dataset_model, ok_run_of_kind, register_section
 from unlearnkit.reports.html import html_table
 from unlearnkit.reports.tables import markdown_table
 
@@ -173,28 +173,20 @@ def _table(dataset: str, model: str, runs: list[Mapping[str, Any]], ref: Mapping
     return md, page, data
 
 
-def _is_class_run(run: Mapping[str, Any]) -> bool:
-    scenario = run.get("scenario")
-    forget = scenario.get("forget") if isinstance(scenario, Mapping) else None
-    return run.get("status", "ok") == "ok" and isinstance(forget, str) and forget.startswith("class:")
-
-
 @register_section("setting2_talk_layout")
 def setting2_talk_layout(runs: list[Mapping[str, Any]]) -> Section | None:
     """The setting-2 table(s), or ``None`` when no no-retain method ran (no run has ``shots``)."""
-    class_runs = [r for r in runs if _is_class_run(r) and isinstance(r.get("method"), str)]
+    class_runs = [r for r in runs if ok_run_of_kind(r, "class:") and isinstance(r.get("method"), str)]
     no_retain = [r for r in class_runs if isinstance(r.get("params"), Mapping) and "shots" in r["params"]]
     if not no_retain:
         return None
-    tables = sorted({(str(r["scenario"].get("dataset", "?")), str(r.get("model") or "?")) for r in no_retain})
+    with_no_retain = {key for key, _ in by_dataset_model(no_retain)}  # a table where a D_r ✗ method ran
     ref, missing = load_reference()
-    parts = []
-    for dataset, model in tables:
-        group = [
-            r for r in class_runs
-            if str(r["scenario"].get("dataset", "?")) == dataset and str(r.get("model") or "?") == model
-        ]  # fmt: skip
-        parts.append(_table(dataset, model, group, ref, missing))
+    parts = [
+        _table(dataset, model, group, ref, missing)
+        for (dataset, model), group in by_dataset_model(class_runs)
+        if (dataset, model) in with_no_retain
+    ]
     intro = (
         "Class unlearning without retain data, in the talk's layout: D_r ✗ methods saw only k images of the "
         "class to forget; D_r ✓ rows used the retain set and are shown for contrast; rows marked (reference) are "

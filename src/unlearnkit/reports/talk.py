@@ -26,7 +26,7 @@ from typing import Any
 
 from unlearnkit.methods import METHODS
 from unlearnkit.reports._aggregate import ORIGINAL, RETRAIN, as_number, canonical, format_params
-from unlearnkit.reports._section import Section, register_section
+from unlearnkit.reports._section import Section, by_dataset_model, ok_run_of_kind, register_section
 from unlearnkit.reports.html import html_table
 from unlearnkit.reports.tables import markdown_table
 
@@ -79,12 +79,6 @@ def reference_rows(dataset: str) -> list[dict[str, Any]]:
 
 def _setting(method: str) -> int | None:
     return METHODS.get(method).setting if method in METHODS else None
-
-
-def _is_class_run(run: Mapping[str, Any]) -> bool:
-    scenario = run.get("scenario")
-    forget = scenario.get("forget") if isinstance(scenario, Mapping) else None
-    return run.get("status", "ok") == "ok" and isinstance(forget, str) and forget.startswith("class:")
 
 
 def _mean(values: list[float]) -> float | None:
@@ -170,13 +164,10 @@ def _table(dataset: str, model: str, runs: list[Mapping[str, Any]]) -> tuple[str
 @register_section("talk_layout")
 def talk_layout(runs: list[Mapping[str, Any]]) -> Section | None:
     """The talk-layout table(s), or ``None`` when no setting-1 method ran on a class request."""
-    class_runs = [r for r in runs if _is_class_run(r) and _setting(str(r.get("method"))) in (1, None)]
+    class_runs = [r for r in runs if ok_run_of_kind(r, "class:") and _setting(str(r.get("method"))) in (1, None)]
     if not any(_setting(str(r.get("method"))) == 1 for r in class_runs):
         return None
-    by_table: dict[tuple[str, str], list[Mapping[str, Any]]] = {}
-    for r in class_runs:
-        by_table.setdefault((str(r["scenario"].get("dataset", "?")), str(r.get("model") or "?")), []).append(r)
-    parts = [_table(dataset, model, group) for (dataset, model), group in sorted(by_table.items())]
+    parts = [_table(dataset, model, group) for (dataset, model), group in by_dataset_model(class_runs)]
     intro = (
         "Setting-1 methods on class requests, in the talk's layout. Measured rows come from these runs; "
         "rows marked (reference) are the talk's published figures, never mixed into the measured means."
