@@ -29,6 +29,7 @@ from torch.utils.data import Dataset
 from unlearnkit.engine import check_finite, cycle
 from unlearnkit.errors import UnlearnkitError
 from unlearnkit.methods._base import NON_NEGATIVE, NONE, POSITIVE, POSITIVE_INT, Interval, Method, Options, UnlearnData
+from unlearnkit.methods._losses import l1_to
 
 #: last name component of the Linear layers LoRA adapts (attention query/key/value projections)
 QKV_NAMES: frozenset[str] = frozenset(
@@ -325,8 +326,10 @@ class FewShotForgetMethod(Method):
     """Base of the setting-2 methods: they see only the k forget images of one class, and share the loop.
 
     Subclasses set their hyperparameters in ``__init__`` (at least ``steps``, ``lr``, ``batch_size``,
-    ``weight_decay`` and ``augment``, checked by :data:`STEP_CONSTRAINTS`) and build their objective in
-    ``_unlearn``; :meth:`_forget_steps` runs it.
+    ``weight_decay`` and ``augment``, checked by :data:`STEP_CONSTRAINTS`); :meth:`_forget_steps` runs an
+    objective over the forget images. The two families below differ in what trains: every parameter with an L1
+    pull to θ0 (:class:`FullFineTuneForgetMethod`), or LoRA adapters merged back (:class:`LoraForgetMethod`);
+    within a family, methods differ only in their forget loss.
     """
 
     needs = frozenset({"forget"})
@@ -354,14 +357,66 @@ class FewShotForgetMethod(Method):
         )  # fmt: skip
 
 
+class FullFineTuneForgetMethod(FewShotForgetMethod):
+    """Every parameter trains on the forget images: L = L_forget(f_θ(x_f), y_f) + λ·‖θ − θ0‖₁ / |θ|.
+
+    Subclasses define :meth:`_forget_loss`; ``l1_weight`` is λ.
+    """
+
+    _parameter_constraints = {**STEP_CONSTRAINTS, "l1_weight": [NON_NEGATIVE]}
+
+    l1_weight: float
+
+    def _forget_loss(self, logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+    def _unlearn(self, model: nn.Module, data: UnlearnData, generator: torch.Generator) -> nn.Module:
+        theta0 = {n: p.detach().clone() for n, p in model.named_parameters()}
+        params = [p for p in model.parameters() if p.requires_grad]
+        forget_mode(model)  # eval mode: no drop-path/dropout noise, frozen normalisation statistics
+
+        def objective(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+            loss = self._forget_loss(model(x), y)
+            if self.l1_weight > 0:
+                loss = loss + self.l1_weight * l1_to(model, theta0)  # λ·‖θ − θ0‖₁ / |θ|
+            return loss
+
+        self._forget_steps(params, data, objective, generator)
+        self.report_ = trainable_report(sum(p.numel() for p in params), sum(p.numel() for p in model.parameters()))
+        return model
+
+
 class LoraForgetMethod(FewShotForgetMethod):
-    """A setting-2 method that trains LoRA adapters on the attention Q/K/V and merges them on return."""
+    """LoRA adapters on the attention Q/K/V train on the forget images, then merge back:
+
+        L = L_forget(f_{W0 + (α/r)BA}(x_f), y_f) + λ·R(A, B),   W' = W0 + (α/r)·B A.
+
+    Subclasses define :meth:`_forget_loss` (it may use the original model's logits through ``lora``).
+    """
 
     _parameter_constraints = {**STEP_CONSTRAINTS, **LORA_CONSTRAINTS}
 
     rank: int
     alpha: float | None
     dropout: float
+    regularizer: str
+    reg_weight: float
+
+    def _forget_loss(self, logits: torch.Tensor, y: torch.Tensor, x: torch.Tensor, lora: LoraHandle) -> torch.Tensor:
+        raise NotImplementedError
+
+    def _unlearn(self, model: nn.Module, data: UnlearnData, generator: torch.Generator) -> nn.Module:
+        lora = self._attach_lora(model, generator)  # no attention / rank too large: refused before work
+        net = forget_mode(lora.peft_model)
+
+        def objective(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+            loss = self._forget_loss(net(x), y, x, lora)
+            if self.reg_weight > 0:
+                loss = loss + self.reg_weight * lora.regularizer(self.regularizer)  # λ·R(A, B)
+            return loss
+
+        self._forget_steps(lora.parameters(), data, objective, generator)
+        return self._merge(lora)
 
     def _attach_lora(self, model: nn.Module, generator: torch.Generator) -> LoraHandle:
         """LoRA of rank ``rank`` (α = ``alpha`` or r) on every attention Q/K/V of ``model``, refused before work

@@ -20,21 +20,13 @@ fine-tuning on k images moves far more than the adapters do.
 from __future__ import annotations
 
 import torch
-from torch import nn
 
-from unlearnkit.methods._base import NON_NEGATIVE, UnlearnData, register_method
-from unlearnkit.methods._lora import (
-    BOUNDED_LOSS_CONSTRAINTS,
-    FewShotForgetMethod,
-    bounded_forget_loss,
-    forget_mode,
-    trainable_report,
-)
-from unlearnkit.methods._losses import l1_to
+from unlearnkit.methods._base import register_method
+from unlearnkit.methods._lora import BOUNDED_LOSS_CONSTRAINTS, FullFineTuneForgetMethod, bounded_forget_loss
 
 
 @register_method("bounded_l1")
-class BoundedL1(FewShotForgetMethod):
+class BoundedL1(FullFineTuneForgetMethod):
     """Minimise a bounded forget loss on the k forget images + λ·mean|θ − θ0| over every parameter.
 
     Args:
@@ -50,9 +42,8 @@ class BoundedL1(FewShotForgetMethod):
     """
 
     _parameter_constraints = {
-        **FewShotForgetMethod._parameter_constraints,
+        **FullFineTuneForgetMethod._parameter_constraints,
         **BOUNDED_LOSS_CONSTRAINTS,
-        "l1_weight": [NON_NEGATIVE],
     }
 
     def __init__(
@@ -69,17 +60,5 @@ class BoundedL1(FewShotForgetMethod):
         self.weight_decay = weight_decay
         self.augment = augment
 
-    def _unlearn(self, model: nn.Module, data: UnlearnData, generator: torch.Generator) -> nn.Module:
-        theta0 = {n: p.detach().clone() for n, p in model.named_parameters()}
-        params = [p for p in model.parameters() if p.requires_grad]
-        forget_mode(model)  # eval mode: no drop-path/dropout noise, frozen normalisation statistics
-
-        def objective(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-            loss = bounded_forget_loss(model(x), y, self.loss, self.bound, self.eps)  # L_unl (bounded)
-            if self.l1_weight > 0:
-                loss = loss + self.l1_weight * l1_to(model, theta0)  # λ·‖θ − θ0‖₁ / |θ|
-            return loss
-
-        self._forget_steps(params, data, objective, generator)
-        self.report_ = trainable_report(sum(p.numel() for p in params), sum(p.numel() for p in model.parameters()))
-        return model
+    def _forget_loss(self, logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        return bounded_forget_loss(logits, y, self.loss, self.bound, self.eps)  # L_unl; the base adds the L1 pull

@@ -18,15 +18,13 @@ budget defaults equal ``lora_bounded``'s (steps, lr, batch size, augmentation). 
 from __future__ import annotations
 
 import torch
-from torch import nn
 
-from unlearnkit.methods._base import NON_NEGATIVE, UnlearnData, register_method
-from unlearnkit.methods._lora import FewShotForgetMethod, forget_mode, negative_ce, trainable_report
-from unlearnkit.methods._losses import l1_to
+from unlearnkit.methods._base import register_method
+from unlearnkit.methods._lora import FullFineTuneForgetMethod, negative_ce
 
 
 @register_method("neggrad_l1")
-class NegGradL1(FewShotForgetMethod):
+class NegGradL1(FullFineTuneForgetMethod):
     """Minimise −CE on the k forget images + λ·mean|θ − θ0| over every parameter.
 
     Args:
@@ -37,8 +35,6 @@ class NegGradL1(FewShotForgetMethod):
         weight_decay: AdamW decoupled weight decay.
         augment: ``noise`` (Gaussian, std 0.1), ``shift`` (up to 1/8 of the side) or ``none``.
     """
-
-    _parameter_constraints = {**FewShotForgetMethod._parameter_constraints, "l1_weight": [NON_NEGATIVE]}
 
     def __init__(
         self, *, l1_weight: float = 1.0, steps: int = 300, lr: float = 2e-3, batch_size: int = 16,
@@ -51,17 +47,5 @@ class NegGradL1(FewShotForgetMethod):
         self.weight_decay = weight_decay
         self.augment = augment
 
-    def _unlearn(self, model: nn.Module, data: UnlearnData, generator: torch.Generator) -> nn.Module:
-        theta0 = {n: p.detach().clone() for n, p in model.named_parameters()}
-        params = [p for p in model.parameters() if p.requires_grad]
-        forget_mode(model)  # eval mode: no drop-path/dropout noise, frozen normalisation statistics
-
-        def objective(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-            loss = negative_ce(model(x), y)  # −CE: unbounded
-            if self.l1_weight > 0:
-                loss = loss + self.l1_weight * l1_to(model, theta0)  # λ·‖θ − θ0‖₁ / |θ|
-            return loss
-
-        self._forget_steps(params, data, objective, generator)
-        self.report_ = trainable_report(sum(p.numel() for p in params), sum(p.numel() for p in model.parameters()))
-        return model
+    def _forget_loss(self, logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        return negative_ce(logits, y)  # −CE: unbounded; the base adds λ·‖θ − θ0‖₁ / |θ|

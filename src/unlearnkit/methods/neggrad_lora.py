@@ -15,10 +15,9 @@ after 25 steps, then retain −0.18 at 50 steps and −0.83 at 200: nothing in t
 from __future__ import annotations
 
 import torch
-from torch import nn
 
-from unlearnkit.methods._base import UnlearnData, register_method
-from unlearnkit.methods._lora import LoraForgetMethod, forget_mode, negative_ce
+from unlearnkit.methods._base import register_method
+from unlearnkit.methods._lora import LoraForgetMethod, LoraHandle, negative_ce
 
 
 @register_method("neggrad_lora")
@@ -54,15 +53,5 @@ class NegGradLora(LoraForgetMethod):
         self.weight_decay = weight_decay
         self.augment = augment
 
-    def _unlearn(self, model: nn.Module, data: UnlearnData, generator: torch.Generator) -> nn.Module:
-        lora = self._attach_lora(model, generator)  # no attention / rank too large: refused before work
-        net = forget_mode(lora.peft_model)
-
-        def objective(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-            loss = negative_ce(net(x), y)  # −CE: unbounded
-            if self.reg_weight > 0:
-                loss = loss + self.reg_weight * lora.regularizer(self.regularizer)
-            return loss
-
-        self._forget_steps(lora.parameters(), data, objective, generator)
-        return self._merge(lora)  # W' = W0 + (α/r)·B A
+    def _forget_loss(self, logits: torch.Tensor, y: torch.Tensor, x: torch.Tensor, lora: LoraHandle) -> torch.Tensor:
+        return negative_ce(logits, y)  # −CE: unbounded; the base adds λ·R(A, B) and merges the adapters
