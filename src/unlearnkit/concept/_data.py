@@ -14,7 +14,7 @@ import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
 import numpy as np
 import torch
@@ -229,6 +229,8 @@ class ConceptData:
         class_prompts: per object class, the prompts whose mean text embedding is that class's zero-shot
             classifier (empty when the data has no classes; zero-shot accuracy is then not computed).
         spec: what identifies the data (goes into every run's config hash).
+        image_processor: the Hugging Face image processor the images went through (``from_pretrained``
+            checkpoints), saved beside exported models; ``None`` for the built-in preprocessing.
     """
 
     name: str
@@ -238,3 +240,4 @@ class ConceptData:
     tokenizer: Tokenizer
     class_prompts: list[list[str]] = field(default_factory=list)
     spec: dict = field(default_factory=dict)
+    image_processor: Any = None

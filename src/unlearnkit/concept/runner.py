@@ -29,11 +29,12 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from transformers import CLIPModel
 
 import unlearnkit
-from unlearnkit.concept._data import ConceptData, Tokenizer, WordTokenizer
+from unlearnkit.concept._data import ConceptData, WordTokenizer
 from unlearnkit.concept._method import CONCEPT_METHODS, ConceptMethod, ConceptUnlearnData, create_concept_method
 from unlearnkit.concept.clip import CLIP_CONFIGS, check_clip_dir, load_clip, save_clip, small_clip
 from unlearnkit.concept.metrics import CONCEPT_METRICS, evaluate_concept
 from unlearnkit.concept.pretrain import pretrain_clip
+from unlearnkit.concept.visu import HFTokenizer, clip_image_transform, load_visu, processor_transform
 from unlearnkit.concept.world import WorldConfig, make_concept_world
 from unlearnkit.engine import ModelCache, config_hash, resolve_device, seed_everything
 from unlearnkit.errors import ConfigError, UnlearnkitError
@@ -195,19 +196,20 @@ def load_concept_data(cfg: ConceptRunConfig, seed: int) -> ConceptData:
     """The seed's concept world, or the ViSU files with the tokenizer and preprocessing of ``cfg.clip``."""
     if cfg.dataset == "concept_world":
         return make_concept_world(seed, WorldConfig(**cfg.world.model_dump()))
-    from unlearnkit.concept.visu import HFTokenizer, clip_image_transform, load_visu, processor_transform
 
     v = cfg.visu
     if v is None:  # guarded by the config validator
         raise ConfigError("dataset: visu needs a visu section")
     src = cfg.clip.from_pretrained
     clip_config: Any = None  # a transformers CLIPConfig (imported lazily)
+    processor: Any = None  # the checkpoint's CLIPImageProcessor, exported with the unlearned models
     if src is not None:  # the real CLIP's own tokenizer and image processor
         from transformers import CLIPConfig, CLIPImageProcessor, CLIPTokenizerFast
 
         try:
             hf_tok = CLIPTokenizerFast.from_pretrained(src)
-            transform = processor_transform(CLIPImageProcessor.from_pretrained(src))
+            processor = CLIPImageProcessor.from_pretrained(src)
+            transform = processor_transform(processor)
             clip_config = CLIPConfig.from_pretrained(src)
         except (OSError, ValueError) as e:
             first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
@@ -234,7 +236,7 @@ def load_concept_data(cfg: ConceptRunConfig, seed: int) -> ConceptData:
         tok = WordTokenizer.fit(texts, max_length=cfg.clip.max_length)
     spec = {"dataset": "visu", "n_train": len(train), "n_val": len(val) if val else 0, "n_test": len(test),
             "files": config_hash({"train": v.train, "val": v.val, "test": v.test, "ids": test.ids})}  # fmt: skip
-    return ConceptData("visu", train, val, test, tok, [], spec)
+    return ConceptData("visu", train, val, test, tok, [], spec, processor)
 
 
 def _vocab_size(data: ConceptData) -> tuple[int, int]:
@@ -411,7 +413,7 @@ def _run_seed(
             extra = {"time_s": method.elapsed_s_, **{k: float(v) for k, v in getattr(method, "report_", {}).items()}}
             metrics = metrics_of(model, extra)
             if cfg.save_models:
-                _export(model, cfg, data.tokenizer, out / "models" / f"{name}-{key}")
+                _export(model, data, out / "models" / f"{name}-{key}")
             record(key, name, params, "ok", metrics, None)
         except (KeyboardInterrupt, UnlearnkitError):
             raise
@@ -421,18 +423,17 @@ def _run_seed(
             record(key, name, params, "failed", {}, f"{type(e).__name__}: {e} (at {where})")
 
 
-def _export(model: CLIPModel, cfg: ConceptRunConfig, tokenizer: Tokenizer, path: Path) -> None:
+def _export(model: CLIPModel, data: ConceptData, path: Path) -> None:
     """``save_pretrained`` the unlearned CLIP with what encodes its inputs: from a ``from_pretrained`` checkpoint,
     its tokenizer and image processor, so the folder drops into any pipeline that loads CLIP (and into
     ``clip.from_pretrained`` again); for a small CLIP, its word vocabulary (``word_tokenizer.json``)."""
     save_clip(model, path)
-    if isinstance(tokenizer, WordTokenizer):
-        tokenizer.save(path)
-    elif cfg.clip.from_pretrained is not None:
-        from transformers import CLIPImageProcessor, CLIPTokenizerFast
-
-        CLIPTokenizerFast.from_pretrained(cfg.clip.from_pretrained).save_pretrained(path)
-        CLIPImageProcessor.from_pretrained(cfg.clip.from_pretrained).save_pretrained(path)
+    if isinstance(data.tokenizer, WordTokenizer):
+        data.tokenizer.save(path)
+    elif isinstance(data.tokenizer, HFTokenizer):
+        data.tokenizer.tokenizer.save_pretrained(path)
+    if data.image_processor is not None:
+        data.image_processor.save_pretrained(path)
 
 
 def run_concept_cli(

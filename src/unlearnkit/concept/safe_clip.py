@@ -220,17 +220,21 @@ class SafeCLIP(ConceptMethod):
         if self.lora:
             check_lora_targets(model, self.lora_targets)
 
+    def _weights(self, device: torch.device | str = "cpu") -> torch.Tensor:
+        """λ̂ = λ / Σ_{k≤8} λ_k for the eight terms, and λ_9 / Σ_{k≤8} λ_k appended when our ninth term is on."""
+        lam = [float(getattr(self, n)) for n in LAMBDAS]
+        if self.lambda_unsafe_negatives > 0:  # our ninth term, on the scale of the paper's λ
+            lam.append(float(self.lambda_unsafe_negatives))
+        return torch.tensor(lam, device=device) / sum(lam[: len(LAMBDAS)])
+
     def _loss(self, model: nn.Module, frozen: nn.Module | None, b: QuadBatch, weights: torch.Tensor) -> torch.Tensor:
-        """L = λ̂ · ℓ / 8 with λ̂ = λ / Σ_{k≤8} λ_k; ``weights`` has a ninth entry for our ℓ_9."""
-        terms = safe_clip_terms(model, frozen, b, self.logit_scale, unsafe_negatives=len(weights) == 9)
+        """L = λ̂ · ℓ / 8 with λ̂ = λ / Σ_{k≤8} λ_k; with our ℓ_9, ``weights`` has its ninth entry λ_9 / Σ_{k≤8} λ_k."""
+        terms = safe_clip_terms(model, frozen, b, self.logit_scale, unsafe_negatives=self.lambda_unsafe_negatives > 0)
         return (weights * terms).sum() / len(LAMBDAS)
 
     def _unlearn(self, model: CLIPModel, data: ConceptUnlearnData, generator: torch.Generator) -> CLIPModel:
         dev = next(model.parameters()).device
-        lam = torch.tensor([float(getattr(self, n)) for n in LAMBDAS], device=dev)
-        weights = lam / lam.sum()
-        if self.lambda_unsafe_negatives > 0:  # our ninth term, on the scale of the paper's λ
-            weights = torch.cat([weights, weights.new_tensor([float(self.lambda_unsafe_negatives)]) / lam.sum()])
+        weights = self._weights(dev)
         frozen = None
         if not self.stop_gradient_self:  # T⁰, V⁰: a frozen copy of the original (the paper's semantics)
             frozen = copy.deepcopy(model).eval().requires_grad_(False)
