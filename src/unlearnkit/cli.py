@@ -11,7 +11,7 @@ from enum import StrEnum
 from importlib import resources
 from pathlib import Path
 from types import ModuleType
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 import yaml
@@ -19,6 +19,9 @@ from rich.console import Console
 from rich.table import Table
 
 from unlearnkit.errors import UnlearnkitError
+
+if TYPE_CHECKING:
+    from unlearnkit.experiments.runner import BenchmarkResult
 
 console = Console()
 err_console = Console(stderr=True)
@@ -158,13 +161,7 @@ def run(
     except UnlearnkitError as e:
         _fail(str(e))
         return
-    for reason in res.not_applicable:
-        console.print(f"[yellow]skipped:[/yellow] {reason}", highlight=False)
-    console.print(
-        f"{res.ran} runs ({res.failed} failed), {res.skipped} already stored, "
-        f"{res.trained_models} models trained, {res.wall_s:.1f} s -> {res.out_dir}",
-        highlight=False,
-    )
+    _print_counts(res, "runs")
     if not quiet and "json" in res.reports:
         _print_summary(Path(res.reports["json"]))
     if res.failed:
@@ -179,6 +176,17 @@ _SUMMARY_COLS = (
     ("JS to retrain", "js_divergence", "js_divergence"),
     ("time / retrain", "time_ratio_vs_retrain", "time_ratio_vs_retrain"),
 )
+
+
+def _print_counts(res: BenchmarkResult, unit: str) -> None:
+    """What a benchmark or sweep did: skipped requests, then counts of ``unit`` (runs, cells), models, time."""
+    for reason in res.not_applicable:
+        console.print(f"[yellow]skipped:[/yellow] {reason}", highlight=False)
+    console.print(
+        f"{res.ran} {unit} ({res.failed} failed), {res.skipped} already stored, "
+        f"{res.trained_models} models trained, {res.wall_s:.1f} s -> {res.out_dir}",
+        highlight=False,
+    )
 
 
 def _print_summary(report_json: Path) -> None:
@@ -281,13 +289,7 @@ def sweep(
     except KeyboardInterrupt:
         err_console.print("interrupted: every finished cell is stored; rerun the same command to resume")
         raise typer.Exit(code=130) from None
-    for reason in res.not_applicable:
-        console.print(f"[yellow]skipped:[/yellow] {reason}", highlight=False)
-    console.print(
-        f"{res.ran} cells ({res.failed} failed), {res.skipped} already stored, "
-        f"{res.trained_models} models trained, {res.wall_s:.1f} s -> {res.out_dir}",
-        highlight=False,
-    )
+    _print_counts(res, "cells")
     if res.failed:
         console.print(f"[red]{res.failed} cells failed; see report.md (rerun with --retry-failed)[/red]")
 

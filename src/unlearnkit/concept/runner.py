@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import torch
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 from transformers import CLIPModel
 
 import unlearnkit
@@ -38,7 +38,7 @@ from unlearnkit.concept.visu import HFTokenizer, clip_image_transform, load_visu
 from unlearnkit.concept.world import WorldConfig, make_concept_world
 from unlearnkit.engine import ModelCache, config_hash, resolve_device, seed_everything
 from unlearnkit.errors import ConfigError, UnlearnkitError
-from unlearnkit.experiments.config import MethodSpec, read_yaml
+from unlearnkit.experiments.config import MethodSpec, Seeds, read_yaml
 from unlearnkit.experiments.progress import NullProgress, ProgressSink
 from unlearnkit.experiments.runner import ORIGINAL, BenchmarkResult, ensure_writable_dir
 from unlearnkit.experiments.store import ResultsStore
@@ -119,7 +119,7 @@ class ConceptRunConfig(_Strict):
     clip: ClipSection = Field(default_factory=lambda: ClipSection(config="clip_small"))
     pretrain: PretrainSection = Field(default_factory=PretrainSection)
     methods: Literal["all"] | list[str | MethodSpec] | dict[str, dict[str, Any] | None] = "all"
-    seeds: list[int] = Field(default_factory=lambda: [0], min_length=1)
+    seeds: Seeds = Field(default_factory=lambda: [0], min_length=1)
     metrics: list[str] | None = None
     device: str = "auto"
     cache_dir: str | None = None
@@ -127,13 +127,6 @@ class ConceptRunConfig(_Strict):
     #: torch intra-op threads on CPU (0: torch's default), as in the classifier runner's config
     threads: int = Field(1, ge=0)
     save_models: bool = False
-
-    @field_validator("seeds")
-    @classmethod
-    def _unique_seeds(cls, v: list[int]) -> list[int]:
-        if len(set(v)) != len(v):
-            raise ValueError("seeds must be distinct")
-        return v
 
     @model_validator(mode="after")
     def _dataset_sources(self) -> ConceptRunConfig:

@@ -15,13 +15,23 @@ hyperparameters), seeds and the training recipe of the original/retrained models
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from unlearnkit.engine import TrainConfig
 from unlearnkit.errors import ConfigError
+
+
+def _distinct(seeds: list[int]) -> list[int]:
+    if len(set(seeds)) != len(seeds):
+        raise ValueError("seeds must be distinct")
+    return seeds
+
+
+#: the ``seeds`` of a config (any setting): distinct integers
+Seeds = Annotated[list[int], AfterValidator(_distinct)]
 
 
 class _Strict(BaseModel):
@@ -63,7 +73,7 @@ class RunConfig(_Strict):
     model_kwargs: dict[str, Any] = Field(default_factory=dict)
     forget: list[str] = Field(default_factory=lambda: ["class:3", "random:0.1"], min_length=1)
     methods: Literal["all"] | list[str | MethodSpec] | dict[str, dict[str, Any]] = "all"
-    seeds: list[int] = Field(default_factory=lambda: [0], min_length=1)
+    seeds: Seeds = Field(default_factory=lambda: [0], min_length=1)
     train: TrainSection = Field(default_factory=TrainSection)
     metrics: list[str] | None = None
     device: str = "auto"
@@ -102,13 +112,6 @@ class RunConfig(_Strict):
     def _ensemble_n(cls, v: int) -> int:
         if v == 1:
             raise ValueError("must be 0 (off) or >= 2: the ε score compares at least 2 models per side")
-        return v
-
-    @field_validator("seeds")
-    @classmethod
-    def _unique_seeds(cls, v: list[int]) -> list[int]:
-        if len(set(v)) != len(v):
-            raise ValueError("seeds must be distinct")
         return v
 
     def method_specs(self) -> list[MethodSpec] | None:
