@@ -413,8 +413,9 @@ def _lira_values(
     return {k: v for k, v in out.items() if k in wanted}
 
 
-#: ε scores of audited checkpoint sets, per (set, scenario), computed once per process for all rows of the set
-_AUDIT_SET_SCORES: dict[str, dict[str, Any]] = {}
+#: the ε score of the last audited checkpoint set, ``(set key, figures)``: the rows of one set run one after the
+#: other, so the set's score is computed once for all of them (and only one is ever held)
+_audit_set_score: tuple[str, dict[str, Any]] | None = None
 
 
 @functools.lru_cache(maxsize=4)
@@ -455,10 +456,12 @@ def _ensemble_values(
         else:
             scenario_id = {k: v for k, v in cell.identity().items() if k not in ("method", "params")}
             set_key = config_hash({"scenario": scenario_id, "set": cell.params["audit_set_sha256"]})
-            if set_key not in _AUDIT_SET_SCORES:
+            global _audit_set_score
+            if _audit_set_score is None or _audit_set_score[0] != set_key:
                 models = [load_checkpoint(make_model(), p).to(device).eval() for p in members]
-                _AUDIT_SET_SCORES[set_key] = forget_quality_of_models(scenario, models, cell.model, train_cfg, **common)
-            out = _AUDIT_SET_SCORES[set_key]
+                scores = forget_quality_of_models(scenario, models, cell.model, train_cfg, **common)
+                _audit_set_score = (set_key, scores)
+            out = _audit_set_score[1]
     else:
         params = {k: v for k, v in cell.params.items() if k != "shots"}
         out = forget_quality_eval(scenario, cell.method, params, cell.model, train_cfg, cell.ensemble_n,
