@@ -33,3 +33,11 @@ def digits_random_scenario() -> uk.Scenario:
 def trained_mlp(digits_class_scenario) -> torch.nn.Module:
     """An MLP trained briefly on digits (seconds on CPU)."""
     return uk.train("mlp", digits_class_scenario, config=TrainConfig(epochs=8), device="cpu")
+
+
+@pytest.fixture(scope="module")
+def clip(world):
+    """A random-weight tiny CLIP sized for the requesting module's concept ``world`` fixture."""
+    from unlearnkit.concept import small_clip
+
+    return small_clip("clip_tiny", vocab_size=len(world.tokenizer), max_length=16, seed=0)

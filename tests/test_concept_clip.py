@@ -28,11 +28,6 @@ def world():
     return make_concept_world(0, WorldConfig(n_train=16, n_val=0, n_test=8))
 
 
-@pytest.fixture(scope="module")
-def clip(world):
-    return small_clip("clip_tiny", vocab_size=len(world.tokenizer), max_length=16, seed=0)
-
-
 def test_small_clip_is_seeded_and_hf(clip, world):
     assert isinstance(clip, CLIPModel)
     again = small_clip("clip_tiny", vocab_size=len(world.tokenizer), max_length=16, seed=0)

@@ -22,7 +22,6 @@ from unlearnkit.concept import (
     WorldConfig,
     create_concept_method,
     make_concept_world,
-    small_clip,
 )
 from unlearnkit.errors import UnlearnkitError
 
@@ -32,11 +31,6 @@ NAMES = CONCEPT_METHODS.list()
 @pytest.fixture(scope="module")
 def world():
     return make_concept_world(0, WorldConfig(n_train=24, n_val=8, n_test=8))
-
-
-@pytest.fixture(scope="module")
-def clip(world):
-    return small_clip("clip_tiny", vocab_size=len(world.tokenizer), max_length=16, seed=0)
 
 
 def _data(world, seed=0):

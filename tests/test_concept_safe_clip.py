@@ -13,7 +13,6 @@ from unlearnkit.concept import (
     encode_images,
     encode_texts,
     make_concept_world,
-    small_clip,
 )
 from unlearnkit.concept._method import contrastive, quad_batches
 from unlearnkit.concept.retrieval import concept_retrieval
@@ -24,11 +23,6 @@ from unlearnkit.errors import UnlearnkitError
 @pytest.fixture(scope="module")
 def world():
     return make_concept_world(0, WorldConfig(n_train=16, n_val=8, n_test=8))
-
-
-@pytest.fixture(scope="module")
-def clip(world):
-    return small_clip("clip_tiny", vocab_size=len(world.tokenizer), max_length=16, seed=0)
 
 
 def _batch(world):
