@@ -37,10 +37,10 @@ forgetting for retention: on classes 0/3/6/8 × seeds 0-2 (k = 10; acc_forget_te
 original's), μ = 1 with 200 steps at 1e-3 left class 0 at −0.057 on one seed; μ = 3 with the same budget kept
 retain within 0.007 but left up to 0.53 of class 6 unforgotten; μ = 1.5 with 300 steps at 2e-3 forgets all
 twelve (0.000) with the worst retain −0.017 (class 0). The bound B barely matters once μ binds (μ = 2 and 3,
-classes 0/6/8: B = 8 and B = 4 agree within 0.005). More steps do not hurt (μ = 2, 800 steps: worst retain
-−0.015), where −CE through the same adapters collapses as the steps grow (``neggrad_lora``: −0.18 at 50 steps,
-−0.83 at 200, lr 1e-3). The ``delta`` penalty has a kink at ΔW = 0 (its gradient there has norm λ whatever the
-loss), so a large λ can hold the adapters at exactly zero; its default weight is 0.
+classes 0/6/8, seeds 0-2: B = 8 and B = 4 give means within 0.01). More steps do not hurt (μ = 2, 800 steps at
+1e-3: worst retain −0.015), where −CE through the same adapters collapses as the steps grow (``neggrad_lora``:
+−0.18 at 50 steps, −0.83 at 200, lr 1e-3). The ``delta`` penalty has a kink at ΔW = 0 (its gradient there has
+norm λ whatever the loss), so a large λ can hold the adapters at exactly zero; its default weight is 0.
 """
 
 from __future__ import annotations
