@@ -48,7 +48,8 @@ from unlearnkit.errors import ConfigError, UnlearnkitError
 from unlearnkit.experiments.config import RunConfig
 from unlearnkit.experiments.memory import peak_memory
 from unlearnkit.experiments.progress import NullProgress, ProgressSink
-from unlearnkit.experiments.store import ResultsStore
+from unlearnkit.experiments.record import RunRecord
+from unlearnkit.experiments.store import ResultsStore, writer_lock
 from unlearnkit.methods import METHODS, Method, UnlearnData, create_method
 from unlearnkit.metrics import METRICS, MetricUnavailable, NotComputed, evaluate, value_to_json
 from unlearnkit.metrics.ensemble_eval import KEYS as ENSEMBLE_KEYS
@@ -532,23 +533,31 @@ def drive(
             result.skipped += 1
     progress.start(len(pending))
     try:
-        for rec in executor.map(pending, progress):
+        for item in executor.map(pending, progress):
+            rec = as_record(item)
             store_record(store, rec)
             result.ran += 1
-            result.failed += rec["status"] == "failed"
-            result.trained_models += int(rec.get("trained_models", 0))
-            progress.run_finished(f"{rec['scenario']['dataset']} {rec['scenario']['forget']} s{rec['seed']} "
-                                  f"{rec['method']}", rec["status"])  # fmt: skip
+            result.failed += not rec.ok
+            result.trained_models += rec.trained_models
+            progress.run_finished(f"{rec.scenario['dataset']} {rec.scenario['forget']} s{rec.seed} {rec.method}",
+                                  rec.status)  # fmt: skip
     finally:
         progress.close()
 
 
-def store_record(store: ResultsStore, rec: dict[str, Any]) -> None:
+def as_record(rec: RunRecord | dict[str, Any]) -> RunRecord:
+    """``rec`` as a :class:`RunRecord`; a record dict (its keys are RunRecord's fields) gets its method's
+    ``setting`` and ``needs`` from the registry when it does not carry them."""
+    if isinstance(rec, RunRecord):
+        return rec
+    method = METHODS.get(rec["method"]) if rec["method"] in METHODS else None
+    known = {"setting": method.setting, "needs": tuple(sorted(method.needs))} if method is not None else {}
+    return RunRecord(**{**known, **rec})
+
+
+def store_record(store: ResultsStore, rec: RunRecord | dict[str, Any]) -> None:
     """Write one record (and its splits) in one transaction."""
-    rec = dict(rec)
-    splits = rec.pop("splits", None)
-    rec.pop("trained_models", None)
-    store.put(rec, splits)
+    store.put(as_record(rec))
 
 
 def run_benchmark(
@@ -574,11 +583,12 @@ def run_benchmark(
     progress = progress or NullProgress()
     cells, skipped = plan(cfg, bundle)
     out = ensure_writable_dir(out_dir)
-    store = ResultsStore(out / "results.db")
     result = BenchmarkResult(out_dir=out, not_applicable=skipped)
     executor = executor or InProcessExecutor(cache_dir=cfg.cache_dir, device=cfg.device, bundle=bundle)
-    drive(cells, store, executor, progress, result, retry_failed=retry_failed)
-    result.reports = write_reports_from(store, out)
+    with writer_lock(out):  # a second process on the same out is refused here, before any work
+        store = ResultsStore(out / "results.db")
+        drive(cells, store, executor, progress, result, retry_failed=retry_failed)
+        result.reports = write_reports_from(store, out)
     result.wall_s = time.perf_counter() - t_start
     return result
 
@@ -648,10 +658,11 @@ def run_audit(
     progress = progress or NullProgress()
     cells = audit_cells(cfg, checkpoints)
     out = ensure_writable_dir(out_dir)
-    store = ResultsStore(out / "results.db")
     result = BenchmarkResult(out_dir=out)
-    drive(cells, store, InProcessExecutor(cache_dir=cfg.cache_dir, device=cfg.device), progress, result)
-    result.reports = write_reports_from(store, out)
+    with writer_lock(out):  # a second process on the same out is refused here, before any work
+        store = ResultsStore(out / "results.db")
+        drive(cells, store, InProcessExecutor(cache_dir=cfg.cache_dir, device=cfg.device), progress, result)
+        result.reports = write_reports_from(store, out)
     result.wall_s = time.perf_counter() - t_start
     return result
 
