@@ -546,8 +546,10 @@ def drive(
 
 
 def as_record(rec: RunRecord | dict[str, Any]) -> RunRecord:
-    """``rec`` as a :class:`RunRecord`; a record dict (its keys are RunRecord's fields) gets its method's
-    ``setting`` and ``needs`` from the registry when it does not carry them."""
+    """``rec`` as a :class:`RunRecord` (adapter while executors still return record dicts).
+
+    A dict's keys are RunRecord's fields; its method's ``setting`` and ``needs`` come from the registry.
+    """
     if isinstance(rec, RunRecord):
         return rec
     method = METHODS.get(rec["method"]) if rec["method"] in METHODS else None
