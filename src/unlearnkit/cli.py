@@ -371,7 +371,7 @@ def list_(what: Annotated[ListWhat, typer.Argument(help="methods, metrics, datas
 
 @app.command()
 def report(directory: Annotated[Path, typer.Argument(help="A run directory containing results.db.")]) -> None:
-    """Regenerate report.json, report.md and report.html from DIRECTORY/results.db."""
+    """Regenerate report.json, report.md and report.html from DIRECTORY/results.db (opened read-only)."""
     from unlearnkit.experiments import ResultsStore
     from unlearnkit.reports import write_reports
 
@@ -379,7 +379,7 @@ def report(directory: Annotated[Path, typer.Argument(help="A run directory conta
         db = directory / "results.db"
         if not db.is_file():
             raise UnlearnkitError(f"no results.db in {directory}")
-        runs = ResultsStore(db).runs()
+        runs = ResultsStore(db, readonly=True).runs()
         if any(str(r["scenario"].get("forget", "")).startswith("concept:") for r in runs):
             import unlearnkit.concept  # noqa: F401  (registers the setting-3 metrics and report section)
         paths = write_reports(runs, directory)

@@ -40,6 +40,7 @@ from unlearnkit.engine import ModelCache, config_hash, resolve_device, seed_ever
 from unlearnkit.errors import ConfigError, UnlearnkitError
 from unlearnkit.experiments.config import MethodSpec, Seeds, read_yaml
 from unlearnkit.experiments.progress import NullProgress, ProgressSink
+from unlearnkit.experiments.record import RunRecord
 from unlearnkit.experiments.runner import ORIGINAL, BenchmarkResult, ensure_writable_dir
 from unlearnkit.experiments.store import ResultsStore
 from unlearnkit.metrics import value_to_json
@@ -371,11 +372,11 @@ def _run_seed(
     def record(
         key: str, name: str, params: dict[str, Any], status: str, metrics: dict[str, Any], error: str | None
     ) -> None:
-        store.put({
-            "key": key, "status": status, "error": error, "scenario": scenario, "model": model_label,
-            "method": name, "params": params, "seed": seed, "config": base, "metrics": metrics,
-            "splits_hash": splits_hash, "versions": _versions(),
-        })  # fmt: skip
+        store.put(RunRecord(
+            key=key, status=status, error=error, scenario=scenario, model=model_label, method=name,
+            params=params, seed=seed, config=base, metrics=metrics, splits_hash=splits_hash, versions=_versions(),
+            setting=3,
+        ))  # fmt: skip
         result.ran += 1
         result.failed += status == "failed"
         progress.run_finished(f"{label} {name}", status)

@@ -52,7 +52,7 @@ from unlearnkit.experiments.config import RunConfig
 from unlearnkit.experiments.memory import peak_memory
 from unlearnkit.experiments.progress import NullProgress, ProgressSink
 from unlearnkit.experiments.record import RunRecord, clean_metric
-from unlearnkit.experiments.store import ResultsStore
+from unlearnkit.experiments.store import ResultsStore, writer_lock
 from unlearnkit.methods import METHODS, Method, UnlearnData, create_method
 from unlearnkit.metrics import METRICS, MetricUnavailable, NotComputed, evaluate
 from unlearnkit.metrics.ensemble_eval import KEYS as ENSEMBLE_KEYS
@@ -651,11 +651,12 @@ def run_benchmark(
     cells, skipped = plan(cfg, bundle)
     check_locations(out_dir, cfg.cache_dir)
     out = ensure_writable_dir(out_dir)
-    store = ResultsStore(out / "results.db")
     result = BenchmarkResult(out_dir=out, not_applicable=skipped)
     executor = executor or InProcessExecutor(cache_dir=cfg.cache_dir, device=cfg.device, bundle=bundle)
-    drive(cells, store, executor, progress, result, retry_failed=retry_failed)
-    result.reports = write_reports_from(store, out)
+    with writer_lock(out):  # a second process on the same out is refused here, before any work
+        store = ResultsStore(out / "results.db")
+        drive(cells, store, executor, progress, result, retry_failed=retry_failed)
+        result.reports = write_reports_from(store, out)
     result.wall_s = time.perf_counter() - t_start
     return result
 
@@ -727,11 +728,12 @@ def run_audit(
     cells = audit_cells(cfg, checkpoints)
     check_locations(out_dir, cfg.cache_dir)
     out = ensure_writable_dir(out_dir)
-    store = ResultsStore(out / "results.db")
     result = BenchmarkResult(out_dir=out)
-    drive(cells, store, InProcessExecutor(cache_dir=cfg.cache_dir, device=cfg.device), progress, result,
-          retry_failed=retry_failed)  # fmt: skip
-    result.reports = write_reports_from(store, out)
+    with writer_lock(out):  # a second process on the same out is refused here, before any work
+        store = ResultsStore(out / "results.db")
+        drive(cells, store, InProcessExecutor(cache_dir=cfg.cache_dir, device=cfg.device), progress, result,
+              retry_failed=retry_failed)  # fmt: skip
+        result.reports = write_reports_from(store, out)
     result.wall_s = time.perf_counter() - t_start
     return result
 

@@ -57,7 +57,7 @@ from unlearnkit.experiments.runner import (
     plan,
     write_reports_from,
 )
-from unlearnkit.experiments.store import ResultsStore
+from unlearnkit.experiments.store import ResultsStore, check_unlocked, writer_lock
 from unlearnkit.methods import METHODS
 
 #: keys a sweep config has on top of a RunConfig's
@@ -443,11 +443,13 @@ def run_sweep(
     cache_dir = check_writable(sweep.artifacts or default_cache_dir(), "artifacts directory")
     result = BenchmarkResult(out_dir=out, not_applicable=sp.skipped)
     progress = progress or NullProgress()
+    check_unlocked(out)  # another sweep on this out: refused before Ray starts
     with make_executor(sweep, str(cache_dir), backend=backend, ray_address=ray_address, ray_init=ray_init) as ex:
         ensure_writable_dir(out)
         ensure_writable_dir(cache_dir)
-        store = ResultsStore(out / "results.db")
-        drive(sp.cells, store, ex, progress, result, retry_failed=retry_failed)
-    result.reports = write_reports_from(store, out)
+        with writer_lock(out):
+            store = ResultsStore(out / "results.db")
+            drive(sp.cells, store, ex, progress, result, retry_failed=retry_failed)
+            result.reports = write_reports_from(store, out)
     result.wall_s = time.perf_counter() - t_start
     return result
