@@ -44,6 +44,7 @@ from unlearnkit.engine import (
     seed_everything,
     train_model,
 )
+from unlearnkit.engine.seed import preserved_global_state
 from unlearnkit.errors import ConfigError, UnlearnkitError
 from unlearnkit.experiments.config import RunConfig
 from unlearnkit.experiments.memory import peak_memory
@@ -288,6 +289,7 @@ def load_or_train_reference(
     return cache.get_or_train(key, make_model, train)
 
 
+@preserved_global_state()  # the cell's thread count, seeds and determinism flags do not outlive it
 def run_cell(
     cell: Cell,
     *,
