@@ -20,7 +20,7 @@ import torch
 from torch import nn
 
 import unlearnkit as uk
-from unlearnkit.api import DEFAULT_SHOTS, recipe_of
+from unlearnkit.api import DEFAULT_SHOTS
 from unlearnkit.engine import TrainConfig, preserved_global_state, seed_everything
 from unlearnkit.errors import UnlearnkitError
 from unlearnkit.methods import METHODS, Method, UnlearnData, list_methods
@@ -113,7 +113,7 @@ def test_every_method_runs_through_uk_unlearn(name, trained, digits_class_scenar
         assert not data.has("train_recipe")
     else:
         assert all(data.has(s) for s in ("forget", "retain", "val"))
-        rec = recipe_of(model)
+        rec = uk.recipe_of(model)
         assert data.make_model is rec.make_model and data.train_config == rec.config
 
 
@@ -125,6 +125,8 @@ def test_setting2_default_shots(trained, digits_class_scenario, seen):
 def test_shots_refused_where_they_do_not_apply(trained, digits_class_scenario):
     with pytest.raises(UnlearnkitError, match="setting 2"):
         uk.unlearn("neggrad", trained["mlp"], digits_class_scenario, device="cpu", shots=5)
+    with pytest.raises(UnlearnkitError, match="for methods that retrain"):
+        uk.unlearn("neggrad_l1", trained["vit_digits"], digits_class_scenario, train_config=RECIPE)
     data = UnlearnData.from_scenario(digits_class_scenario)
     with pytest.raises(UnlearnkitError, match="need a Scenario"):
         uk.unlearn("neggrad_l1", trained["vit_digits"], data, shots=5)
@@ -138,7 +140,7 @@ def test_retrain_is_uk_train_on_retain(trained, digits_class_scenario):
     out = uk.unlearn("retrain", trained["mlp"], digits_class_scenario, device="cpu")
     direct = uk.train("mlp", digits_class_scenario, on="retain", config=RECIPE, device="cpu")
     assert _same(out, direct)
-    assert recipe_of(out) == recipe_of(trained["mlp"])  # passed on to the unlearned model
+    assert uk.recipe_of(out) == uk.recipe_of(trained["mlp"])  # passed on to the unlearned model
 
 
 def test_retrain_with_explicit_factory_and_recipe(digits_class_scenario):

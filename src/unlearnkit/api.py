@@ -178,6 +178,8 @@ def unlearn(
             f"shots/few_shot_folder are for the no-retain (setting 2) methods; {m.name!r} is a setting-{m.setting} "
             "method"
         )
+    if m.setting == 2 and (model_factory is not None or train_config is not None):
+        raise UnlearnkitError(f"model_factory/train_config are for methods that retrain; {m.name!r} does not")
     if isinstance(scenario, UnlearnData):
         if shots is not None or few_shot_folder is not None:
             raise UnlearnkitError("shots/few_shot_folder need a Scenario to draw the forget images from")
