@@ -17,7 +17,7 @@ from unlearnkit.engine.loops import (
     predict_logits,
     train_model,
 )
-from unlearnkit.engine.seed import seed_everything
+from unlearnkit.engine.seed import preserved_global_state, seed_everything
 
 __all__ = [
     "EnsembleCache",
@@ -33,6 +33,7 @@ __all__ = [
     "load_checkpoint",
     "make_optimizer",
     "predict_logits",
+    "preserved_global_state",
     "read_state_dict",
     "resolve_device",
     "save_checkpoint",

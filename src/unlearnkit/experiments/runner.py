@@ -47,6 +47,7 @@ from unlearnkit.engine import (
     train_model,
 )
 from unlearnkit.engine.checks import collapse_flag, nonfinite_reason
+from unlearnkit.engine.seed import preserved_global_state
 from unlearnkit.errors import ConfigError, UnlearnkitError
 from unlearnkit.experiments.config import RunConfig
 from unlearnkit.experiments.memory import peak_memory
@@ -347,6 +348,7 @@ def _error_line(e: BaseException) -> str:
     return f"{type(e).__name__}: {first}{where}"
 
 
+@preserved_global_state()  # the cell's thread count, seeds and determinism flags do not outlive it
 def run_cell(
     cell: Cell,
     *,
