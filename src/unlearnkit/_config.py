@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import copy
 import os
+import re
 import warnings
 from collections.abc import Iterable, Mapping
 from pathlib import Path
@@ -107,6 +108,13 @@ class _BoundedLoader(yaml.SafeLoader):
     def construct_document(self, node: yaml.Node) -> Any:
         _check_expanded(node)
         return super().construct_document(node)
+
+
+# YAML 1.2 floats without a dot (``1e-3``): PyYAML (YAML 1.1) reads them as strings, which a hyperparameter
+# mapping would pass on to a method unconverted
+_BoundedLoader.add_implicit_resolver(
+    "tag:yaml.org,2002:float", re.compile(r"^[-+]?[0-9][0-9_]*(?:\.[0-9_]*)?[eE][-+]?[0-9]+$"), list("-+0123456789")
+)
 
 
 def _check_expanded(root: yaml.Node) -> None:
@@ -308,7 +316,7 @@ def _set_path(data: dict[str, Any], path: list[str], value: Any, item: str) -> N
             nxt = node[part] = {}
         if not isinstance(nxt, dict):
             where = ".".join(path[: i + 1])
-            raise ConfigError(f"override {item}: {where} is a {type(nxt).__name__}, not a section")
+            raise ConfigError(f"override {item}: {where} is not a section (it holds {nxt!r})")
         node = nxt
     node[path[-1]] = value
 

@@ -162,7 +162,7 @@ def run(
     """Run a benchmark; with no options, the default one (digits, small_cnn, class:3 and random:0.1).
 
     KEY=VALUE arguments set config keys before validation (train.epochs=5, seeds=[0,1], methods.scrub.lr=1e-3
-    for a configured method); the options below win over them.
+    for a configured method), after the options below.
     """
     from unlearnkit._config import MAX_CELLS, apply_overrides, read_yaml
     from unlearnkit.experiments import parse_config, run_benchmark
@@ -189,7 +189,10 @@ def run(
                 from unlearnkit.concept.runner import load_concept_config, run_concept_cli
 
                 if overrides:  # applied to the validated file's mapping; the concept runner merges top-level keys
-                    flags = {**apply_overrides(load_concept_config(config).model_dump(), overrides), **flags}
+                    data = {**load_concept_config(config).model_dump(), **flags}
+                    if epochs is not None:
+                        data["pretrain"]["epochs"] = epochs
+                    flags, epochs = apply_overrides(data, overrides, str(config)), None
                 res = run_concept_cli(
                     config, out_dir, progress=progress, overrides=flags, epochs=epochs,
                     not_applicable={"--dataset": dataset, "--data-root": data_root, "--download": download or None,
@@ -198,7 +201,6 @@ def run(
             else:
                 source = str(config) if config is not None else "default config"
                 data = read_yaml(config) if config is not None else default_config_data()
-                data = apply_overrides(data, overrides or [], source)
                 if dataset is not None:
                     flags["dataset"] = dataset
                 if data_root is not None:
@@ -209,9 +211,11 @@ def run(
                     flags["model"] = model
                 if forget:
                     flags["forget"] = list(forget)
+                data = apply_overrides(data, [], source)  # a copy; refuses a document that is not a mapping
                 data.update(flags)
                 if epochs is not None:
                     data = apply_overrides(data, [f"train.epochs={epochs}"])
+                data = apply_overrides(data, overrides or [], source)
                 if overrides or flags or epochs is not None:
                     source += " with the command-line options"
                 cfg = parse_config(data, source)
