@@ -248,8 +248,12 @@ def test_above_the_limit_with_confirmation_warns():
 def test_sweep_refuses_a_huge_grid_before_planning(tmp_path):
     sw = parse_sweep({"model": ["mlp", "small_cnn"], "seeds": {"range": [0, 5_000]}, "methods": ["finetune"],
                       "forget": ["class:3"], "device": "cpu"}, "s.yaml")  # fmt: skip
-    with pytest.raises(ConfigError, match="at least 20,000 cells planned, more than 2,000"):
+    with pytest.raises(ConfigError, match="at least 10,000 cells planned, more than 2,000"):
         run_sweep(sw, tmp_path / "out")
+    small = parse_sweep({"model": "mlp", "seeds": [0, 1], "methods": ["finetune"], "forget": ["class:3"],
+                         "device": "cpu"}, "s.yaml")  # fmt: skip
+    with pytest.raises(ConfigError, match=r"^6 cells planned, more than 5"):  # exact count after planning
+        run_sweep(small, tmp_path / "out", max_cells=5)
     assert not (tmp_path / "out").exists()
 
 

@@ -10,6 +10,11 @@ hyperparameters), seeds and the training recipe of the original/retrained models
     methods: all            # or [retrain, finetune] or [{name: neggrad, params: {lr: 1e-4}}]
     seeds: [0]
     train: {epochs: 30, lr: 0.001, batch_size: 64}
+
+Bounds (see :mod:`unlearnkit._config`): seeds in [0, 2**32); ``threads`` in [0, 256], with a warning above
+the machine's core count; ``train.epochs`` >= 1; epochs and steps (``train.epochs`` and method
+hyperparameters whose names end in ``epochs`` / ``steps``) below 10,000 / 1,000,000 unless
+``allow_long: true``.
 """
 
 from __future__ import annotations

@@ -460,9 +460,9 @@ def run_sweep(
         )
     if on_ray and sweep.device.startswith("cuda") and sweep.ray.num_gpus == 0:
         raise ConfigError(f"{sweep.source}: device {sweep.device!r} on Ray needs ray.num_gpus > 0 (GPUs per task)")
-    # every model x request x seed has its own original and retrain cell: refuse a huge grid before planning it
+    # every model x request x seed has its own original cell: refuse a huge grid before planning it
     n_forget = len(sweep.base.get("forget") or RunConfig().forget)
-    check_cell_count(2 * len(sweep.models) * n_forget * len(sweep.seeds), max_cells, at_least=True)
+    check_cell_count(len(sweep.models) * n_forget * len(sweep.seeds), max_cells, at_least=True)
     sp = plan_sweep(sweep, device_check=not on_ray)
     check_cell_count(len(sp.cells), max_cells)
     out = check_writable(out_dir or sweep.out or Path("runs") / sweep.name, "output directory")
