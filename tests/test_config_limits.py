@@ -157,6 +157,7 @@ BAD_VALUES = {
     "too many seeds": ({"seeds": list(range(100_001))}, "seeds: List should have at most 100000 items"),
     "negative threads": ({"threads": -1}, "threads"),
     "threads above 256": ({"threads": 100_000}, "threads: Input should be less than or equal to 256"),
+    "shadow models": ({"lira_shadows": 10**9}, "lira_shadows: Input should be less than or equal to 10000"),
     "zero epochs": ({"train": {"epochs": 0}}, "train.epochs: Input should be greater than or equal to 1"),
     "epochs above the ceiling": ({"train": {"epochs": 10**9}}, "train.epochs = 1,000,000,000 is above the ceiling"),
     "method epochs": ({"methods": {"finetune": {"epochs": MAX_EPOCHS + 1}}}, "methods.finetune.epochs = 10,001"),

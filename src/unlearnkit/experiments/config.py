@@ -91,7 +91,7 @@ class RunConfig(StrictModel):
     threads: Threads = 1
     #: lift the ceilings on epochs and steps (train.epochs and method hyperparameters; see unlearnkit._config)
     allow_long: bool = False
-    lira_shadows: int = Field(0, ge=0)  # LiRA / U-LiRA shadow models per scenario; 0 = off (>= 4 to compute)
+    lira_shadows: int = Field(0, ge=0, le=10_000)  # LiRA / U-LiRA shadow models per scenario; 0 = off (>= 4 to compute)
     lira_fixed_variance: bool = True  # one global σ: the LiRA README advises it below ~64 shadows
     lira_nonmember_split: Literal["auto", "test", "val", "forget_test"] = "auto"
     #: NeurIPS-2023 ε score: N unlearned vs N retrained models per scenario (forget_quality, final_score and
