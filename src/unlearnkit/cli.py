@@ -89,7 +89,7 @@ def _config_warnings() -> Iterator[None]:
 Overrides = Annotated[
     list[str] | None,
     typer.Argument(
-        metavar="[KEY=VALUE]...",
+        metavar="KEY=VALUE",
         help="Set any config key (dotted, value read as YAML): train.epochs=5 seeds=[0,1] methods.scrub.lr=1e-3.",
         show_default=False,
     ),
@@ -342,7 +342,7 @@ def sweep(
 ) -> None:
     """Run (or resume) a grid of benchmarks: every cell not yet stored in OUT/results.db, in-process or on Ray.
 
-    KEY=VALUE arguments set config keys before validation, as for ``run`` (a list value is a grid axis).
+    KEY=VALUE arguments set config keys before validation, as for run (a list value is a grid axis).
     """
     from unlearnkit._config import MAX_CELLS, apply_overrides, read_yaml
     from unlearnkit.experiments.progress import NullProgress
