@@ -383,3 +383,24 @@ def test_apply_overrides_leaves_its_input_alone():
     assert out == {"methods": [{"name": "finetune", "params": {"epochs": 1}}, {"name": "scrub", "params": {"lr": 2}}],
                    "train": {"epochs": 2, "lr": 0.1}}  # fmt: skip
     assert data == {"methods": ["finetune", {"name": "scrub", "params": {"lr": 1}}], "train": {"epochs": 2}}
+
+
+def test_overrides_reach_a_setting3_config(monkeypatch, tmp_path):
+    concept = pytest.importorskip("unlearnkit.concept.runner")
+    seen: dict = {}
+
+    def fake_concept(config, out_dir, *, overrides, epochs, **kw):
+        seen["cfg"] = concept.parse_concept_config(overrides, "options")
+        return BenchmarkResult(out_dir=Path(out_dir))
+
+    monkeypatch.setattr(concept, "run_concept_cli", fake_concept)
+    path = tmp_path / "c.yaml"
+    path.write_text(yaml.safe_dump({"setting": 3, "clip": {"config": "clip_tiny"}, "methods": {"safe_clip": {}}}))
+    res = _invoke(["run", "--config", str(path), "pretrain.lr=1e-2", "methods.safe_clip.epochs=2", "--epochs", "3",
+                   "--seeds", "4", "--out", str(tmp_path / "o"), "-q"])  # fmt: skip
+    assert res.exit_code == 0, res.output
+    cfg = seen["cfg"]
+    assert (cfg.pretrain.lr, cfg.pretrain.epochs, cfg.seeds) == (1e-2, 3, [4])
+    assert {s.name: s.params for s in cfg.method_specs()} == {"safe_clip": {"epochs": 2}}
+    line = _one_line_exit_2(_invoke(["run", "--config", str(path), "pretrain.epochz=1", "--out", str(tmp_path / "o")]))
+    assert "pretrain.epochz: unknown key" in line
