@@ -25,10 +25,19 @@ from pathlib import Path
 from typing import Any, Literal
 
 import torch
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import Field, model_validator
 from transformers import CLIPModel
 
 import unlearnkit
+from unlearnkit._config import (
+    Seeds,
+    StrictModel,
+    Threads,
+    check_run_length,
+    param_lengths,
+    read_yaml,
+    validate_model,
+)
 from unlearnkit.concept._data import ConceptData, WordTokenizer
 from unlearnkit.concept._method import CONCEPT_METHODS, ConceptMethod, ConceptUnlearnData, create_concept_method
 from unlearnkit.concept.clip import CLIP_CONFIGS, check_clip_dir, load_clip, save_clip, small_clip
@@ -38,7 +47,7 @@ from unlearnkit.concept.visu import HFTokenizer, clip_image_transform, load_visu
 from unlearnkit.concept.world import WorldConfig, make_concept_world
 from unlearnkit.engine import ModelCache, config_hash, resolve_device, seed_everything
 from unlearnkit.errors import ConfigError, UnlearnkitError
-from unlearnkit.experiments.config import MethodSpec, Seeds, read_yaml
+from unlearnkit.experiments.config import MethodSpec
 from unlearnkit.experiments.progress import NullProgress, ProgressSink
 from unlearnkit.experiments.record import RunRecord
 from unlearnkit.experiments.runner import ORIGINAL, BenchmarkResult, ensure_writable_dir
@@ -50,11 +59,7 @@ FORGET = "concept:unsafe"
 
 
 # -- config ---------------------------------------------------------------------------------------------
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-
-class WorldSection(_Strict):
+class WorldSection(StrictModel):
     """Sizes of the generated concept world (see :class:`~unlearnkit.concept.world.WorldConfig`)."""
 
     n_train: int = Field(1536, ge=1)
@@ -66,7 +71,7 @@ class WorldSection(_Strict):
     twin: Literal["independent", "overlay"] = "independent"
 
 
-class VisuSection(_Strict):
+class VisuSection(StrictModel):
     """ViSU files (JSON/JSONL) and image folders (see :func:`~unlearnkit.concept.visu.load_visu`)."""
 
     train: str
@@ -80,7 +85,7 @@ class VisuSection(_Strict):
     max_test: int | None = Field(None, ge=2)
 
 
-class ClipSection(_Strict):
+class ClipSection(StrictModel):
     """Either a small random-weight config (``config``, pretrained here) or ``from_pretrained`` weights."""
 
     config: str | None = None
@@ -100,16 +105,16 @@ class ClipSection(_Strict):
         return self.config if self.config is not None else str(self.from_pretrained)
 
 
-class PretrainSection(_Strict):
+class PretrainSection(StrictModel):
     """Contrastive pretraining of a small CLIP on the training pairs (ignored for ``from_pretrained``)."""
 
-    epochs: int = Field(30, ge=0)
+    epochs: int = Field(30, ge=1)  # above MAX_EPOCHS needs allow_long
     lr: float = Field(2e-3, gt=0)
     batch_size: int = Field(128, ge=2)
     weight_decay: float = Field(0.05, ge=0)
 
 
-class ConceptRunConfig(_Strict):
+class ConceptRunConfig(StrictModel):
     """A setting-3 benchmark: concept data × CLIP × methods × seeds."""
 
     name: str = "setting3"
@@ -126,8 +131,10 @@ class ConceptRunConfig(_Strict):
     cache_dir: str | None = None
     eval_batch_size: int = Field(256, ge=1)
     #: torch intra-op threads on CPU (0: torch's default), as in the classifier runner's config
-    threads: int = Field(1, ge=0)
+    threads: Threads = 1
     save_models: bool = False
+    #: lift the ceilings on epochs and steps (pretrain.epochs and method hyperparameters)
+    allow_long: bool = False
 
     @model_validator(mode="after")
     def _dataset_sources(self) -> ConceptRunConfig:
@@ -135,6 +142,9 @@ class ConceptRunConfig(_Strict):
             raise ValueError("dataset: visu needs a visu section (train, test, coco_dir, ...)")
         if self.dataset == "concept_world" and self.clip.from_pretrained is not None:
             raise ValueError("the concept world has its own word vocabulary: use a small clip.config with it")
+        specs = [] if self.methods == "all" else self.method_specs()
+        check_run_length([("pretrain.epochs", self.pretrain.epochs), *param_lengths((m.name, m.params) for m in specs)],
+                         self.allow_long)  # fmt: skip
         return self
 
     def method_specs(self) -> list[MethodSpec]:
@@ -148,16 +158,7 @@ class ConceptRunConfig(_Strict):
 
 def parse_concept_config(data: dict[str, Any] | None, source: str = "config") -> ConceptRunConfig:
     """Validate a mapping into a :class:`ConceptRunConfig`; problems raise :class:`ConfigError` (one line)."""
-    if not isinstance(data, dict):
-        raise ConfigError(f"{source}: expected a mapping of keys at the top level")
-    try:
-        return ConceptRunConfig.model_validate(data)
-    except ValidationError as e:
-        err = e.errors()[0]
-        loc = ".".join(str(p) for p in err["loc"]) or "(top level)"
-        msg = "unknown key" if err["type"] == "extra_forbidden" else err["msg"]
-        more = f" (and {len(e.errors()) - 1} more problems)" if len(e.errors()) > 1 else ""
-        raise ConfigError(f"{source}: {loc}: {msg}{more}") from None
+    return validate_model(ConceptRunConfig, data, source)
 
 
 def config_setting(path: str | Path) -> int | None:

@@ -10,38 +10,42 @@ hyperparameters), seeds and the training recipe of the original/retrained models
     methods: all            # or [retrain, finetune] or [{name: neggrad, params: {lr: 1e-4}}]
     seeds: [0]
     train: {epochs: 30, lr: 0.001, batch_size: 64}
+
+Bounds (see :mod:`unlearnkit._config`): seeds in [0, 2**32); ``threads`` in [0, 256], with a warning above
+the machine's core count; ``train.epochs`` >= 1; epochs and steps (``train.epochs`` and method
+hyperparameters whose names end in ``epochs`` / ``steps``) below 10,000 / 1,000,000 unless
+``allow_long: true``.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Any, Literal
 
-import yaml
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import Field, field_validator, model_validator
 
+from unlearnkit._config import (
+    Seeds,
+    StrictModel,
+    Threads,
+    check_run_length,
+    one_line,
+    param_lengths,
+    read_yaml,
+    validate_model,
+)
 from unlearnkit.engine import TrainConfig
-from unlearnkit.errors import ConfigError
+
+#: old private names, kept for imports elsewhere
+_Strict = StrictModel
+_one_line = one_line
 
 
-def _distinct(seeds: list[int]) -> list[int]:
-    if len(set(seeds)) != len(seeds):
-        raise ValueError("seeds must be distinct")
-    return seeds
-
-
-#: the ``seeds`` of a config (any setting): distinct integers
-Seeds = Annotated[list[int], AfterValidator(_distinct)]
-
-
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-
-class TrainSection(_Strict):
+class TrainSection(StrictModel):
     """Recipe for the original and retrained models (see :class:`unlearnkit.engine.TrainConfig`)."""
 
-    epochs: int = Field(30, ge=0)
+    #: at least 1 (0 would report untrained reference models); above MAX_EPOCHS needs ``allow_long``
+    epochs: int = Field(30, ge=1)
     lr: float = Field(1e-3, gt=0)
     batch_size: int = Field(64, ge=1)
     optimizer: Literal["adam", "adamw", "sgd"] = "adam"
@@ -55,14 +59,14 @@ class TrainSection(_Strict):
         return TrainConfig(**self.model_dump())
 
 
-class MethodSpec(_Strict):
+class MethodSpec(StrictModel):
     """A method and its hyperparameters."""
 
     name: str
     params: dict[str, Any] = Field(default_factory=dict)
 
 
-class RunConfig(_Strict):
+class RunConfig(StrictModel):
     """A benchmark: dataset × model × forget requests × methods × seeds."""
 
     name: str = "default"
@@ -83,8 +87,11 @@ class RunConfig(_Strict):
     cache_dir: str | None = None
     #: torch intra-op threads on CPU (0: torch's default). One thread is as fast for the small offline models,
     #: avoids oversubscription on busy machines, and keeps float results independent of the core count.
-    threads: int = Field(1, ge=0)
-    lira_shadows: int = Field(0, ge=0)  # LiRA / U-LiRA shadow models per scenario; 0 = off (>= 4 to compute)
+    #: It is part of every run key (float results depend on it). Warned about above the machine's core count.
+    threads: Threads = 1
+    #: lift the ceilings on epochs and steps (train.epochs and method hyperparameters; see unlearnkit._config)
+    allow_long: bool = False
+    lira_shadows: int = Field(0, ge=0, le=10_000)  # LiRA / U-LiRA shadow models per scenario; 0 = off (>= 4 to compute)
     lira_fixed_variance: bool = True  # one global σ: the LiRA README advises it below ~64 shadows
     lira_nonmember_split: Literal["auto", "test", "val", "forget_test"] = "auto"
     #: NeurIPS-2023 ε score: N unlearned vs N retrained models per scenario (forget_quality, final_score and
@@ -114,6 +121,13 @@ class RunConfig(_Strict):
             raise ValueError("must be 0 (off) or >= 2: the ε score compares at least 2 models per side")
         return v
 
+    @model_validator(mode="after")
+    def _run_length(self) -> RunConfig:
+        specs = self.method_specs() or []
+        check_run_length([("train.epochs", self.train.epochs), *param_lengths((m.name, m.params) for m in specs)],
+                         self.allow_long)  # fmt: skip
+        return self
+
     def method_specs(self) -> list[MethodSpec] | None:
         """Explicit methods as specs, or ``None`` for ``all``."""
         if self.methods == "all":
@@ -123,44 +137,9 @@ class RunConfig(_Strict):
         return [m if isinstance(m, MethodSpec) else MethodSpec(name=m) for m in self.methods]
 
 
-def _one_line(e: ValidationError, source: str) -> str:
-    err = e.errors()[0]
-    loc = ".".join(str(p) for p in err["loc"]) or "(top level)"
-    msg = err["msg"]
-    if err["type"] == "extra_forbidden":
-        msg = "unknown key"
-    more = f" (and {len(e.errors()) - 1} more problems)" if len(e.errors()) > 1 else ""
-    return f"{source}: {loc}: {msg}{more}"
-
-
 def parse_config(data: dict[str, Any] | None, source: str = "config") -> RunConfig:
     """Validate a mapping into a :class:`RunConfig`; problems raise :class:`ConfigError` (one line)."""
-    if data is None:
-        data = {}
-    if not isinstance(data, dict):
-        raise ConfigError(f"{source}: expected a mapping of keys at the top level, got {type(data).__name__}")
-    try:
-        return RunConfig.model_validate(data)
-    except ValidationError as e:
-        raise ConfigError(_one_line(e, source)) from None
-
-
-def read_yaml(path: str | Path, what: str = "config file") -> Any:
-    """The YAML document in ``path``; a missing file or invalid YAML raises a one-line :class:`ConfigError`.
-
-    Args:
-        path: the file.
-        what: how the messages name it (``"<what> not found: PATH"``, ``"<what> PATH is not valid YAML at line N"``).
-    """
-    p = Path(path)
-    if not p.is_file():
-        raise ConfigError(f"{what} not found: {p}")
-    try:
-        return yaml.safe_load(p.read_text())
-    except yaml.YAMLError as e:
-        mark = getattr(e, "problem_mark", None)
-        where = f" at line {mark.line + 1}" if mark is not None else ""
-        raise ConfigError(f"{what} {p} is not valid YAML{where}") from None
+    return validate_model(RunConfig, data, source)
 
 
 def load_config(path: str | Path) -> RunConfig:

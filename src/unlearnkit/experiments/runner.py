@@ -34,6 +34,7 @@ import torch
 from torch import nn
 
 import unlearnkit
+from unlearnkit._config import MAX_CELLS, check_cell_count
 from unlearnkit.data import DATASETS, DatasetBundle, load_dataset
 from unlearnkit.engine import (
     EnsembleCache,
@@ -82,6 +83,9 @@ class Cell:
         shots: number of forget images for setting-2 (no retain data) methods, else ``None``.
         metrics: metric names to compute (``None``: all registered).
         few_shot_folder: external images for setting-2 methods.
+        threads: torch CPU threads (0: torch's default); float results depend on it, so it is in the key.
+        deterministic: whether torch's deterministic algorithms are requested (``seed_everything`` does);
+            in the key so a future non-deterministic mode cannot share results with this one.
         key: the hash of everything above that determines the result (the store's primary key).
     """
 
@@ -100,6 +104,7 @@ class Cell:
     metrics: list[str] | None = None
     few_shot_folder: str | None = None
     threads: int = 1
+    deterministic: bool = True
     lira_shadows: int = 0
     lira_fixed_variance: bool = True
     lira_nonmember_split: str = "auto"
@@ -117,7 +122,7 @@ class Cell:
     def identity(self) -> dict[str, Any]:
         """What determines the result (hashed into :attr:`key`)."""
         d = asdict(self)
-        for k in ("key", "data_root", "download", "metrics", "ensemble_batch_models", "threads"):
+        for k in ("key", "data_root", "download", "metrics", "ensemble_batch_models"):
             d.pop(k)
         if not d["ensemble_n"]:  # ε score off: keys stay what they were before ensembles existed
             for k in ("ensemble_n", "ensemble_originals"):
@@ -219,12 +224,19 @@ def validate_config(cfg: RunConfig) -> tuple[list[Method], list[ForgetRequest], 
     return methods, requests, device
 
 
-def plan(cfg: RunConfig, bundle: DatasetBundle | None = None) -> tuple[list[Cell], list[str]]:
+def plan(
+    cfg: RunConfig, bundle: DatasetBundle | None = None, *, max_cells: int | None = None
+) -> tuple[list[Cell], list[str]]:
     """Validate ``cfg`` and expand it into cells; also return why some (method, request) pairs were skipped.
 
     Every scenario is built here (so an unknown class or an empty forget set fails before any work).
+    With ``max_cells``, the number of cells is counted first (without data) and refused above it.
     """
     methods, requests, _ = validate_config(cfg)
+    if max_cells is not None:
+        per_seed = sum(1 + sum(len(cfg.shots) if m.setting == 2 else 1 for m in methods if not m.unsupported_reason(r))
+                       for r in requests)  # fmt: skip
+        check_cell_count(per_seed * len(cfg.seeds), max_cells)
     bundle = bundle if bundle is not None else _bundle(cfg.dataset, cfg.data_root, cfg.download)
     train = cfg.train.to_train_config().to_dict()
     common = {
@@ -637,6 +649,7 @@ def run_benchmark(
     bundle: DatasetBundle | None = None,
     executor: Any = None,
     retry_failed: bool = False,
+    max_cells: int | None = MAX_CELLS,
 ) -> BenchmarkResult:
     """Run (or resume) the benchmark described by ``cfg`` into ``out_dir``.
 
@@ -647,10 +660,11 @@ def run_benchmark(
         bundle: an already loaded dataset (Python API: any user dataset via ``from_torch``).
         executor: runs the cells (default: :class:`InProcessExecutor`).
         retry_failed: rerun cells stored as failed.
+        max_cells: refuse to plan more cells than this, before anything is written (``None``: no limit).
     """
     t_start = time.perf_counter()
     progress = progress or NullProgress()
-    cells, skipped = plan(cfg, bundle)
+    cells, skipped = plan(cfg, bundle, max_cells=max_cells)
     check_locations(out_dir, cfg.cache_dir)
     out = ensure_writable_dir(out_dir)
     result = BenchmarkResult(out_dir=out, not_applicable=skipped)

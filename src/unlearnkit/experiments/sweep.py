@@ -42,10 +42,11 @@ from pydantic import Field, ValidationError
 from rich.console import Console
 from rich.progress import TaskID
 
+from unlearnkit._config import MAX_CELLS, MAX_SEEDS, SEED_LIMIT, StrictModel, check_cell_count, one_line, read_yaml
 from unlearnkit.engine import default_cache_dir
 from unlearnkit.engine.device import DEVICES
 from unlearnkit.errors import ConfigError, UnlearnkitError, suggest
-from unlearnkit.experiments.config import RunConfig, _one_line, _Strict, parse_config, read_yaml
+from unlearnkit.experiments.config import RunConfig, parse_config
 from unlearnkit.experiments.progress import NullProgress, ProgressSink, progress_bars
 from unlearnkit.experiments.runner import (
     BenchmarkResult,
@@ -68,7 +69,7 @@ LIST_AXES = ("forget", "seeds", "shots")
 Backend = Literal["inprocess", "ray"]
 
 
-class RaySection(_Strict):
+class RaySection(StrictModel):
     """Resources of the Ray tasks (each cell and each reference model is one task).
 
     Attributes:
@@ -172,7 +173,12 @@ def _seed_range(spec: dict[str, Any], source: str) -> list[int]:
     r = [r] if isinstance(r, int) else r
     if not (isinstance(r, list) and 1 <= len(r) <= 2 and all(isinstance(v, int) and v >= 0 for v in r)):
         raise ConfigError(f"{source}: seeds: expected a list of seeds or {{range: [start, stop]}}, got {spec!r}")
-    return list(range(*r))
+    seeds = range(*r)
+    if r[-1] > SEED_LIMIT or len(seeds) > MAX_SEEDS:
+        raise ConfigError(
+            f"{source}: seeds: range {r} is out of bounds (seeds lie in [0, 2**32), at most {MAX_SEEDS:,} of them)"
+        )
+    return list(seeds)
 
 
 def _method_entries(methods: Any, source: str) -> Literal["all"] | list[tuple[str, dict[str, list[Any]]]]:
@@ -232,7 +238,7 @@ def parse_sweep(data: Any, source: str = "sweep config") -> SweepConfig:
     try:
         ray = RaySection.model_validate(data.pop("ray", None) or {})
     except ValidationError as e:
-        raise ConfigError(_one_line(e, f"{source}: ray")) from None
+        raise ConfigError(one_line(e, f"{source}: ray")) from None
     artifacts, out = data.pop("artifacts", None), data.pop("out", None)
     for key, v in (("artifacts", artifacts), ("out", out)):
         if v is not None and not isinstance(v, str | os.PathLike):
@@ -414,6 +420,7 @@ def run_sweep(
     retry_failed: bool = False,
     progress: ProgressSink | None = None,
     ray_init: dict[str, Any] | None = None,
+    max_cells: int | None = MAX_CELLS,
 ) -> BenchmarkResult:
     """Run (or resume) a sweep into ``out_dir``: plan → check outputs → executor → drive → reports.
 
@@ -428,6 +435,7 @@ def run_sweep(
         retry_failed: rerun the cells stored as failed.
         progress: e.g. :class:`SweepProgress` (default: silent).
         ray_init: extra ``ray.init`` arguments for a local Ray.
+        max_cells: refuse a grid of more cells than this, before anything is written (``None``: no limit).
     """
     t_start = time.perf_counter()
     on_ray = backend == "ray" or ray_address is not None
@@ -438,7 +446,11 @@ def run_sweep(
         )
     if on_ray and sweep.device.startswith("cuda") and sweep.ray.num_gpus == 0:
         raise ConfigError(f"{sweep.source}: device {sweep.device!r} on Ray needs ray.num_gpus > 0 (GPUs per task)")
+    # every model x request x seed has its own original cell: refuse a huge grid before planning it
+    n_forget = len(sweep.base.get("forget") or RunConfig().forget)
+    check_cell_count(len(sweep.models) * n_forget * len(sweep.seeds), max_cells, at_least=True)
     sp = plan_sweep(sweep, device_check=not on_ray)
+    check_cell_count(len(sp.cells), max_cells)
     out = check_writable(out_dir or sweep.out or Path("runs") / sweep.name, "output directory")
     cache_dir = check_writable(sweep.artifacts or default_cache_dir(), "artifacts directory")
     result = BenchmarkResult(out_dir=out, not_applicable=sp.skipped)
