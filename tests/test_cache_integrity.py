@@ -311,3 +311,38 @@ def test_two_processes_train_one_entry_once(tmp_path):
     assert all(p.returncode == 0 for p in procs), outs
     assert log.read_text().count("trained") == 1, "the entry was trained twice"
     assert sorted(o.strip() for o, _ in outs) == ["loaded", "trained"]
+
+
+def test_concept_data_fingerprint_follows_pixels_and_files(tmp_path):
+    from unlearnkit.concept._data import ConceptData, FileImages, Quadruplets, TensorImages, WordTokenizer
+
+    def data(images) -> ConceptData:
+        q = Quadruplets(["a cat"], images, ["a bad cat"], images, ["bad"])
+        return ConceptData("visu", q, None, q, WordTokenizer.fit(["a cat", "a bad cat"]))
+
+    px = torch.rand(1, 3, 4, 4)
+    assert data(TensorImages(px)).fingerprint() == data(TensorImages(px.clone())).fingerprint()
+    assert data(TensorImages(px)).fingerprint() != data(TensorImages(1 - px)).fingerprint()
+    f = tmp_path / "img.png"
+    f.write_bytes(b"x" * 10)
+    before = data(FileImages([f], lambda paths: px)).fingerprint()
+    f.write_bytes(b"y" * 11)  # another image under the same name
+    assert data(FileImages([f], lambda paths: px)).fingerprint() != before
+
+
+def test_a_damaged_ensemble_member_is_quarantined_and_retrained(tmp_path, digits_random_scenario):
+    from unlearnkit.engine import EnsembleCache, TrainConfig, train_ensemble
+
+    def make() -> nn.Module:
+        return uk.create_model("mlp", 10, (1, 8, 8), hidden=16)
+
+    ds, cfg, key = digits_random_scenario.forget, TrainConfig(epochs=1), {"test": "integrity"}
+    first = train_ensemble(make, ds, cfg, [0, 1], device="cpu", cache=EnsembleCache(tmp_path), key=key, mode="loop")
+    victim = EnsembleCache(tmp_path).models.path(EnsembleCache.member_key(key, cfg, 1))
+    victim.write_bytes(victim.read_bytes()[:-8])
+    again = EnsembleCache(tmp_path)
+    with pytest.warns(CacheEntryWarning, match=victim.name):
+        second = train_ensemble(make, ds, cfg, [0, 1], device="cpu", cache=again, key=key, mode="loop")
+    assert again.loaded == 1 and again.trained == 1
+    for a, b in zip(first, second, strict=True):
+        assert all(torch.equal(p, q) for p, q in zip(a.state_dict().values(), b.state_dict().values(), strict=True))
