@@ -274,11 +274,15 @@ def test_an_entry_with_non_finite_weights_is_quarantined(tmp_path):
 
 _WORKER = textwrap.dedent(
     """
-    import sys, time
+    import os, sys, time
+    from pathlib import Path
     from torch import nn
     from unlearnkit.engine import ModelCache
 
-    root, log = sys.argv[1], sys.argv[2]
+    root, log, barrier = sys.argv[1], sys.argv[2], Path(sys.argv[3])
+    (barrier / str(os.getpid())).touch()  # start together, once both have imported torch
+    while len(list(barrier.iterdir())) < 2:
+        time.sleep(0.01)
 
     def train(model):
         with open(log, "a") as f:
@@ -295,11 +299,12 @@ _WORKER = textwrap.dedent(
 def test_two_processes_train_one_entry_once(tmp_path):
     script = tmp_path / "worker.py"
     script.write_text(_WORKER)
-    log = tmp_path / "trainings.log"
+    log, barrier = tmp_path / "trainings.log", tmp_path / "barrier"
+    barrier.mkdir()
     env = {**__import__("os").environ, "PYTHONPATH": str(Path(uk.__file__).parents[1])}
     procs = [
         subprocess.Popen(
-            [sys.executable, str(script), str(tmp_path / "cache"), str(log)],
+            [sys.executable, str(script), str(tmp_path / "cache"), str(log), str(barrier)],
             env=env,
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,

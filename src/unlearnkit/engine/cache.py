@@ -160,14 +160,12 @@ def validate_info(info: Any) -> str | None:
 
 
 def _sanitise_info(info: dict[str, Any]) -> dict[str, Any]:
-    """``info`` as stored: JSON-normalised, a sub-millisecond time raised to :data:`MIN_TIME_S`."""
-    out = _normalise(dict(info))
+    """``info`` as stored: JSON-normalised, a sub-millisecond time raised to :data:`MIN_TIME_S`, and any
+    value :func:`validate_info` would refuse (e.g. a NaN) left out, so a stored entry always reads back."""
+    out = _normalise({str(k): v for k, v in dict(info).items()})
     if _finite_number(out.get("time_s")) and 0 <= out["time_s"] < MIN_TIME_S:
         out["time_s"] = MIN_TIME_S
-    why = validate_info(out)
-    if why is not None:
-        raise UnlearnkitError(f"cannot cache a model whose training record is invalid: {why}")
-    return out
+    return {k: v for k, v in out.items() if validate_info({k: v}) is None}
 
 
 def file_sha256(path: str | Path) -> str:
@@ -201,6 +199,11 @@ class ModelCache:
     def __contains__(self, key: dict[str, Any]) -> bool:
         """Whether an entry exists for ``key`` (not verified; :meth:`load` verifies)."""
         return self.path(key).is_file()
+
+    def exists(self, key: dict[str, Any]) -> bool:
+        """Whether either file of ``key``'s entry is present (a half-written or damaged entry counts)."""
+        p = self.path(key)
+        return p.is_file() or sidecar_path(p).is_file()
 
     # -- locking ------------------------------------------------------------------------------------------
     @contextlib.contextmanager
@@ -287,7 +290,7 @@ class ModelCache:
         A damaged entry is quarantined (with ``quarantine=False`` it is only treated as a miss) and ``model``
         is left untouched.
         """
-        if not self.path(key).is_file() and not sidecar_path(self.path(key)).is_file():
+        if not self.exists(key):
             return None
         try:
             state, info = self._check(key, model)

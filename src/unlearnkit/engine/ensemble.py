@@ -140,8 +140,11 @@ class EnsembleCache:
         A damaged member is quarantined (see :class:`~unlearnkit.engine.cache.ModelCache`) unless
         ``quarantine=False``.
         """
+        mkey = self.member_key(key, cfg, seed)
+        if not self.models.exists(mkey):
+            return None
         model = make_model()
-        if self.models.load(self.member_key(key, cfg, seed), model, quarantine=quarantine) is None:
+        if self.models.load(mkey, model, quarantine=quarantine) is None:
             return None
         self.loaded += 1
         return model.to(device).eval()
