@@ -351,3 +351,33 @@ def test_a_damaged_ensemble_member_is_quarantined_and_retrained(tmp_path, digits
     assert again.loaded == 1 and again.trained == 1
     for a, b in zip(first, second, strict=True):
         assert all(torch.equal(p, q) for p, q in zip(a.state_dict().values(), b.state_dict().values(), strict=True))
+
+
+def test_dataset_fingerprint_paths(tmp_path):
+    from torch.utils.data import Dataset, TensorDataset
+    from torchvision.datasets import ImageFolder
+
+    from unlearnkit.data import dataset_fingerprint
+
+    x = torch.rand(6, 2)
+    assert dataset_fingerprint(TensorDataset(x)) == dataset_fingerprint(TensorDataset(x.clone()))
+    assert dataset_fingerprint(TensorDataset(x)) != dataset_fingerprint(TensorDataset(x + 1))
+
+    class Plain(Dataset):  # a user Dataset: hashed by its samples
+        def __init__(self, v: float) -> None:
+            self.v = v
+
+        def __len__(self) -> int:
+            return 3
+
+        def __getitem__(self, i: int):
+            return torch.full((2,), self.v * i), i
+
+    assert dataset_fingerprint(Plain(1.0)) == dataset_fingerprint(Plain(1.0))
+    assert dataset_fingerprint(Plain(1.0)) != dataset_fingerprint(Plain(2.0))
+
+    root = _image_folder(tmp_path / "f", False) / "train"
+    first = dataset_fingerprint(ImageFolder(str(root)))  # file-backed: the file list, sizes and mtimes
+    png = next(root.glob("0/*.png"))
+    Image.fromarray(np.zeros((8, 8), np.uint8), mode="L").save(png)
+    assert dataset_fingerprint(ImageFolder(str(root))) != first

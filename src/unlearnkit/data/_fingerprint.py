@@ -5,11 +5,14 @@
 * in-memory sets (:class:`~unlearnkit.data.ArrayDataset` and its uint8 image variant, ``TensorDataset``)
   by their tensors' bytes, dtypes and shapes (the built-in loaders, ``image_folder`` and the torchvision
   sets included, decode everything into such tensors, so their fingerprint is of the pixels actually used);
+* torchvision sets holding their decoded arrays (``MNIST``, ``CIFAR10``, ``SVHN`` handed to ``from_torch``)
+  by ``data`` and ``targets`` plus the ``repr`` of their transforms;
 * file-backed sets (``torchvision.datasets.DatasetFolder``/``ImageFolder`` and anything else with a
   ``samples`` list of ``(path, target)``) by the file list with sizes and modification times, their class
   mapping and the ``repr`` of their transforms;
 * ``Subset`` and ``ConcatDataset`` by their parts (and the indices);
-* any other ``Dataset`` by its samples, iterated once.
+* any other ``Dataset`` (or one of the above whose transforms print an object address, such as a lambda)
+  by its samples, iterated once.
 
 The result is remembered on the dataset object (an attribute), so it is computed once per object.
 """
@@ -65,12 +68,26 @@ def _update_value(h: Any, v: Any) -> None:
 
 def _file_samples(ds: Dataset) -> list | None:
     samples = getattr(ds, "samples", None)
-    if not isinstance(samples, list) or not samples:
+    if not isinstance(samples, list) or not samples or " at 0x" in _transform_repr(ds):
         return None
     first = samples[0]
     if not (isinstance(first, tuple | list) and first and isinstance(first[0], str | os.PathLike)):
         return None
     return samples
+
+
+def _transform_repr(ds: Dataset) -> str:
+    """The transforms' ``repr`` (part of what the set serves)."""
+    return "|".join(f"{a}={getattr(ds, a, None)!r}" for a in ("transform", "target_transform", "transforms"))
+
+
+def _data_targets(ds: Dataset) -> tuple[Any, Any] | None:
+    """``(data, targets)`` of a torchvision-style set holding its decoded samples (MNIST, CIFAR, SVHN), when its
+    transforms print the same in every process (a lambda's address would make the fingerprint change)."""
+    data, targets = getattr(ds, "data", None), getattr(ds, "targets", getattr(ds, "labels", None))
+    if not isinstance(data, torch.Tensor | np.ndarray) or targets is None or " at 0x" in _transform_repr(ds):
+        return None
+    return data, np.asarray(targets)
 
 
 def _compute(ds: Dataset) -> str:
@@ -88,6 +105,10 @@ def _compute(ds: Dataset) -> str:
     elif isinstance(getattr(ds, "x", None), torch.Tensor) and isinstance(getattr(ds, "y", None), torch.Tensor):
         _update_tensor(h, ds.x)  # ArrayDataset and subclasses (their item transform is fixed by the class)
         _update_tensor(h, ds.y)
+    elif (arrays := _data_targets(ds)) is not None:
+        for a in arrays:
+            _update_tensor(h, a)
+        h.update(_transform_repr(ds).encode())
     elif (samples := _file_samples(ds)) is not None:
         for item in samples:
             path = os.fspath(item[0])
@@ -96,8 +117,7 @@ def _compute(ds: Dataset) -> str:
                 h.update(f"F|{path}|{st.st_size}|{st.st_mtime_ns}|{item[1:]!r}\n".encode())
             except OSError:
                 h.update(f"F|{path}|missing|{item[1:]!r}\n".encode())
-        for attr in ("class_to_idx", "transform", "target_transform", "transforms"):
-            h.update(f"{attr}={getattr(ds, attr, None)!r}|".encode())
+        h.update(f"{getattr(ds, 'class_to_idx', None)!r}|{_transform_repr(ds)}".encode())
     else:
         n = len(ds)  # type: ignore[arg-type]
         h.update(f"N{n}|".encode())

@@ -302,7 +302,9 @@ class ModelCache:
         return info
 
     def info(self, key: dict[str, Any]) -> dict[str, Any]:
-        """The verified info of ``key``'s entry ({} if it is missing or invalid)."""
+        """What training recorded for ``key``'s entry, if its sidecar is valid and names ``key`` ({} otherwise).
+
+        Reads the sidecar only; :meth:`load` is what verifies the weights."""
         try:
             record = json.loads(sidecar_path(self.path(key)).read_text())
         except (OSError, UnicodeDecodeError, json.JSONDecodeError):
