@@ -47,6 +47,7 @@ from unlearnkit.engine import (
     seed_everything,
     train_model,
 )
+from unlearnkit.engine.cache import compute_context
 from unlearnkit.engine.checks import collapse_flag, nonfinite_reason
 from unlearnkit.engine.seed import preserved_global_state
 from unlearnkit.errors import ConfigError, UnlearnkitError
@@ -59,7 +60,7 @@ from unlearnkit.methods import METHODS, Method, UnlearnData, create_method
 from unlearnkit.metrics import METRICS, MetricUnavailable, NotComputed, evaluate
 from unlearnkit.metrics.ensemble_eval import KEYS as ENSEMBLE_KEYS
 from unlearnkit.metrics.ensemble_eval import forget_quality_eval, forget_quality_of_models
-from unlearnkit.models import MODELS, create_model
+from unlearnkit.models import MODELS, create_model, model_fingerprint
 from unlearnkit.scenario import ForgetRequest, Scenario
 
 #: pseudo-method name of the model before unlearning (a row in every report)
@@ -281,10 +282,22 @@ def _versions() -> dict[str, str]:
     return {"unlearnkit": unlearnkit.__version__, "torch": torch.__version__}
 
 
-def reference_keys(cell: Cell, scenario: Scenario) -> tuple[dict[str, Any], dict[str, Any]]:
-    """Cache keys of the original (trained on D) and retrained (on D_r) models a cell needs."""
-    common = {"dataset": cell.dataset, "model": cell.model, "model_kwargs": cell.model_kwargs,
-              "train": cell.train, "seed": cell.seed}  # fmt: skip
+def reference_keys(
+    cell: Cell, scenario: Scenario, *, device: torch.device | str, threads: int, deterministic: bool = True
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Cache keys of the original (trained on D) and retrained (on D_r) models a cell needs.
+
+    Each holds the data fingerprint, the architecture fingerprint, the recipe, the seed, the split indices
+    and the compute context: ``device`` (its type), the torch ``threads`` used for training and whether
+    deterministic kernels are on.
+    """
+    b = scenario.bundle
+    compute = compute_context(device, threads=threads, deterministic=deterministic, amp=bool(cell.train.get("amp")))
+    common = {
+        "dataset": cell.dataset, "data": b.fingerprint(), "model": cell.model,
+        "arch": model_fingerprint(cell.model, b.num_classes, b.in_shape, **cell.model_kwargs),
+        "model_kwargs": cell.model_kwargs, "train": cell.train, "seed": cell.seed, "compute": compute,
+    }  # fmt: skip
     orig = {**common, "role": "original", "train_idx": config_hash({"i": scenario.train_idx.tolist()})}
     retr = {**common, "role": "retrain", "retain_idx": config_hash({"i": scenario.retain_idx.tolist()})}
     return orig, retr
@@ -311,7 +324,9 @@ def load_or_train_reference(
     progress = progress or NullProgress()
     bundle = scenario.bundle
     split, name = {"original": ("train", "original"), "retrain": ("retain", "retrained")}[role]
-    key = reference_keys(cell, scenario)[0 if role == "original" else 1]
+    keys = reference_keys(cell, scenario, device=device, threads=torch.get_num_threads(),
+                          deterministic=getattr(cell, "deterministic", True))  # fmt: skip
+    key = keys[0 if role == "original" else 1]
 
     def make_model() -> nn.Module:
         return create_model(cell.model, bundle.num_classes, bundle.in_shape, **cell.model_kwargs)
