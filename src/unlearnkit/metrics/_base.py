@@ -119,7 +119,10 @@ class EvalContext:
     def resource(self, name: str) -> Any:
         """The built resource ``name`` (e.g. ``"shadow_bank"``); raises :class:`MetricUnavailable` with the reason."""
         if self.resources is None:
-            raise MetricUnavailable(f"needs the {name.replace('_', ' ')}, which this evaluation was not given")
+            raise MetricUnavailable(
+                f"needs the {name.replace('_', ' ')}, which only a resource builder provides (unlearnkit.evaluate "
+                "builds it from a model factory and a training recipe)"
+            )
         return self.resources.get(name)
 
     def option(self, name: str, default: Any) -> Any:

@@ -114,7 +114,7 @@ class _Setup:
     batch_models: int
     mode: Mode
     on_epoch: Callable[[int, int, float], None] | None
-    make_model: Callable[[], nn.Module]
+    factory: Callable[[], nn.Module] | None = None  # builds the model (default: the registered ``model_name``)
     disk: bool = True  # False: members are never written (a factory callable has no stable key)
 
     @classmethod
@@ -125,6 +125,15 @@ class _Setup:
         mode: Any = i.ensemble_mode
         return cls(i.scenario, i.model_name, dict(i.model_kwargs), train, i.device, b.ensemble_cache,
                    i.ensemble_batch_models, mode, i.on_epoch, i.make_model, b.disk)  # fmt: skip
+
+    def make_model(self) -> nn.Module:
+        """A fresh member."""
+        if self.factory is not None:
+            return self.factory()
+        from unlearnkit.models import create_model
+
+        b = self.scenario.bundle
+        return create_model(self.model_name, b.num_classes, b.in_shape, **self.model_kwargs)
 
     @property
     def disk_cache(self) -> EnsembleCache | None:
