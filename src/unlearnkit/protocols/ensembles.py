@@ -293,7 +293,7 @@ def _ensemble_check(b: ResourceBuilder) -> str | None:
         raise UnlearnkitError(f"originals must be 'shared' or 'per_seed', got {i.ensemble_originals!r}")
     why = _check_n(i.ensemble_n)
     n_given = _given_count(i)
-    if why is None and n_given is not None and n_given < 2:
+    if i.ensemble_n != 0 and n_given is not None and n_given < 2:
         why = f"{n_given} model given: the ε score needs at least 2 unlearned models (N checkpoints of N runs)"
     method = None
     if i.method not in (None, ORIGINAL, AUDIT) and i.unlearned_models is None:
