@@ -174,7 +174,9 @@ def resource_key(resource: Resource, inputs: ResourceInputs) -> tuple[str, list[
     can take their ``id`` while the entry lives).
     """
     keep: list[Any] = []
-    ident = {f: _key_value(inputs, f, keep) for f in resource.depends_on}
+    fields = resource.depends_on(inputs) if callable(resource.depends_on) else resource.depends_on
+    _check_fields(resource.name, fields)
+    ident = {f: _key_value(inputs, f, keep) for f in fields}
     return config_hash({"resource": resource.name, **ident}), keep
 
 
@@ -185,7 +187,8 @@ class Resource:
     Attributes:
         name: what metrics put in their ``needs``.
         build: ``build(builder) -> value``; raises :class:`MetricUnavailable` when it cannot be built.
-        depends_on: the :class:`ResourceInputs` fields its key is made of.
+        depends_on: the :class:`ResourceInputs` fields its key is made of (or a function of the inputs giving
+            them, when what matters depends on the inputs: e.g. given models replace the method).
         check: ``check(builder) -> reason | None``, run on every request before the key is looked up (for
             reasons that depend on inputs outside the key, e.g. the method of the row).
         parts: ``parts(builder) -> int``, independent pieces an executor may build ahead as separate tasks.
@@ -195,7 +198,7 @@ class Resource:
 
     name: str
     build: Callable[[ResourceBuilder], Any]
-    depends_on: tuple[str, ...]
+    depends_on: tuple[str, ...] | Callable[[ResourceInputs], tuple[str, ...]]
     check: Callable[[ResourceBuilder], str | None] | None = None
     parts: Callable[[ResourceBuilder], int] | None = None
     build_part: Callable[[ResourceBuilder, int], None] | None = None
@@ -208,17 +211,16 @@ RESOURCES: Registry[Resource] = Registry("resource")
 def register_resource(
     name: str,
     *,
-    depends_on: Iterable[str],
+    depends_on: Iterable[str] | Callable[[ResourceInputs], tuple[str, ...]],
     check: Callable[[ResourceBuilder], str | None] | None = None,
     parts: Callable[[ResourceBuilder], int] | None = None,
     build_part: Callable[[ResourceBuilder, int], None] | None = None,
     description: str = "",
 ) -> Callable[[Callable[[ResourceBuilder], Any]], Callable[[ResourceBuilder], Any]]:
     """Decorator registering ``build(builder) -> value`` as resource ``name`` keyed by ``depends_on``."""
-    deps = tuple(depends_on)
-    unknown = sorted(set(deps) - set(KEY_FIELDS))
-    if unknown:
-        raise ValueError(f"resource {name!r} depends on unknown inputs {unknown}; expected some of {KEY_FIELDS}")
+    deps = depends_on if callable(depends_on) else tuple(depends_on)
+    if not callable(deps):
+        _check_fields(name, deps)
 
     def deco(fn: Callable[[ResourceBuilder], Any]) -> Callable[[ResourceBuilder], Any]:
         doc = description or ((fn.__doc__ or "").strip().splitlines() or [""])[0]
@@ -226,6 +228,12 @@ def register_resource(
         return fn
 
     return deco
+
+
+def _check_fields(name: str, fields: Iterable[str]) -> None:
+    unknown = sorted(set(fields) - set(KEY_FIELDS))
+    if unknown:
+        raise ValueError(f"resource {name!r} depends on unknown inputs {unknown}; expected some of {KEY_FIELDS}")
 
 
 def list_resources(pattern: str = "*") -> list[str]:

@@ -319,12 +319,15 @@ def reference_ensemble(b: ResourceBuilder) -> ReferenceEnsembles:
     return refs
 
 
-@register_resource(
-    "unlearned_ensemble",
-    depends_on=("scenario", "model", "train", "seed", "ensemble_n", "ensemble_originals", "method", "params",
-                "original", "unlearned_models"),
-    check=_ensemble_check,
-)  # fmt: skip
+def _unlearned_key(inputs: ResourceInputs) -> tuple[str, ...]:
+    """Given models are the unlearned side whatever the row's method (an audit set: one key for its rows)."""
+    common = ("scenario", "model", "train", "seed", "ensemble_n")
+    if inputs.unlearned_models is not None:
+        return (*common, "unlearned_models")
+    return (*common, "ensemble_originals", "method", "params", "original")
+
+
+@register_resource("unlearned_ensemble", depends_on=_unlearned_key, check=_ensemble_check)
 def unlearned_ensemble(b: ResourceBuilder) -> list[MemberStats]:
     """The N unlearned models' figures: the method run N times (from the shared original), or the given models."""
     b.get("reference_ensemble")  # trained first: a failure there is every ε figure's reason
