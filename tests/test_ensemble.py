@@ -1,4 +1,4 @@
-"""Reference ensembles (engine/ensemble.py) and the ensemble ε score with its ceiling (metrics/ensemble_eval.py)."""
+"""Reference ensembles (engine/ensemble.py) and the ε score with its ceiling (protocols/ensembles.py)."""
 
 from __future__ import annotations
 
@@ -19,8 +19,8 @@ from unlearnkit.engine.ensemble import (
 from unlearnkit.errors import TrainingDivergedError, UnlearnkitError
 from unlearnkit.metrics import METRICS, evaluate, forget_quality, is_not_computed
 from unlearnkit.metrics import epsilon_score as S
-from unlearnkit.protocols import ensembles as E
 from unlearnkit.models import create_model
+from unlearnkit.protocols import ensembles as E
 
 CPU = torch.device("cpu")
 CFG = TrainConfig(epochs=2, lr=1e-2, batch_size=64)

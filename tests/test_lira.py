@@ -15,9 +15,9 @@ from unlearnkit.engine import ModelCache, TrainConfig
 from unlearnkit.errors import UnlearnkitError
 from unlearnkit.methods import Method
 from unlearnkit.metrics import shadow_attacks as A
-from unlearnkit.protocols import shadows as L
 from unlearnkit.metrics._base import METRICS, NotComputed
 from unlearnkit.metrics.functional.lira import attack_accuracy, lira_scores, roc_auc, tpr_at_fpr
+from unlearnkit.protocols import shadows as L
 
 
 @pytest.fixture(autouse=True, scope="module")

@@ -88,6 +88,20 @@ def test_resource_built_once_per_key_and_its_failure_remembered(digits_random_sc
     assert calls == [1, 2, 7]  # once per key, failures included
 
 
+def test_memo_holds_at_most_max_kept_values_per_resource(digits_random_scenario, registered):
+    calls: list[int] = []
+
+    @register_resource("test_big", depends_on=("seed",), max_kept=1)
+    def _big(b: ResourceBuilder) -> int:
+        calls.append(b.inputs.seed)
+        return b.inputs.seed
+
+    memo = ResourceMemo()
+    for seed in (1, 1, 2, 1):
+        ResourceBuilder(ResourceInputs(digits_random_scenario, seed=seed), memo=memo).get("test_big")
+    assert calls == [1, 2, 1]  # seed 2 evicted seed 1's value
+
+
 def test_unknown_resource_and_bad_declarations_raise(digits_random_scenario, registered):
     @register_metric("test_needs_nothing_known", higher_is_better=None, needs={"no_such_resource"})
     def _m(ctx: EvalContext) -> float:

@@ -12,8 +12,8 @@ at most once per key and hands it to the metric through the
 * **Keys.** A resource's key is the hash of the inputs it declares in ``depends_on`` (e.g. a shadow bank
   depends on the scenario, architecture, recipe, seed and number of shadows, not on the method; the
   unlearned ensemble also on the method and its hyperparameters), computed by :func:`resource_key`.
-* **Caching.** In memory, per process, in a :class:`ResourceMemo` (small LRU; the runner keeps one per
-  cache directory so every row of a scenario shares its shadow bank); on disk, trained members go through
+* **Caching.** In memory, per process, in a :class:`ResourceMemo` (a few values per resource; the runner
+  keeps one per cache directory so every row of a scenario shares its shadow bank); on disk, trained members go through
   the existing :class:`~unlearnkit.engine.ModelCache` and :class:`~unlearnkit.engine.EnsembleCache`.
   A model factory that is not a registered name has no stable identity, so its resources stay in memory.
 * **Not computable.** A builder (or its ``check``) raises
@@ -193,6 +193,8 @@ class Resource:
             reasons that depend on inputs outside the key, e.g. the method of the row).
         parts: ``parts(builder) -> int``, independent pieces an executor may build ahead as separate tasks.
         build_part: ``build_part(builder, i)``: build piece ``i`` into the disk cache.
+        max_kept: how many values (keys) of this resource a :class:`ResourceMemo` holds at once (a shadow
+            bank holds a copy of the training set; an unlearned ensemble keeps its original model alive).
         description: one line for ``list``.
     """
 
@@ -202,6 +204,7 @@ class Resource:
     check: Callable[[ResourceBuilder], str | None] | None = None
     parts: Callable[[ResourceBuilder], int] | None = None
     build_part: Callable[[ResourceBuilder, int], None] | None = None
+    max_kept: int = 4
     description: str = ""
 
 
@@ -215,6 +218,7 @@ def register_resource(
     check: Callable[[ResourceBuilder], str | None] | None = None,
     parts: Callable[[ResourceBuilder], int] | None = None,
     build_part: Callable[[ResourceBuilder, int], None] | None = None,
+    max_kept: int = 4,
     description: str = "",
 ) -> Callable[[Callable[[ResourceBuilder], Any]], Callable[[ResourceBuilder], Any]]:
     """Decorator registering ``build(builder) -> value`` as resource ``name`` keyed by ``depends_on``."""
@@ -224,7 +228,7 @@ def register_resource(
 
     def deco(fn: Callable[[ResourceBuilder], Any]) -> Callable[[ResourceBuilder], Any]:
         doc = description or ((fn.__doc__ or "").strip().splitlines() or [""])[0]
-        RESOURCES.add(name, Resource(name, fn, deps, check, parts, build_part, doc))
+        RESOURCES.add(name, Resource(name, fn, deps, check, parts, build_part, max_kept, doc))
         return fn
 
     return deco
@@ -247,29 +251,27 @@ class _Unavailable:
 
 
 class ResourceMemo:
-    """Built resources by key, in memory, least recently used first out.
+    """Built resources by key, in memory; per resource, least recently used first out (``Resource.max_kept``)."""
 
-    Args:
-        max_entries: how many values to hold (a shadow bank holds a copy of the training set).
-    """
-
-    def __init__(self, max_entries: int = 8) -> None:
-        self.max_entries = max_entries
-        self._entries: OrderedDict[str, tuple[Any, list[Any]]] = OrderedDict()
+    def __init__(self) -> None:
+        self._entries: OrderedDict[str, tuple[str, Any, list[Any]]] = OrderedDict()
         self.built = 0
 
     def __contains__(self, key: str) -> bool:
         return key in self._entries
 
     def get(self, key: str) -> Any:
+        """The value stored under ``key`` (marked as used now)."""
         self._entries.move_to_end(key)
-        return self._entries[key][0]
+        return self._entries[key][1]
 
-    def put(self, key: str, value: Any, keep: list[Any]) -> None:
-        self._entries[key] = (value, keep)
+    def put(self, resource: Resource, key: str, value: Any, keep: list[Any]) -> None:
+        """Store ``value`` (and the objects its key names by ``id``), dropping the resource's oldest beyond its cap."""
+        self._entries[key] = (resource.name, value, keep)
         self._entries.move_to_end(key)
-        while len(self._entries) > self.max_entries:
-            self._entries.popitem(last=False)
+        mine = [k for k, e in self._entries.items() if e[0] == resource.name]
+        for k in mine[: max(0, len(mine) - resource.max_kept)]:
+            del self._entries[k]
 
 
 class ResourceBuilder:
@@ -324,7 +326,7 @@ class ResourceBuilder:
                 value: Any = res.build(self)
             except MetricUnavailable as e:
                 value = _Unavailable(str(e))
-            self.memo.put(key, value, keep)
+            self.memo.put(res, key, value, keep)
             self.memo.built += 1
         value = self.memo.get(key)
         if isinstance(value, _Unavailable):

@@ -327,7 +327,7 @@ def _unlearned_key(inputs: ResourceInputs) -> tuple[str, ...]:
     return (*common, "ensemble_originals", "method", "params", "original")
 
 
-@register_resource("unlearned_ensemble", depends_on=_unlearned_key, check=_ensemble_check)
+@register_resource("unlearned_ensemble", depends_on=_unlearned_key, check=_ensemble_check, max_kept=1)
 def unlearned_ensemble(b: ResourceBuilder) -> list[MemberStats]:
     """The N unlearned models' figures: the method run N times (from the shared original), or the given models."""
     b.get("reference_ensemble")  # trained first: a failure there is every ε figure's reason

@@ -529,7 +529,7 @@ def _bank_part(b: ResourceBuilder, m: int) -> None:
     _bank(b).shadow(m)
 
 
-@register_resource("shadow_bank", depends_on=_BANK_INPUTS, parts=_bank_parts, build_part=_bank_part)
+@register_resource("shadow_bank", depends_on=_BANK_INPUTS, parts=_bank_parts, build_part=_bank_part, max_kept=1)
 def shadow_bank(b: ResourceBuilder) -> ShadowBank:
     """LiRA's M shadow models of the scenario, trained (φ of the untouched shadows on the scored examples)."""
     bank = _bank(b)
@@ -551,7 +551,7 @@ def _ulira_check(b: ResourceBuilder) -> str | None:
     return None
 
 
-@register_resource("unlearned_shadows", depends_on=(*_BANK_INPUTS, "method", "params"), check=_ulira_check)
+@register_resource("unlearned_shadows", depends_on=(*_BANK_INPUTS, "method", "params"), check=_ulira_check, max_kept=2)
 def unlearned_shadows(b: ResourceBuilder) -> np.ndarray:
     """U-LiRA: ``[M, 2k]`` φ of the shadows after unlearning with the audited method and hyperparameters."""
     i = b.inputs
