@@ -46,6 +46,7 @@ from unlearnkit.concept.pretrain import pretrain_clip
 from unlearnkit.concept.visu import HFTokenizer, clip_image_transform, load_visu, processor_transform
 from unlearnkit.concept.world import WorldConfig, make_concept_world
 from unlearnkit.engine import ModelCache, config_hash, resolve_device, seed_everything
+from unlearnkit.engine.cache import architecture_fingerprint, compute_context
 from unlearnkit.errors import ConfigError, UnlearnkitError
 from unlearnkit.experiments.config import MethodSpec
 from unlearnkit.experiments.progress import NullProgress, ProgressSink
@@ -327,12 +328,16 @@ def _original(
     vocab, max_len = _vocab_size(data)
     name = cfg.clip.config or ""
     image_size = data.spec.get("image_size", cfg.clip.image_size)
-    key = {"role": "concept_original", "clip": name, "vocab": config_hash({"v": getattr(data.tokenizer, "vocab", [])}),
-           "max_length": max_len, "image_size": image_size, "data": data.spec, "pretrain": cfg.pretrain.model_dump(),
-           "seed": seed}  # fmt: skip
 
     def make() -> CLIPModel:
         return small_clip(name, vocab_size=vocab, max_length=max_len, image_size=image_size, seed=seed)
+
+    with torch.random.fork_rng(devices=[]):
+        arch = architecture_fingerprint(make(), clip=name, vocab_size=vocab, max_length=max_len, image_size=image_size)
+    compute = compute_context(device, threads=torch.get_num_threads(), deterministic=True, amp=False)
+    key = {"role": "concept_original", "clip": name, "vocab": config_hash({"v": getattr(data.tokenizer, "vocab", [])}),
+           "max_length": max_len, "image_size": image_size, "data": data.spec, "pretrain": cfg.pretrain.model_dump(),
+           "seed": seed, "data_fingerprint": data.fingerprint(), "arch": arch, "compute": compute}  # fmt: skip
 
     def train(model: CLIPModel) -> dict[str, Any]:
         progress.run_started(f"{label} pretrain {name}")

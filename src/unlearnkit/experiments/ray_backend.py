@@ -15,7 +15,8 @@ Order of work:
    models are in the cache; it runs :func:`~unlearnkit.experiments.runner.run_cell` (which loads them)
    and returns the record. A reference that failed (e.g. NaN loss) makes its cells failed records with
    the reason, without retraining it in every cell. With ``lira_shadows`` > 0, each LiRA shadow model is
-   one more reference task (one per shadow index and scenario), so cells find the shadow bank trained.
+   one more reference task (one per shadow index and scenario: a part of the ``shadow_bank`` resource,
+   built by the resource builder's per-part function), so cells find the shadow bank trained.
 3. The driver collects records with ``ray.wait`` as they complete and yields them; a task whose worker
    died (after ``max_retries`` reruns) becomes a failed record. A bad-input error raised in a worker
    stops the sweep, as it does in-process.
@@ -35,12 +36,7 @@ from urllib.parse import urlsplit
 
 import torch
 
-from unlearnkit.engine import (
-    ModelCache,
-    TrainConfig,
-    config_hash,
-    resolve_device,
-)
+from unlearnkit.engine import ModelCache, config_hash, resolve_device
 from unlearnkit.errors import UnlearnkitError
 from unlearnkit.experiments.progress import ProgressSink
 from unlearnkit.experiments.record import RunRecord
@@ -50,8 +46,8 @@ from unlearnkit.experiments.runner import (
     load_or_train_reference,
     new_record,
     reference_keys,
+    resource_builder,
     run_cell,
-    torch_threads,
 )
 from unlearnkit.scenario import Scenario
 
@@ -89,15 +85,17 @@ def train_reference(cell: Cell, role: str, *, cache_dir: str | Path, device: str
     """
     bundle = _bundle(cell.dataset, cell.data_root, cell.download)
     scenario = Scenario(bundle, cell.forget, cell.seed, val_fraction=cell.val_fraction)
-    key = reference_keys(cell, scenario)[ROLES.index(role)]
+    dev = resolve_device(device)
+    if dev.type == "cpu" and cell.threads:  # as run_cell does, so the cell finds the model under its key
+        torch.set_num_threads(cell.threads)
+    key = reference_keys(cell, scenario, device=dev, threads=torch.get_num_threads(),
+                         deterministic=getattr(cell, "deterministic", True))[ROLES.index(role)]  # fmt: skip
     cache = ModelCache(Path(cache_dir) / "models")
     out: dict[str, Any] = {"role": role, "ok": True, "error": None, "cached": key in cache}
     if out["cached"]:
         return out
     try:
-        dev = resolve_device(device)
-        with torch_threads(cell.threads if dev.type == "cpu" else 0):  # as run_cell trains it in-process
-            load_or_train_reference(cell, role, scenario, cache=cache, device=dev)
+        load_or_train_reference(cell, role, scenario, cache=cache, device=dev)
     except UnlearnkitError:
         raise
     except Exception as e:  # NaN loss or another training failure: the cells get it as their error
@@ -106,36 +104,41 @@ def train_reference(cell: Cell, role: str, *, cache_dir: str | Path, device: str
 
 
 def wants_shadows(cell: Cell) -> bool:
-    """Whether ``cell`` computes LiRA / U-LiRA, so it needs the scenario's shadow models."""
-    from unlearnkit.metrics.lira import LIRA_METRICS, ULIRA_METRICS
+    """Whether ``cell`` computes a metric that needs the shadow bank, so it needs the scenario's shadow models."""
+    from unlearnkit.metrics import METRICS
 
     if not cell.lira_shadows:
         return False
-    return cell.metrics is None or any(n in cell.metrics for n in LIRA_METRICS + ULIRA_METRICS)
+    names = cell.metrics if cell.metrics is not None else METRICS.list()
+    return any("shadow_bank" in METRICS.get(n).needs for n in names)
 
 
-def shadow_key(cell: Cell, m: int) -> str:
-    """Identity of shadow model ``m`` of ``cell``'s shadow bank (everything that determines it)."""
+def shadow_key(cell: Cell, m: int, *, data: str, threads: int) -> str:
+    """Identity of shadow model ``m`` of ``cell``'s shadow bank (everything that determines it): the cell's
+    fields, the data fingerprint ``data`` and the torch ``threads`` it is trained with."""
     fields = ("dataset", "forget", "seed", "val_fraction", "model", "model_kwargs", "train", "lira_shadows",
               "lira_nonmember_split")  # fmt: skip
-    return config_hash({"role": SHADOW, "m": m, **{f: getattr(cell, f) for f in fields}})
+    ident = {f: getattr(cell, f) for f in fields}
+    return config_hash({"role": SHADOW, "m": m, "data": data, "threads": threads, **ident})
 
 
 def train_shadow(cell: Cell, m: int, *, cache_dir: str | Path, device: str) -> dict[str, Any]:
-    """Train (or find in the cache) LiRA shadow model ``m`` of ``cell``'s scenario, as the cell would."""
+    """Train (or find in the cache) LiRA shadow model ``m`` of ``cell``'s scenario, as the cell would.
+
+    Goes through the resource builder's per-part function of ``shadow_bank``, so the shadow is the one the
+    cell's builder then loads from the model cache.
+    """
     from unlearnkit.metrics import MetricUnavailable
-    from unlearnkit.metrics.lira import ShadowBank
 
     bundle = _bundle(cell.dataset, cell.data_root, cell.download)
     scenario = Scenario(bundle, cell.forget, cell.seed, val_fraction=cell.val_fraction)
     out: dict[str, Any] = {"role": SHADOW, "ok": True, "error": None, "cached": False}
+    dev = resolve_device(device)
+    if dev.type == "cpu" and cell.threads:  # as run_cell does: the thread count is part of the shadow's key
+        torch.set_num_threads(cell.threads)
     try:
-        bank = ShadowBank.build(
-            scenario, cell.model, TrainConfig(**cell.train), cell.lira_shadows, device=resolve_device(device),
-            seed=cell.seed, cache=ModelCache(Path(cache_dir) / "models"), model_kwargs=cell.model_kwargs,
-            nonmember_split=cell.lira_nonmember_split,
-        )  # fmt: skip
-        bank.shadow(m)
+        builder = resource_builder(cell, scenario, cache_dir=cache_dir, device=resolve_device(device))
+        builder.build_part("shadow_bank", m)
     except (UnlearnkitError, MetricUnavailable):
         return out  # bad input or LiRA not computable: the cell reports it
     except Exception as e:  # the cell retrains it and records the failure, as in-process
@@ -289,10 +292,15 @@ class RayExecutor:
             if sk not in scenarios:
                 bundle = _bundle(cell.dataset, cell.data_root, cell.download)
                 scenarios[sk] = Scenario(bundle, cell.forget, cell.seed, val_fraction=cell.val_fraction)
-            hashes = [config_hash(key) for key in reference_keys(cell, scenarios[sk])]
+            threads = cell.threads or max(1, int(ref_opts["num_cpus"]))  # what the reference task will use
+            keys = reference_keys(cell, scenarios[sk], device=resolve_device(self.device), threads=threads,
+                                  deterministic=getattr(cell, "deterministic", True))  # fmt: skip
+            hashes = [config_hash(key) for key in keys]
             roles = dict(zip(hashes, ROLES, strict=True))
             if wants_shadows(cell):
-                roles.update({shadow_key(cell, m): f"{SHADOW}:{m}" for m in range(cell.lira_shadows)})
+                fp = scenarios[sk].bundle.fingerprint()
+                roles.update({shadow_key(cell, m, data=fp, threads=threads): f"{SHADOW}:{m}"
+                              for m in range(cell.lira_shadows)})  # fmt: skip
             for h, role in roles.items():
                 if h not in references:
                     references[h] = ref_fn.options(**ref_opts).remote(
