@@ -121,6 +121,16 @@ def test_list_commands():
         assert res.exit_code == 0 and all(e in res.output for e in expect), (what, res.output)
 
 
+def test_list_shows_each_entrys_setting():
+    """One registry per kind: CLIP entries are rows of the same table, with their setting (and modality)."""
+    rows = {line.split("│")[1].strip(): line for line in _invoke(["list", "methods"]).output.splitlines()
+            if line.count("│") > 2}  # fmt: skip
+    assert "│ 3 " in rows["safe_clip"] and "clip" in rows["safe_clip"] and "│ 1 " in rows["neggrad"]
+    rows = {line.split("│")[1].strip(): line for line in _invoke(["list", "metrics"]).output.splitlines()
+            if line.count("│") > 2}  # fmt: skip
+    assert "│ 3 " in rows["t2v_r1"] and "│ 1,2 " in rows["acc_forget"]
+
+
 def test_help_has_examples():
     res = _invoke(["--help"])
     assert res.exit_code == 0 and "unlearnkit run" in res.output

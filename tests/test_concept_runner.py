@@ -113,9 +113,9 @@ def test_world_twin_reaches_the_data_and_its_cache_key():
 
 
 def test_bad_input_fails_before_writing(tmp_path):
-    for change, msg in [({"methods": ["safe_clipp"]}, "unknown concept method 'safe_clipp'"),
+    for change, msg in [({"methods": ["safe_clipp"]}, "unknown method 'safe_clipp'"),
                         ({"methods": {"safe_clip": {"lr": -1}}}, "parameter 'lr'"),
-                        ({"metrics": ["t2v_r3"]}, "unknown concept metric"),
+                        ({"metrics": ["t2v_r3"]}, "unknown metric 't2v_r3'"),
                         ({"clip": {"config": "clip_huge"}}, "unknown small CLIP config")]:  # fmt: skip
         with pytest.raises(UnlearnkitError, match=msg):
             run_concept_benchmark(parse_concept_config({**TINY, **change}), tmp_path / "out")

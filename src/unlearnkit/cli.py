@@ -10,7 +10,6 @@ from datetime import datetime
 from enum import StrEnum
 from importlib import resources
 from pathlib import Path
-from types import ModuleType
 from typing import TYPE_CHECKING, Annotated
 
 import typer
@@ -75,15 +74,6 @@ def _checkpoint_paths(given: list[Path]) -> list[Path]:
         else:
             out.append(p)
     return out
-
-
-def _concept_registries() -> ModuleType | None:
-    """The ``unlearnkit.concept`` module (setting 3), or ``None`` when its dependency (transformers) is missing."""
-    try:
-        import unlearnkit.concept as concept
-    except ImportError:
-        return None
-    return concept
 
 
 def _csv_ints(value: str, what: str) -> list[int]:
@@ -305,39 +295,40 @@ class ListWhat(StrEnum):
 def list_(what: Annotated[ListWhat, typer.Argument(help="methods, metrics, datasets or models.")]) -> None:
     """List registered methods, metrics, datasets or models."""
     import unlearnkit as uk
+    from unlearnkit.experiments.config import load_concept_entries
     from unlearnkit.methods import METHODS
     from unlearnkit.metrics import METRICS
 
-    concept = _concept_registries()  # setting 3 (CLIP): None when transformers is not installed
+    clip = load_concept_entries()  # registers the setting-3 (CLIP) entries; False when transformers is missing
     table = Table(title=what.value)
     if what is ListWhat.methods:
-        table.add_column("method")
-        table.add_column("setting")
-        table.add_column("needs")
-        table.add_column("requests")
+        table.add_column("method", no_wrap=True, min_width=max(map(len, uk.list_methods())))
+        for col in ("setting", "modality", "needs", "requests"):
+            table.add_column(col)
         for n in uk.list_methods():
             cls = METHODS.get(n)
-            table.add_row(n, str(cls.setting), ",".join(sorted(cls.needs)), ",".join(sorted(cls.requests)))
-        for n in concept.CONCEPT_METHODS.list() if concept else []:
-            table.add_row(n, "3", "quadruplets (s,v,u,g)", "concept")
+            table.add_row(
+                n, str(cls.setting), cls.modality, ",".join(sorted(cls.needs)), ",".join(sorted(cls.requests))
+            )
     elif what is ListWhat.metrics:
-        table.add_column("metric")
-        table.add_column("better")
-        table.add_column("needs")
-        table.add_column("description")
-        pairs = [(n, METRICS.get(n)) for n in uk.list_metrics()]
-        pairs += [(n, concept.CONCEPT_METRICS.get(n)) for n in concept.CONCEPT_METRICS.list()] if concept else []
-        for n, m in pairs:
+        table.add_column("metric", no_wrap=True, min_width=max(map(len, uk.list_metrics())))
+        for col in ("setting", "better", "needs", "description"):
+            table.add_column(col)
+        for n in uk.list_metrics():
+            m = METRICS.get(n)
             arrow = {True: "higher", False: "lower", None: "match retrain"}[m.higher_is_better]
-            table.add_row(n, arrow, ",".join(sorted(m.needs)), m.description)
+            table.add_row(n, ",".join(map(str, m.settings)), arrow, ",".join(sorted(m.needs)), m.description)
     else:
         table.add_column(what.value[:-1])
         names = list(uk.list_datasets() if what is ListWhat.datasets else uk.list_models())
-        if concept:  # the setting-3 data and the small CLIP configs (any CLIP loads with clip.from_pretrained)
-            names += ["concept_world", "visu"] if what is ListWhat.datasets else concept.CLIP_CONFIGS.list()
+        if clip:  # the setting-3 data and the small CLIP configs (any CLIP loads with clip.from_pretrained)
+            from unlearnkit.concept import CLIP_CONFIGS
+            from unlearnkit.concept.sources import CONCEPT_DATASETS
+
+            names += list(CONCEPT_DATASETS) if what is ListWhat.datasets else CLIP_CONFIGS.list()
         for n in names:
             table.add_row(n)
-    if concept is None and what in (ListWhat.methods, ListWhat.metrics, ListWhat.models):
+    if not clip and what in (ListWhat.methods, ListWhat.metrics, ListWhat.models):
         table.caption = "setting-3 (CLIP) entries need transformers: pip install 'unlearnkit[clip]'"
     console.print(table)
 
@@ -354,7 +345,9 @@ def report(directory: Annotated[Path, typer.Argument(help="A run directory conta
             raise UnlearnkitError(f"no results.db in {directory}")
         runs = ResultsStore(db).runs()
         if any(str(r["scenario"].get("forget", "")).startswith("concept:") for r in runs):
-            import unlearnkit.concept  # noqa: F401  (registers the setting-3 metrics and report section)
+            from unlearnkit.experiments.config import load_concept_entries
+
+            load_concept_entries()  # registers the setting-3 metrics and report section
         paths = write_reports(runs, directory)
     except UnlearnkitError as e:
         _fail(str(e))

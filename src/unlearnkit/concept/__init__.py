@@ -3,11 +3,12 @@
 Only the concept is known: a pretrained vision-language model (CLIP) must stop associating unsafe content
 with its meaning while safe retrieval stays as it was. Pieces::
 
+    import unlearnkit as uk
     from unlearnkit import concept as uc
     data = uc.make_concept_world(seed=0)                       # offline safe/unsafe twins (or uc.load_visu)
     clip = uc.small_clip("clip_small", vocab_size=len(data.tokenizer), max_length=16)
     uc.pretrain_clip(clip, data.train, data.tokenizer)         # the "original" model
-    safe = uc.create_concept_method("safe_clip", epochs=10).unlearn(
+    safe = uk.create_method("safe_clip", epochs=10).unlearn(
         clip, uc.ConceptUnlearnData(data.train, data.tokenizer, data.val))
     print(uc.evaluate_concept(safe, data))                     # R@K safe/redirected, unsafe rates, zero-shot
     uc.save_clip(safe, "safe-clip/")                           # CLIPModel.from_pretrained("safe-clip/")
@@ -29,14 +30,7 @@ from unlearnkit.concept._data import (
     Tokenizer,
     WordTokenizer,
 )
-from unlearnkit.concept._method import (
-    CONCEPT_METHODS,
-    ConceptMethod,
-    ConceptUnlearnData,
-    create_concept_method,
-    list_concept_methods,
-    register_concept_method,
-)
+from unlearnkit.concept._method import ConceptMethod, ConceptUnlearnData
 from unlearnkit.concept.clip import (
     CLIP_CONFIGS,
     encode_images,
@@ -46,12 +40,7 @@ from unlearnkit.concept.clip import (
     small_clip,
     small_clip_config,
 )
-from unlearnkit.concept.metrics import (
-    CONCEPT_METRICS,
-    ConceptEvalContext,
-    evaluate_concept,
-    list_concept_metrics,
-)
+from unlearnkit.concept.metrics import ConceptEvalContext, evaluate_concept
 from unlearnkit.concept.pretrain import clip_loss, pretrain_clip
 from unlearnkit.concept.runner import (
     ConceptRunConfig,
@@ -65,8 +54,6 @@ from unlearnkit.concept.world import WorldConfig, make_concept_world
 
 __all__ = [
     "CLIP_CONFIGS",
-    "CONCEPT_METHODS",
-    "CONCEPT_METRICS",
     "ConceptData",
     "ConceptEvalContext",
     "ConceptMethod",
@@ -80,19 +67,15 @@ __all__ = [
     "WorldConfig",
     "clip_loss",
     "config_setting",
-    "create_concept_method",
     "encode_images",
     "encode_texts",
     "evaluate_concept",
-    "list_concept_methods",
-    "list_concept_metrics",
     "load_clip",
     "load_concept_config",
     "load_visu",
     "make_concept_world",
     "parse_concept_config",
     "pretrain_clip",
-    "register_concept_method",
     "run_concept_benchmark",
     "save_clip",
     "small_clip",

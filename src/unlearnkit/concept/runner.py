@@ -30,9 +30,9 @@ from transformers import CLIPModel
 
 import unlearnkit
 from unlearnkit.concept._data import ConceptData, WordTokenizer
-from unlearnkit.concept._method import CONCEPT_METHODS, ConceptMethod, ConceptUnlearnData, create_concept_method
+from unlearnkit.concept._method import ConceptMethod, ConceptUnlearnData
 from unlearnkit.concept.clip import CLIP_CONFIGS, check_clip_dir, load_clip, save_clip, small_clip
-from unlearnkit.concept.metrics import CONCEPT_METRICS, evaluate_concept
+from unlearnkit.concept.metrics import evaluate_concept
 from unlearnkit.concept.pretrain import pretrain_clip
 from unlearnkit.concept.visu import HFTokenizer, clip_image_transform, load_visu, processor_transform
 from unlearnkit.concept.world import WorldConfig, make_concept_world
@@ -42,7 +42,8 @@ from unlearnkit.experiments.config import MethodSpec, Seeds, read_yaml
 from unlearnkit.experiments.progress import NullProgress, ProgressSink
 from unlearnkit.experiments.runner import ORIGINAL, BenchmarkResult, ensure_writable_dir
 from unlearnkit.experiments.store import ResultsStore
-from unlearnkit.metrics import value_to_json
+from unlearnkit.methods import check_method_modality, create_method, list_methods
+from unlearnkit.metrics import select_metrics, value_to_json
 
 #: the forget request every setting-3 run records
 FORGET = "concept:unsafe"
@@ -139,7 +140,7 @@ class ConceptRunConfig(_Strict):
     def method_specs(self) -> list[MethodSpec]:
         """Explicit methods as specs (``all``: every registered concept method with its defaults)."""
         if self.methods == "all":
-            return [MethodSpec(name=n) for n in CONCEPT_METHODS.list()]
+            return [MethodSpec(name=n) for n in list_methods(modality="clip")]
         if isinstance(self.methods, dict):
             return [MethodSpec(name=k, params=v or {}) for k, v in self.methods.items()]
         return [m if isinstance(m, MethodSpec) else MethodSpec(name=m) for m in self.methods]
@@ -176,7 +177,7 @@ def resolve_concept_methods(cfg: ConceptRunConfig) -> list[ConceptMethod]:
     specs = cfg.method_specs()
     if not specs:
         raise ConfigError("no methods selected")
-    methods = [create_concept_method(s.name, **s.params) for s in specs]
+    methods = [check_method_modality(s.name, "clip") and create_method(s.name, **s.params) for s in specs]
     seen = [config_hash({"m": m.name, "p": m.get_params()}) for m in methods]
     if len(set(seen)) != len(seen):  # the same method may run with different hyperparameters, not twice alike
         raise ConfigError(f"a method is listed twice with the same hyperparameters in {[s.name for s in specs]}")
@@ -260,8 +261,8 @@ def _versions() -> dict[str, str]:
 def validate_concept_config(cfg: ConceptRunConfig) -> tuple[list[ConceptMethod], torch.device]:
     """Everything that can be checked without data: methods, metrics, device, the CLIP source."""
     methods = resolve_concept_methods(cfg)
-    for name in cfg.metrics or []:
-        CONCEPT_METRICS.get(name)
+    if cfg.metrics is not None:
+        select_metrics(cfg.metrics, "clip", "a setting-3 config")
     device = resolve_device(cfg.device)
     if cfg.clip.config is not None:
         CLIP_CONFIGS.get(cfg.clip.config)

@@ -14,6 +14,7 @@ hyperparameters), seeds and the training recipe of the original/retrained models
 
 from __future__ import annotations
 
+import importlib
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -22,6 +23,23 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationErr
 
 from unlearnkit.engine import TrainConfig
 from unlearnkit.errors import ConfigError
+
+
+def load_concept_entries(*, required: bool = False) -> bool:
+    """Import :mod:`unlearnkit.concept`, which registers the CLIP (setting-3) methods and metrics.
+
+    Returns ``False`` when its optional dependency (transformers) is missing; with ``required``, that
+    raises a one-line :class:`ConfigError` instead.
+    """
+    try:
+        importlib.import_module("unlearnkit.concept")
+    except ImportError as e:
+        if required:
+            raise ConfigError(
+                f"setting 3 (CLIP) needs transformers and peft: pip install 'unlearnkit[clip]' ({e})"
+            ) from None
+        return False
+    return True
 
 
 def _distinct(seeds: list[int]) -> list[int]:

@@ -49,8 +49,8 @@ from unlearnkit.experiments.config import RunConfig
 from unlearnkit.experiments.memory import peak_memory
 from unlearnkit.experiments.progress import NullProgress, ProgressSink
 from unlearnkit.experiments.store import ResultsStore
-from unlearnkit.methods import METHODS, Method, UnlearnData, create_method
-from unlearnkit.metrics import METRICS, MetricUnavailable, NotComputed, evaluate, value_to_json
+from unlearnkit.methods import METHODS, Method, UnlearnData, check_method_modality, create_method
+from unlearnkit.metrics import MetricUnavailable, NotComputed, evaluate, select_metrics, value_to_json
 from unlearnkit.metrics.ensemble_eval import KEYS as ENSEMBLE_KEYS
 from unlearnkit.metrics.ensemble_eval import forget_quality_eval, forget_quality_of_models
 from unlearnkit.models import MODELS, create_model
@@ -163,7 +163,7 @@ def resolve_methods(cfg: RunConfig) -> list[Method]:
     names = [s.name for s in specs]
     if len(set(names)) != len(names):
         raise ConfigError(f"a method is listed twice in {names}")
-    methods = [create_method(s.name, **s.params) for s in specs]
+    methods = [create_method(check_method_modality(s.name, "classifier").name, **s.params) for s in specs]
     if "retrain" not in names:
         methods.insert(0, create_method("retrain"))
     for m in methods:
@@ -177,8 +177,8 @@ def validate_config(cfg: RunConfig) -> tuple[list[Method], list[ForgetRequest], 
     MODELS.get(cfg.model)
     requests = [ForgetRequest.parse(f) for f in cfg.forget]
     methods = resolve_methods(cfg)
-    for name in cfg.metrics or []:
-        METRICS.get(name)
+    if cfg.metrics is not None:
+        select_metrics(cfg.metrics, "classifier", "a setting-1/2 config")
     device = resolve_device(cfg.device)
     if cfg.methods != "all":
         for m in methods:

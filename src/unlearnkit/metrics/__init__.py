@@ -17,6 +17,7 @@ from unlearnkit.metrics._base import (
     is_not_computed,
     list_metrics,
     register_metric,
+    select_metrics,
     value_to_json,
 )
 from unlearnkit.metrics.ensemble_eval import forget_quality_eval, forget_quality_of_models
@@ -43,5 +44,6 @@ __all__ = [
     "list_metrics",
     "logit_scaled_confidence",
     "register_metric",
+    "select_metrics",
     "value_to_json",
 ]
