@@ -182,3 +182,14 @@ def test_talk_layout_section_only_for_concept_runs():
            "seed": 0, "params": {}, "metrics": {"t2v_r1": 0.5, "unsafe_rate_tstar": 1.0}}  # fmt: skip
     sec = talk_layout_concept([run])
     assert sec is not None and "| measured: concept_world/m | original | 50.0 |" in sec.markdown
+
+
+def test_load_config_returns_the_kind_its_setting_names():
+    from unlearnkit.experiments.config import ConceptRunConfig, RunConfig, load_config, parse_config
+
+    root = Path(__file__).resolve().parents[1] / "benchmarks"
+    assert type(load_config(root / "setting3_concept_world.yaml")) is ConceptRunConfig
+    assert type(load_config(root / "setting1_digits.yaml")) is RunConfig
+    assert type(parse_config(TINY)) is ConceptRunConfig
+    with pytest.raises(ConfigError, match="world: unknown key"):  # a setting-1 config has no CLIP sections
+        parse_config({k: v for k, v in TINY.items() if k != "setting"})

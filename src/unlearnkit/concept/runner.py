@@ -22,10 +22,9 @@ import traceback
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import torch
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 from transformers import CLIPModel
 
 import unlearnkit
@@ -38,126 +37,21 @@ from unlearnkit.concept.visu import HFTokenizer, clip_image_transform, load_visu
 from unlearnkit.concept.world import WorldConfig, make_concept_world
 from unlearnkit.engine import ModelCache, config_hash, resolve_device, seed_everything
 from unlearnkit.errors import ConfigError, UnlearnkitError
-from unlearnkit.experiments.config import MethodSpec, Seeds, read_yaml
+from unlearnkit.experiments.config import read_yaml
 from unlearnkit.experiments.progress import NullProgress, ProgressSink
 from unlearnkit.experiments.runner import ORIGINAL, BenchmarkResult, ensure_writable_dir
 from unlearnkit.experiments.store import ResultsStore
-from unlearnkit.methods import check_method_modality, create_method, list_methods
+from unlearnkit.methods import check_method_modality, create_method
 from unlearnkit.metrics import select_metrics, value_to_json
 
 #: the forget request every setting-3 run records
 FORGET = "concept:unsafe"
 
 
-# -- config ---------------------------------------------------------------------------------------------
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-
-class WorldSection(_Strict):
-    """Sizes of the generated concept world (see :class:`~unlearnkit.concept.world.WorldConfig`)."""
-
-    n_train: int = Field(1536, ge=1)
-    n_val: int = Field(128, ge=0)
-    n_test: int = Field(256, ge=2)
-    image_size: int = Field(32, ge=16)
-    noise: float = Field(0.06, ge=0, lt=1)
-    #: how the unsafe image is made: its own render of the content ("independent") or v plus the marker
-    twin: Literal["independent", "overlay"] = "independent"
-
-
-class VisuSection(_Strict):
-    """ViSU files (JSON/JSONL) and image folders (see :func:`~unlearnkit.concept.visu.load_visu`)."""
-
-    train: str
-    test: str
-    val: str | None = None
-    coco_dir: str | None = None
-    nsfw_dir: str | None = None
-    coco_pattern: str = "{coco_id:012d}.jpg"
-    max_train: int | None = Field(None, ge=1)
-    max_val: int | None = Field(None, ge=1)
-    max_test: int | None = Field(None, ge=2)
-
-
-class ClipSection(_Strict):
-    """Either a small random-weight config (``config``, pretrained here) or ``from_pretrained`` weights."""
-
-    config: str | None = None
-    from_pretrained: str | None = None
-    image_size: int = Field(32, ge=8)
-    max_length: int = Field(77, ge=3)
-
-    @model_validator(mode="after")
-    def _one_source(self) -> ClipSection:
-        if (self.config is None) == (self.from_pretrained is None):
-            raise ValueError("give exactly one of clip.config (a small config name) or clip.from_pretrained")
-        return self
-
-    @property
-    def label(self) -> str:
-        """The model name recorded with each run."""
-        return self.config if self.config is not None else str(self.from_pretrained)
-
-
-class PretrainSection(_Strict):
-    """Contrastive pretraining of a small CLIP on the training pairs (ignored for ``from_pretrained``)."""
-
-    epochs: int = Field(30, ge=0)
-    lr: float = Field(2e-3, gt=0)
-    batch_size: int = Field(128, ge=2)
-    weight_decay: float = Field(0.05, ge=0)
-
-
-class ConceptRunConfig(_Strict):
-    """A setting-3 benchmark: concept data × CLIP × methods × seeds."""
-
-    name: str = "setting3"
-    setting: Literal[3]
-    dataset: Literal["concept_world", "visu"] = "concept_world"
-    world: WorldSection = Field(default_factory=WorldSection)
-    visu: VisuSection | None = None
-    clip: ClipSection = Field(default_factory=lambda: ClipSection(config="clip_small"))
-    pretrain: PretrainSection = Field(default_factory=PretrainSection)
-    methods: Literal["all"] | list[str | MethodSpec] | dict[str, dict[str, Any] | None] = "all"
-    seeds: Seeds = Field(default_factory=lambda: [0], min_length=1)
-    metrics: list[str] | None = None
-    device: str = "auto"
-    cache_dir: str | None = None
-    eval_batch_size: int = Field(256, ge=1)
-    #: torch intra-op threads on CPU (0: torch's default), as in the classifier runner's config
-    threads: int = Field(1, ge=0)
-    save_models: bool = False
-
-    @model_validator(mode="after")
-    def _dataset_sources(self) -> ConceptRunConfig:
-        if self.dataset == "visu" and self.visu is None:
-            raise ValueError("dataset: visu needs a visu section (train, test, coco_dir, ...)")
-        if self.dataset == "concept_world" and self.clip.from_pretrained is not None:
-            raise ValueError("the concept world has its own word vocabulary: use a small clip.config with it")
-        return self
-
-    def method_specs(self) -> list[MethodSpec]:
-        """Explicit methods as specs (``all``: every registered concept method with its defaults)."""
-        if self.methods == "all":
-            return [MethodSpec(name=n) for n in list_methods(modality="clip")]
-        if isinstance(self.methods, dict):
-            return [MethodSpec(name=k, params=v or {}) for k, v in self.methods.items()]
-        return [m if isinstance(m, MethodSpec) else MethodSpec(name=m) for m in self.methods]
-
-
-def parse_concept_config(data: dict[str, Any] | None, source: str = "config") -> ConceptRunConfig:
-    """Validate a mapping into a :class:`ConceptRunConfig`; problems raise :class:`ConfigError` (one line)."""
-    if not isinstance(data, dict):
-        raise ConfigError(f"{source}: expected a mapping of keys at the top level")
-    try:
-        return ConceptRunConfig.model_validate(data)
-    except ValidationError as e:
-        err = e.errors()[0]
-        loc = ".".join(str(p) for p in err["loc"]) or "(top level)"
-        msg = "unknown key" if err["type"] == "extra_forbidden" else err["msg"]
-        more = f" (and {len(e.errors()) - 1} more problems)" if len(e.errors()) > 1 else ""
-        raise ConfigError(f"{source}: {loc}: {msg}{more}") from None
+from unlearnkit.experiments.config import (  # noqa: E402  (moved to the one config module)
+    ConceptRunConfig,
+    parse_concept_config,
+)
 
 
 def config_setting(path: str | Path) -> int | None:

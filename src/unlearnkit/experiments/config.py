@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from unlearnkit.engine import TrainConfig
 from unlearnkit.errors import ConfigError
@@ -141,6 +141,120 @@ class RunConfig(_Strict):
         return [m if isinstance(m, MethodSpec) else MethodSpec(name=m) for m in self.methods]
 
 
+# -- setting 3: concept unlearning in CLIP ------------------------------------------------------------------
+
+
+class WorldSection(_Strict):
+    """Sizes of the generated concept world (see :class:`~unlearnkit.concept.world.WorldConfig`)."""
+
+    n_train: int = Field(1536, ge=1)
+    n_val: int = Field(128, ge=0)
+    n_test: int = Field(256, ge=2)
+    image_size: int = Field(32, ge=16)
+    noise: float = Field(0.06, ge=0, lt=1)
+    #: how the unsafe image is made: its own render of the content ("independent") or v plus the marker
+    twin: Literal["independent", "overlay"] = "independent"
+
+
+class VisuSection(_Strict):
+    """ViSU files (JSON/JSONL) and image folders (see :func:`~unlearnkit.concept.visu.load_visu`)."""
+
+    train: str
+    test: str
+    val: str | None = None
+    coco_dir: str | None = None
+    nsfw_dir: str | None = None
+    coco_pattern: str = "{coco_id:012d}.jpg"
+    max_train: int | None = Field(None, ge=1)
+    max_val: int | None = Field(None, ge=1)
+    max_test: int | None = Field(None, ge=2)
+
+
+class ClipSection(_Strict):
+    """Either a small random-weight config (``config``, pretrained here) or ``from_pretrained`` weights."""
+
+    config: str | None = None
+    from_pretrained: str | None = None
+    image_size: int = Field(32, ge=8)
+    max_length: int = Field(77, ge=3)
+
+    @model_validator(mode="after")
+    def _one_source(self) -> ClipSection:
+        if (self.config is None) == (self.from_pretrained is None):
+            raise ValueError("give exactly one of clip.config (a small config name) or clip.from_pretrained")
+        return self
+
+    @property
+    def label(self) -> str:
+        """The model name recorded with each run."""
+        return self.config if self.config is not None else str(self.from_pretrained)
+
+
+class PretrainSection(_Strict):
+    """Contrastive pretraining of a small CLIP on the training pairs (ignored for ``from_pretrained``)."""
+
+    epochs: int = Field(30, ge=0)
+    lr: float = Field(2e-3, gt=0)
+    batch_size: int = Field(128, ge=2)
+    weight_decay: float = Field(0.05, ge=0)
+
+
+class ConceptRunConfig(_Strict):
+    """A setting-3 benchmark: concept data × CLIP × methods × seeds (``setting: 3`` in the YAML)."""
+
+    name: str = "setting3"
+    setting: Literal[3]
+    dataset: Literal["concept_world", "visu"] = "concept_world"
+    world: WorldSection = Field(default_factory=WorldSection)
+    visu: VisuSection | None = None
+    clip: ClipSection = Field(default_factory=lambda: ClipSection(config="clip_small"))
+    pretrain: PretrainSection = Field(default_factory=PretrainSection)
+    methods: Literal["all"] | list[str | MethodSpec] | dict[str, dict[str, Any] | None] = "all"
+    seeds: Seeds = Field(default_factory=lambda: [0], min_length=1)
+    metrics: list[str] | None = None
+    device: str = "auto"
+    cache_dir: str | None = None
+    eval_batch_size: int = Field(256, ge=1)
+    #: torch intra-op threads on CPU (0: torch's default), as in :class:`RunConfig`
+    threads: int = Field(1, ge=0)
+    #: export every unlearned CLIP (``save_pretrained`` + tokenizer) under ``OUT/models/<method>-<key>``
+    save_models: bool = False
+
+    @model_validator(mode="after")
+    def _dataset_sources(self) -> ConceptRunConfig:
+        if self.dataset == "visu" and self.visu is None:
+            raise ValueError("dataset: visu needs a visu section (train, test, coco_dir, ...)")
+        if self.dataset == "concept_world" and self.clip.from_pretrained is not None:
+            raise ValueError("the concept world has its own word vocabulary: use a small clip.config with it")
+        return self
+
+    def method_specs(self) -> list[MethodSpec]:
+        """Explicit methods as specs (``all``: every registered CLIP method with its defaults)."""
+        if self.methods == "all":
+            from unlearnkit.methods import list_methods
+
+            load_concept_entries(required=True)
+            return [MethodSpec(name=n) for n in list_methods(modality="clip")]
+        if isinstance(self.methods, dict):
+            return [MethodSpec(name=k, params=v or {}) for k, v in self.methods.items()]
+        return [m if isinstance(m, MethodSpec) else MethodSpec(name=m) for m in self.methods]
+
+    def concept_payload(self) -> dict[str, Any]:
+        """The CLIP-specific sections as plain data (what a setting-3 run cell carries)."""
+        return {
+            "world": self.world.model_dump() if self.dataset == "concept_world" else None,
+            "visu": self.visu.model_dump() if self.visu is not None else None,
+            "clip": self.clip.model_dump(),
+            "pretrain": self.pretrain.model_dump() if self.clip.config is not None else None,
+            "eval_batch_size": self.eval_batch_size,
+            "save_models": self.save_models,
+        }
+
+
+#: every config kind :func:`load_config` returns (chosen by the ``setting:`` key)
+AnyRunConfig = RunConfig | ConceptRunConfig
+
+
 def _one_line(e: ValidationError, source: str) -> str:
     err = e.errors()[0]
     loc = ".".join(str(p) for p in err["loc"]) or "(top level)"
@@ -151,14 +265,26 @@ def _one_line(e: ValidationError, source: str) -> str:
     return f"{source}: {loc}: {msg}{more}"
 
 
-def parse_config(data: dict[str, Any] | None, source: str = "config") -> RunConfig:
-    """Validate a mapping into a :class:`RunConfig`; problems raise :class:`ConfigError` (one line)."""
+def parse_config(data: dict[str, Any] | None, source: str = "config") -> AnyRunConfig:
+    """Validate a mapping into the config kind its ``setting:`` names: a :class:`ConceptRunConfig` for
+    ``setting: 3``, else a :class:`RunConfig`; problems raise :class:`ConfigError` (one line)."""
     if data is None:
         data = {}
     if not isinstance(data, dict):
         raise ConfigError(f"{source}: expected a mapping of keys at the top level, got {type(data).__name__}")
+    kind: type[BaseModel] = ConceptRunConfig if data.get("setting") == 3 else RunConfig
     try:
-        return RunConfig.model_validate(data)
+        return kind.model_validate(data)
+    except ValidationError as e:
+        raise ConfigError(_one_line(e, source)) from None
+
+
+def parse_concept_config(data: dict[str, Any] | None, source: str = "config") -> ConceptRunConfig:
+    """Validate a mapping into a :class:`ConceptRunConfig` (``setting: 3`` required); one-line :class:`ConfigError`."""
+    if not isinstance(data, dict):
+        raise ConfigError(f"{source}: expected a mapping of keys at the top level")
+    try:
+        return ConceptRunConfig.model_validate(data)
     except ValidationError as e:
         raise ConfigError(_one_line(e, source)) from None
 
@@ -181,6 +307,6 @@ def read_yaml(path: str | Path, what: str = "config file") -> Any:
         raise ConfigError(f"{what} {p} is not valid YAML{where}") from None
 
 
-def load_config(path: str | Path) -> RunConfig:
-    """Read and validate a YAML config file."""
+def load_config(path: str | Path) -> AnyRunConfig:
+    """Read and validate a YAML config file: a :class:`RunConfig`, or a :class:`ConceptRunConfig` for ``setting: 3``."""
     return parse_config(read_yaml(path), str(Path(path)))
