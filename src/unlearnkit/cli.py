@@ -55,13 +55,6 @@ def default_config_data() -> dict:
     return yaml.safe_load(text)
 
 
-def _config_setting(path: Path) -> int | None:
-    """The ``setting:`` a YAML config declares (``None`` when absent); read errors raise UnlearnkitError."""
-    from unlearnkit.concept.runner import config_setting
-
-    return config_setting(path)
-
-
 def _checkpoint_paths(given: list[Path]) -> list[Path]:
     """``--model`` values: files as given, folders replaced by their ``*.safetensors`` files (sorted)."""
     out: list[Path] = []
@@ -106,7 +99,7 @@ def run(
 ) -> None:
     """Run a benchmark; with no options, the default one (digits, small_cnn, class:3 and random:0.1)."""
     from unlearnkit.experiments import parse_config, run_benchmark
-    from unlearnkit.experiments.config import load_config
+    from unlearnkit.experiments.config import ConceptRunConfig, load_config
     from unlearnkit.experiments.progress import NullProgress, RichProgress
 
     progress = NullProgress() if quiet else RichProgress()
@@ -123,16 +116,16 @@ def run(
             overrides["cache_dir"] = cache_dir
         if threads is not None:
             overrides["threads"] = threads
-        if config is not None and _config_setting(config) == 3:  # CLIP concept unlearning: its own scenario type
-            from unlearnkit.concept.runner import run_concept_cli
-
-            res = run_concept_cli(
-                config, out_dir, progress=progress, overrides=overrides, epochs=epochs,
-                not_applicable={"--dataset": dataset, "--data-root": data_root, "--download": download or None,
-                                "--model": model, "--forget": forget or None},
-            )  # fmt: skip
+        cfg = load_config(config) if config is not None else parse_config(default_config_data(), "default config")
+        classifier_only = {"--dataset": dataset, "--data-root": data_root, "--download": download or None,
+                           "--model": model, "--forget": forget or None}  # fmt: skip
+        if isinstance(cfg, ConceptRunConfig):  # CLIP concept unlearning: --epochs is the small CLIP's pretraining
+            for flag, value in classifier_only.items():
+                if value:
+                    raise UnlearnkitError(f"option {flag} does not apply to a setting-3 (concept) config: {config}")
+            if epochs is not None:
+                overrides["pretrain"] = {**cfg.pretrain.model_dump(), "epochs": epochs}
         else:
-            cfg = load_config(config) if config is not None else parse_config(default_config_data(), "default config")
             if dataset is not None:
                 overrides["dataset"] = dataset
             if data_root is not None:
@@ -145,9 +138,9 @@ def run(
                 overrides["forget"] = list(forget)
             if epochs is not None:
                 overrides["train"] = {**cfg.train.model_dump(), "epochs": epochs}
-            if overrides:
-                cfg = parse_config({**cfg.model_dump(), **overrides}, "options")
-            res = run_benchmark(cfg, out_dir, progress=progress)
+        if overrides:
+            cfg = parse_config({**cfg.model_dump(), **overrides}, "options")
+        res = run_benchmark(cfg, out_dir, progress=progress)
     except UnlearnkitError as e:
         _fail(str(e))
         return

@@ -13,14 +13,14 @@ with its meaning while safe retrieval stays as it was. Pieces::
     print(uc.evaluate_concept(safe, data))                     # R@K safe/redirected, unsafe rates, zero-shot
     uc.save_clip(safe, "safe-clip/")                           # CLIPModel.from_pretrained("safe-clip/")
 
-Benchmarks run through :func:`run_concept_benchmark` (configs with ``setting: 3``).
+Benchmarks of ``setting: 3`` configs run through the one runner (:func:`unlearnkit.experiments.run_benchmark`,
+sweeps, ``audit``); this package holds only what is specific to CLIP.
 """
 
 from __future__ import annotations
 
 from unlearnkit.concept import neg_contrastive as _neg_contrastive  # noqa: F401  (registers)
 from unlearnkit.concept import projection as _projection  # noqa: F401  (registers)
-from unlearnkit.concept import report as _report  # noqa: F401  (registers the report section)
 from unlearnkit.concept import safe_clip as _safe_clip  # noqa: F401  (registers)
 from unlearnkit.concept._data import (
     ConceptData,
@@ -41,23 +41,17 @@ from unlearnkit.concept.clip import (
     small_clip_config,
 )
 from unlearnkit.concept.metrics import ConceptEvalContext, evaluate_concept
-from unlearnkit.concept.pretrain import clip_loss, pretrain_clip
-from unlearnkit.concept.runner import (
-    ConceptRunConfig,
-    config_setting,
-    load_concept_config,
-    parse_concept_config,
-    run_concept_benchmark,
-)
+from unlearnkit.concept.pretrain import clip_loss, original_clip, pretrain_clip
+from unlearnkit.concept.sources import FORGET, check_clip_source, export_clip, load_concept_data
 from unlearnkit.concept.visu import load_visu
 from unlearnkit.concept.world import WorldConfig, make_concept_world
 
 __all__ = [
     "CLIP_CONFIGS",
+    "FORGET",
     "ConceptData",
     "ConceptEvalContext",
     "ConceptMethod",
-    "ConceptRunConfig",
     "ConceptUnlearnData",
     "FileImages",
     "Quadruplets",
@@ -65,18 +59,18 @@ __all__ = [
     "Tokenizer",
     "WordTokenizer",
     "WorldConfig",
+    "check_clip_source",
     "clip_loss",
-    "config_setting",
     "encode_images",
     "encode_texts",
     "evaluate_concept",
+    "export_clip",
     "load_clip",
-    "load_concept_config",
+    "load_concept_data",
     "load_visu",
     "make_concept_world",
-    "parse_concept_config",
+    "original_clip",
     "pretrain_clip",
-    "run_concept_benchmark",
     "save_clip",
     "small_clip",
     "small_clip_config",

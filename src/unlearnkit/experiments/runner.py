@@ -19,7 +19,9 @@ The in-process executor is the default; :mod:`unlearnkit.experiments` sweeps han
 
 from __future__ import annotations
 
+import dataclasses
 import functools
+import json
 import os
 import tempfile
 import time
@@ -45,9 +47,10 @@ from unlearnkit.engine import (
     train_model,
 )
 from unlearnkit.errors import ConfigError, UnlearnkitError
-from unlearnkit.experiments.config import RunConfig
+from unlearnkit.experiments.config import AnyRunConfig, ConceptRunConfig, RunConfig, load_concept_entries
 from unlearnkit.experiments.memory import peak_memory
 from unlearnkit.experiments.progress import NullProgress, ProgressSink
+from unlearnkit.experiments.record import RunRecord
 from unlearnkit.experiments.store import ResultsStore
 from unlearnkit.methods import METHODS, Method, UnlearnData, check_method_modality, create_method
 from unlearnkit.metrics import MetricUnavailable, NotComputed, evaluate, select_metrics, value_to_json
@@ -101,6 +104,10 @@ class Cell:
     ensemble_n: int = 0
     ensemble_batch_models: int = 16
     ensemble_originals: str = "shared"
+    #: the run's setting; 3 (CLIP concept) runs carry their CLIP-specific config sections in ``concept``
+    setting: int = 1
+    #: setting 3: ``world``, ``visu``, ``clip``, ``pretrain``, ``eval_batch_size``, ``save_models`` (plain data)
+    concept: dict[str, Any] | None = None
     key: str = ""
 
     @property
@@ -120,6 +127,11 @@ class Cell:
         if not d["lira_shadows"]:  # LiRA off: keys stay what they were before LiRA existed
             for k in ("lira_shadows", "lira_fixed_variance", "lira_nonmember_split"):
                 d.pop(k)
+        if d["setting"] != 3:  # classifier runs: keys stay what they were before CLIP runs were cells
+            d.pop("setting")
+            d.pop("concept")
+        else:  # where an export goes does not change the result
+            d["concept"] = {k: v for k, v in d["concept"].items() if k not in ("save_models", "export_dir")}
         return d
 
 
@@ -187,11 +199,14 @@ def validate_config(cfg: RunConfig) -> tuple[list[Method], list[ForgetRequest], 
     return methods, requests, device
 
 
-def plan(cfg: RunConfig, bundle: DatasetBundle | None = None) -> tuple[list[Cell], list[str]]:
+def plan(cfg: AnyRunConfig, bundle: DatasetBundle | None = None) -> tuple[list[Cell], list[str]]:
     """Validate ``cfg`` and expand it into cells; also return why some (method, request) pairs were skipped.
 
-    Every scenario is built here (so an unknown class or an empty forget set fails before any work).
+    Every scenario is built here (so an unknown class or an empty forget set fails before any work). A
+    setting-3 config gives an ``original`` cell per seed and one cell per method variant and seed.
     """
+    if isinstance(cfg, ConceptRunConfig):
+        return plan_concept(cfg), []
     methods, requests, _ = validate_config(cfg)
     bundle = bundle if bundle is not None else _bundle(cfg.dataset, cfg.data_root, cfg.download)
     train = cfg.train.to_train_config().to_dict()
@@ -225,6 +240,59 @@ def plan(cfg: RunConfig, bundle: DatasetBundle | None = None) -> tuple[list[Cell
     return cells, skipped
 
 
+def validate_concept_config(cfg: ConceptRunConfig) -> list[Any]:
+    """Everything a setting-3 config can have checked without data: methods, metrics, device, the CLIP source."""
+    load_concept_entries(required=True)
+    from unlearnkit.concept.sources import check_clip_source
+
+    specs = cfg.method_specs()
+    if not specs:
+        raise ConfigError("no methods selected")
+    methods = [create_method(check_method_modality(s.name, "clip").name, **s.params) for s in specs]
+    seen = [config_hash({"m": m.name, "p": m.get_params()}) for m in methods]
+    if len(set(seen)) != len(seen):  # the same method may run with different hyperparameters, not twice alike
+        raise ConfigError(f"a method is listed twice with the same hyperparameters in {[s.name for s in specs]}")
+    for m in methods:
+        m.validate_params()
+    if cfg.metrics is not None:
+        select_metrics(cfg.metrics, "clip", "a setting-3 config")
+    resolve_device(cfg.device)
+    check_clip_source(cfg.clip.model_dump(), cfg.dataset)
+    return methods
+
+
+def plan_concept(cfg: ConceptRunConfig, *, with_methods: bool = True) -> list[Cell]:
+    """The cells of a setting-3 config: per seed, the original CLIP, then each method variant.
+
+    ViSU files (and the checkpoint's tokenizer/processor) are read here once, so a missing file fails
+    before any work. ``with_methods=False`` plans only the original cells (``audit``).
+    """
+    methods = validate_concept_config(cfg)
+    from unlearnkit.concept.sources import FORGET
+
+    common: dict[str, Any] = {
+        "dataset": cfg.dataset, "forget": FORGET, "model": cfg.clip.label, "train": {}, "metrics": cfg.metrics,
+        "threads": cfg.threads, "setting": 3, "concept": cfg.concept_payload(),
+    }  # fmt: skip
+    cells: list[Cell] = []
+    for seed in cfg.seeds:
+        cells.append(Cell(seed=seed, method=ORIGINAL, params={}, **common))
+        cells += [Cell(seed=seed, method=m.name, params=m.get_params(), **common) for m in methods if with_methods]
+    for c in cells:
+        c.key = config_hash(c.identity())
+    if cfg.dataset == "visu" and cells:
+        concept_data_of(cells[0])
+    return cells
+
+
+def with_export_dir(cells: list[Cell], out: Path) -> list[Cell]:
+    """Point the setting-3 cells that export their models (``save_models``) at ``out/models``."""
+    for c in cells:
+        if c.concept is not None and c.concept.get("save_models"):
+            c.concept["export_dir"] = str(out / "models")
+    return cells
+
+
 # -- executing one cell ---------------------------------------------------------------------------------------
 
 
@@ -235,6 +303,23 @@ def _bundle(dataset: str, root: str | None, download: bool) -> DatasetBundle:
 
 def _versions() -> dict[str, str]:
     return {"unlearnkit": unlearnkit.__version__, "torch": torch.__version__}
+
+
+@functools.lru_cache(maxsize=2)
+def _concept_data(dataset: str, seed: int, sections: str) -> Any:
+    """The concept data for a dataset, seed and the JSON of the ``world``/``visu``/``clip`` sections (cached)."""
+    from unlearnkit.concept.sources import load_concept_data
+
+    p = json.loads(sections)
+    return load_concept_data(dataset, seed, world=p["world"], visu=p["visu"], clip=p["clip"])
+
+
+def concept_data_of(cell: Cell) -> Any:
+    """The :class:`~unlearnkit.concept.ConceptData` a setting-3 cell runs on (cached per process)."""
+    p = cell.concept or {}
+    seed = cell.seed if cell.dataset == "concept_world" else 0  # ViSU is the same for every seed
+    sections = {k: p.get(k) for k in ("world", "visu", "clip")}
+    return _concept_data(cell.dataset, seed, json.dumps(sections, sort_keys=True))
 
 
 def reference_keys(cell: Cell, scenario: Scenario) -> tuple[dict[str, Any], dict[str, Any]]:
@@ -304,6 +389,10 @@ def run_cell(
     dev = resolve_device(device)
     if dev.type == "cpu" and cell.threads:
         torch.set_num_threads(cell.threads)
+    if cell.setting == 3:
+        rec = run_concept_cell(cell, cache_dir=cache_dir, device=dev, progress=progress)
+        legacy = {k: v for k, v in rec.as_dict().items() if k not in ("created_at", "setting", "needs", "flags")}
+        return {**legacy, "splits": rec.splits, "trained_models": rec.trained_models}  # until run_cell is typed
     bundle = bundle if bundle is not None else _bundle(cell.dataset, cell.data_root, cell.download)
     scenario = Scenario(bundle, cell.forget, cell.seed, val_fraction=cell.val_fraction)
     spec = scenario.spec()
@@ -370,6 +459,72 @@ def run_cell(
         tb = traceback.extract_tb(e.__traceback__)[-1]
         record.update(status="failed", error=f"{type(e).__name__}: {e} (at {Path(tb.filename).name}:{tb.lineno})")
     return record
+
+
+def run_concept_cell(
+    cell: Cell, *, cache_dir: str | Path | None, device: torch.device, progress: ProgressSink
+) -> RunRecord:
+    """Run one setting-3 cell: the concept data, the original CLIP (cached), the method (or the original
+    itself, or an audited CLIP folder), every CLIP metric on the test quadruplets; ``save_models`` exports."""
+    from unlearnkit.concept import ConceptUnlearnData, WordTokenizer, evaluate_concept, load_clip
+    from unlearnkit.concept.pretrain import original_clip
+    from unlearnkit.concept.sources import export_clip, scenario_spec
+
+    p = cell.concept or {}
+    data = concept_data_of(cell)
+    splits_hash = config_hash({"data": data.spec})
+    method_cls = METHODS.get(cell.method) if cell.method in METHODS else None
+    record = RunRecord(
+        key=cell.key, scenario=scenario_spec(data, cell.seed), model=cell.model, method=cell.method, seed=cell.seed,
+        params=dict(cell.params), config={**cell.identity(), "splits_hash": splits_hash}, setting=3,
+        needs=tuple(sorted(method_cls.needs)) if method_cls is not None else (), splits_hash=splits_hash,
+        versions=_concept_versions(),
+    )  # fmt: skip
+    cache = ModelCache(Path(cache_dir) / "models" if cache_dir else None)
+    label = f"{data.name} {cell.forget} s{cell.seed}"
+    try:
+        original, info, trained = original_clip(
+            data, p["clip"], p.get("pretrain") or {}, cell.seed, cache=cache, device=device,
+            on_start=lambda what: progress.run_started(f"{label} {what}"), on_epoch=progress.epoch,
+        )  # fmt: skip
+    except (UnlearnkitError, KeyboardInterrupt):
+        raise
+    except Exception as e:  # NaN loss or another failure while pretraining the original
+        return record.failed(f"pretraining the original CLIP failed: {type(e).__name__}: {e}")
+    record.trained_models += int(trained)
+    progress.run_started(cell.label)
+    try:
+        extra: dict[str, Any] = {}
+        if cell.method == ORIGINAL:  # the model before unlearning; its cost is that of pretraining it
+            model = original
+            extra = {"time_s": float(info["time_s"])} if "time_s" in info else {}
+        elif cell.method == AUDIT:  # a CLIP folder made anywhere, scored on this scenario's test quadruplets
+            folder = Path(cell.params["checkpoint"])
+            model = load_clip(folder).to(device)
+            if (folder / WordTokenizer.FILE).is_file():  # its own vocabulary encodes the captions
+                data = dataclasses.replace(data, tokenizer=WordTokenizer.load(folder))
+        else:
+            method = create_method(cell.method, **cell.params)
+            udata = ConceptUnlearnData(data.train, data.tokenizer, data.val, device=device, seed=cell.seed,
+                                       on_epoch=progress.epoch)  # fmt: skip
+            model = method.unlearn(original, udata)
+            extra = {"time_s": method.elapsed_s_, **{k: float(v) for k, v in getattr(method, "report_", {}).items()}}
+        values = evaluate_concept(model, data, metrics=cell.metrics, batch_size=int(p.get("eval_batch_size", 256)))
+        record.metrics = {**values, **extra}
+        if p.get("export_dir") and cell.method not in (ORIGINAL, AUDIT):
+            export_clip(model, data, Path(p["export_dir"]) / f"{cell.method}-{cell.key}")
+    except (KeyboardInterrupt, UnlearnkitError):
+        raise
+    except Exception as e:
+        tb = traceback.extract_tb(e.__traceback__)[-1]
+        return record.failed(f"{type(e).__name__}: {e} (at {Path(tb.filename).name}:{tb.lineno})")
+    return record
+
+
+def _concept_versions() -> dict[str, str]:
+    import transformers
+
+    return {**_versions(), "transformers": transformers.__version__}
 
 
 def _lira_values(
@@ -552,7 +707,7 @@ def store_record(store: ResultsStore, rec: dict[str, Any]) -> None:
 
 
 def run_benchmark(
-    cfg: RunConfig,
+    cfg: AnyRunConfig,
     out_dir: str | Path,
     *,
     progress: ProgressSink | None = None,
@@ -574,6 +729,7 @@ def run_benchmark(
     progress = progress or NullProgress()
     cells, skipped = plan(cfg, bundle)
     out = ensure_writable_dir(out_dir)
+    with_export_dir(cells, out)
     store = ResultsStore(out / "results.db")
     result = BenchmarkResult(out_dir=out, not_applicable=skipped)
     executor = executor or InProcessExecutor(cache_dir=cfg.cache_dir, device=cfg.device, bundle=bundle)
