@@ -209,7 +209,8 @@ def audit(
             "--model",
             "-m",
             help="A model to audit (.safetensors), or a folder of them; repeatable. N >= 2 models (N runs of one "
-            "algorithm) also get the NeurIPS-2023 ε score as a set.",
+            "algorithm) also get the NeurIPS-2023 ε score as a set. With a setting-3 config: a CLIP folder "
+            "(save_pretrained export).",
         ),
     ],
     config: Annotated[Path, typer.Option("--config", "-c", help="YAML scenario: dataset, model, forget, seeds.")],
@@ -218,13 +219,13 @@ def audit(
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress display.")] = False,
 ) -> None:
     """Evaluate any model (also one made outside unlearnkit) against a scenario's references."""
-    from unlearnkit.experiments.config import load_config, parse_config
+    from unlearnkit.experiments.config import ConceptRunConfig, load_config, parse_config
     from unlearnkit.experiments.progress import NullProgress, RichProgress
     from unlearnkit.experiments.runner import run_audit
 
     try:
-        models = _checkpoint_paths(model)
         cfg = load_config(config)
+        models = list(model) if isinstance(cfg, ConceptRunConfig) else _checkpoint_paths(model)  # CLIP: folders
         if device is not None:
             cfg = parse_config({**cfg.model_dump(), "device": device}, "options")
         out_dir = out or Path("runs") / datetime.now().strftime("audit-%Y%m%d-%H%M%S")

@@ -141,6 +141,33 @@ class RunConfig(_Strict):
         return [m if isinstance(m, MethodSpec) else MethodSpec(name=m) for m in self.methods]
 
 
+class RaySection(_Strict):
+    """Resources of the Ray tasks (each cell and each reference model is one task).
+
+    Attributes:
+        num_cpus: CPUs reserved per task; the task's torch uses this many threads.
+        num_gpus: GPUs per task; a fraction (e.g. 0.25) packs several small tasks on one GPU.
+        reference_num_cpus, reference_num_gpus: overrides for the reference-model (training) tasks.
+        max_retries: how often Ray reruns a task whose worker died (a failed cell is not retried).
+        connect_timeout_s: how long to wait for ``--ray-address`` to answer before giving up.
+    """
+
+    num_cpus: float = Field(1.0, gt=0)
+    num_gpus: float = Field(0.0, ge=0)
+    reference_num_cpus: float | None = Field(None, gt=0)
+    reference_num_gpus: float | None = Field(None, ge=0)
+    max_retries: int = Field(1, ge=0)
+    connect_timeout_s: float = Field(10.0, gt=0)
+
+    def task_resources(self, reference: bool) -> dict[str, float]:
+        """``{"num_cpus", "num_gpus"}`` of a cell task or a reference task."""
+        if reference:
+            cpus = self.num_cpus if self.reference_num_cpus is None else self.reference_num_cpus
+            gpus = self.num_gpus if self.reference_num_gpus is None else self.reference_num_gpus
+            return {"num_cpus": cpus, "num_gpus": gpus}
+        return {"num_cpus": self.num_cpus, "num_gpus": self.num_gpus}
+
+
 # -- setting 3: concept unlearning in CLIP ------------------------------------------------------------------
 
 

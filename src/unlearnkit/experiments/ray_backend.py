@@ -42,6 +42,7 @@ from unlearnkit.engine import (
     resolve_device,
 )
 from unlearnkit.errors import UnlearnkitError
+from unlearnkit.experiments.config import RaySection
 from unlearnkit.experiments.progress import ProgressSink
 from unlearnkit.experiments.runner import (
     Cell,
@@ -58,8 +59,6 @@ try:
     from ray.exceptions import GetTimeoutError, RayError, RayTaskError
 except ImportError:  # pragma: no cover - depends on the environment
     raise UnlearnkitError("the Ray backend needs the 'ray' package: pip install 'unlearnkit[ray]'") from None
-
-from unlearnkit.experiments.sweep import RaySection
 
 ROLES = ("original", "retrain")
 SHADOW = "lira_shadow"

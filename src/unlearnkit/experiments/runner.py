@@ -272,12 +272,12 @@ def plan_concept(cfg: ConceptRunConfig, *, with_methods: bool = True) -> list[Ce
 
     common: dict[str, Any] = {
         "dataset": cfg.dataset, "forget": FORGET, "model": cfg.clip.label, "train": {}, "metrics": cfg.metrics,
-        "threads": cfg.threads, "setting": 3, "concept": cfg.concept_payload(),
+        "threads": cfg.threads, "setting": 3,
     }  # fmt: skip
     cells: list[Cell] = []
     for seed in cfg.seeds:
-        cells.append(Cell(seed=seed, method=ORIGINAL, params={}, **common))
-        cells += [Cell(seed=seed, method=m.name, params=m.get_params(), **common) for m in methods if with_methods]
+        for name, params in [(ORIGINAL, {}), *((m.name, m.get_params()) for m in methods if with_methods)]:
+            cells.append(Cell(seed=seed, method=name, params=params, concept=cfg.concept_payload(), **common))
     for c in cells:
         c.key = config_hash(c.identity())
     if cfg.dataset == "visu" and cells:
@@ -740,7 +740,7 @@ def run_benchmark(
 
 
 def audit_cells(
-    cfg: RunConfig, checkpoints: str | Path | Sequence[str | Path], bundle: DatasetBundle | None = None
+    cfg: AnyRunConfig, checkpoints: str | Path | Sequence[str | Path], bundle: DatasetBundle | None = None
 ) -> list[Cell]:
     """Cells that evaluate the models in ``checkpoints`` on every (forget request, seed) of ``cfg``.
 
@@ -749,6 +749,8 @@ def audit_cells(
     With N ≥ 2 checkpoints (N runs of one unlearning algorithm, e.g. from N seeds), they are also the
     unlearned side of the NeurIPS-2023 ε score (forget quality F against N retrained models), whatever
     ``cfg.ensemble_n`` says; every audit row of the set carries the set's F.
+
+    For a setting-3 config, each checkpoint is a CLIP folder (see :func:`concept_audit_cells`).
     """
     import hashlib
 
@@ -757,6 +759,8 @@ def audit_cells(
     paths = [Path(checkpoints)] if isinstance(checkpoints, str | Path) else [Path(p) for p in checkpoints]
     if not paths:
         raise UnlearnkitError("audit needs at least one checkpoint")
+    if isinstance(cfg, ConceptRunConfig):
+        return concept_audit_cells(cfg, paths)
     validate_config(cfg)
     bundle = bundle if bundle is not None else _bundle(cfg.dataset, cfg.data_root, cfg.download)
     probe = create_model(cfg.model, bundle.num_classes, bundle.in_shape, **cfg.model_kwargs)
@@ -788,8 +792,46 @@ def audit_cells(
     return out
 
 
+def concept_audit_cells(cfg: ConceptRunConfig, folders: Sequence[Path]) -> list[Cell]:
+    """Cells that score the CLIP folders ``folders`` (``save_pretrained`` exports, e.g. ``save_models``) on every
+    seed of the setting-3 config ``cfg``, beside that seed's original CLIP.
+
+    Each folder must load as a CLIP checkpoint (checked here, before any work); the SHA-256 of its files goes
+    into the run key. A folder holding ``word_tokenizer.json`` encodes the captions with that vocabulary.
+    """
+    import hashlib
+
+    from unlearnkit.concept import load_clip
+
+    shas: list[str] = []
+    for folder in folders:
+        if folder.is_file() and folder.suffix == ".safetensors":
+            raise UnlearnkitError(f"a setting-3 audit takes a CLIP folder (save_pretrained), not the file {folder}")
+        load_clip(folder)  # not a CLIP folder / not loadable -> one-line error
+        digest = hashlib.sha256()
+        for f in sorted(p for p in folder.iterdir() if p.is_file()):
+            digest.update(f.name.encode() + b"\0" + f.read_bytes())
+        shas.append(digest.hexdigest())
+    if len(set(shas)) != len(shas):
+        twice = next(p for p, h in zip(folders, shas, strict=True) if shas.count(h) > 1)
+        raise UnlearnkitError(f"CLIP folder {twice} is given twice (same contents): the audited models must differ")
+    out: list[Cell] = []
+    for c in plan_concept(cfg, with_methods=False):
+        out.append(c)
+        for folder, sha in zip(folders, shas, strict=True):
+            update = {
+                "method": AUDIT,
+                "params": {"checkpoint": str(folder), "sha256": sha},
+                "concept": dict(c.concept or {}),
+            }
+            cell = Cell(**{**c.__dict__, **update})
+            cell.key = config_hash({**cell.identity(), "params": {"sha256": sha}})
+            out.append(cell)
+    return out
+
+
 def run_audit(
-    cfg: RunConfig,
+    cfg: AnyRunConfig,
     checkpoints: str | Path | Sequence[str | Path],
     out_dir: str | Path,
     *,
