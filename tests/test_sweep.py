@@ -423,3 +423,17 @@ def test_setting3_sigkill_mid_sweep_resumes_to_the_full_set(tmp_path):
     cfg = tiny_concept(artifacts=str(tmp_path / "art"))
     before = _kill_after_first_rows(tmp_path, cfg, "inprocess")
     _check_resume(tmp_path, cfg, before)
+
+
+def test_setting3_sweep_on_ray_equals_in_process(local_ray, tmp_path):
+    pytest.importorskip("transformers")
+    runs = {}
+    for backend in ("inprocess", "ray"):
+        cfg = tiny_concept(seeds=[0], artifacts=str(tmp_path / backend / "art"), ray={"num_cpus": 1})
+        res = run_sweep(parse_sweep(cfg), tmp_path / backend / "out", backend=backend)
+        assert (res.ran, res.failed, res.trained_models) == (3, 0, 1), backend  # the original CLIP trained once
+        runs[backend] = {r["key"]: r for r in ResultsStore(tmp_path / backend / "out" / "results.db").runs()}
+    assert set(runs["ray"]) == set(runs["inprocess"])
+    for key, rec in runs["ray"].items():
+        assert _metrics_without_timing(rec) == _metrics_without_timing(runs["inprocess"][key]), rec["method"]
+        assert rec["scenario"] == runs["inprocess"][key]["scenario"]

@@ -48,6 +48,7 @@ from unlearnkit.experiments.runner import (
     Cell,
     _bundle,
     _versions,
+    concept_data_of,
     load_or_train_reference,
     reference_keys,
     run_cell,
@@ -79,11 +80,14 @@ def train_reference(cell: Cell, role: str, *, cache_dir: str | Path, device: str
     """Train (or find in the cache) the ``role`` reference model of ``cell``; never raises on NaN.
 
     Uses :func:`~unlearnkit.experiments.runner.load_or_train_reference`, as ``run_cell`` does, so a model
-    trained here is bit-identical to one trained in-process with the same thread count.
+    trained here is bit-identical to one trained in-process with the same thread count. A setting-3 cell's
+    one reference is its original CLIP (:func:`~unlearnkit.concept.original_clip`, as ``run_cell`` gets it).
 
     Returns:
         ``{"role", "ok", "error", "cached"}``; ``error`` is ``"TypeName: message"`` when training failed.
     """
+    if cell.setting == 3:
+        return _train_concept_original(cell, cache_dir=cache_dir, device=device)
     bundle = _bundle(cell.dataset, cell.data_root, cell.download)
     scenario = Scenario(bundle, cell.forget, cell.seed, val_fraction=cell.val_fraction)
     key = reference_keys(cell, scenario)[ROLES.index(role)]
@@ -98,6 +102,31 @@ def train_reference(cell: Cell, role: str, *, cache_dir: str | Path, device: str
     except Exception as e:  # NaN loss or another training failure: the cells get it as their error
         out.update(ok=False, error=f"{type(e).__name__}: {e}")
     return out
+
+
+def _train_concept_original(cell: Cell, *, cache_dir: str | Path, device: str) -> dict[str, Any]:
+    from unlearnkit.concept import original_clip
+
+    p = cell.concept or {}
+    out: dict[str, Any] = {"role": "original", "ok": True, "error": None, "cached": False}
+    try:
+        _, _, trained = original_clip(
+            concept_data_of(cell), p["clip"], p.get("pretrain") or {}, cell.seed,
+            cache=ModelCache(Path(cache_dir) / "models"), device=resolve_device(device),
+        )  # fmt: skip
+        out["cached"] = not trained
+    except UnlearnkitError:
+        raise
+    except Exception as e:  # NaN loss or another pretraining failure: the cells get it as their error
+        out.update(ok=False, error=f"{type(e).__name__}: {e}")
+    return out
+
+
+def concept_original_id(cell: Cell) -> str:
+    """Identity of the original CLIP a setting-3 cell starts from (one reference task per identity)."""
+    p = cell.concept or {}
+    return config_hash({"role": "concept_original", "dataset": cell.dataset, "seed": cell.seed,
+                        **{k: p.get(k) for k in ("world", "visu", "clip", "pretrain")}})  # fmt: skip
 
 
 def wants_shadows(cell: Cell) -> bool:
@@ -184,8 +213,19 @@ class _Tracker:
 # -- the driver side -----------------------------------------------------------------------------------------
 
 
-def failed_record(cell: Cell, scenario: Scenario, error: str) -> dict[str, Any]:
+def failed_record(cell: Cell, scenario: Scenario | None, error: str) -> dict[str, Any]:
     """The record of a cell that could not run (same fields as :func:`~unlearnkit.experiments.runner.run_cell`'s)."""
+    if scenario is None:  # a setting-3 cell: its scenario is the concept data's
+        from unlearnkit.concept.sources import scenario_spec
+
+        data = concept_data_of(cell)
+        h = config_hash({"data": data.spec})
+        return {
+            "key": cell.key, "status": "failed", "error": error, "scenario": scenario_spec(data, cell.seed),
+            "model": cell.model, "method": cell.method, "params": cell.params, "seed": cell.seed, "metrics": {},
+            "config": {**cell.identity(), "splits_hash": h}, "splits_hash": h, "versions": _versions(),
+            "splits": None, "trained_models": 0,
+        }  # fmt: skip
     return {
         "key": cell.key, "status": "failed", "error": error, "scenario": scenario.spec(), "model": cell.model,
         "method": cell.method, "params": cell.params, "seed": cell.seed, "metrics": {},
@@ -282,16 +322,20 @@ class RayExecutor:
         ref_fn, cell_fn = ray.remote(_reference_task), ray.remote(_cell_task)
         tracker = ray.remote(num_cpus=0)(_Tracker).remote()
 
-        scenarios: dict[tuple, Scenario] = {}
+        scenarios: dict[tuple, Scenario | None] = {}
         references: dict[str, ray.ObjectRef] = {}  # cache-key hash -> reference task
-        pending: dict[ray.ObjectRef, tuple[Cell, Scenario, list[str]]] = {}
+        pending: dict[ray.ObjectRef, tuple[Cell, Scenario | None, list[str]]] = {}
         for cell in cells:
             sk = (cell.dataset, cell.data_root, cell.download, cell.forget, cell.seed, cell.val_fraction)
-            if sk not in scenarios:
-                bundle = _bundle(cell.dataset, cell.data_root, cell.download)
-                scenarios[sk] = Scenario(bundle, cell.forget, cell.seed, val_fraction=cell.val_fraction)
-            hashes = [config_hash(key) for key in reference_keys(cell, scenarios[sk])]
-            roles = dict(zip(hashes, ROLES, strict=True))
+            if cell.setting == 3:  # one reference: the seed's original CLIP
+                scenarios[sk], hashes = None, [concept_original_id(cell)]
+                roles = {hashes[0]: "original"}
+            else:
+                if sk not in scenarios:
+                    bundle = _bundle(cell.dataset, cell.data_root, cell.download)
+                    scenarios[sk] = Scenario(bundle, cell.forget, cell.seed, val_fraction=cell.val_fraction)
+                hashes = [config_hash(key) for key in reference_keys(cell, scenarios[sk])]  # type: ignore[arg-type]
+                roles = dict(zip(hashes, ROLES, strict=True))
             if wants_shadows(cell):
                 roles.update({shadow_key(cell, m): f"{SHADOW}:{m}" for m in range(cell.lira_shadows)})
             for h, role in roles.items():
@@ -343,7 +387,7 @@ class RayExecutor:
             references(done, total, failed)
 
     @staticmethod
-    def _record(ref: ray.ObjectRef, cell: Cell, scenario: Scenario) -> dict[str, Any]:
+    def _record(ref: ray.ObjectRef, cell: Cell, scenario: Scenario | None) -> dict[str, Any]:
         """The record a finished task returned, or a failed record when its worker died."""
         try:
             out = ray.get(ref)
