@@ -133,7 +133,5 @@ def test_metrics_do_not_import_methods():
     assert violations(GRAPH, "metrics", "methods") == []
 
 
-@pytest.mark.xfail(strict=False, reason="reports/talk.py and reports/setting2.py still read the live method registry; "
-                   "records carrying setting/needs (issue 12 item 4) remove that")  # fmt: skip
 def test_reports_do_not_import_the_method_registry():
     assert violations(GRAPH, "reports", "methods") == []

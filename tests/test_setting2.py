@@ -458,8 +458,11 @@ def test_lora_targets_checks_rank_per_layer() -> None:
 
 def _run(method: str, params: dict, seed: int, acc_r: float, acc_f: float, *, dataset: str = "cifar10",
          model: str = "vit_tiny_patch16", forget: str = "class:3", **metrics: float) -> dict:  # fmt: skip
+    from unlearnkit.methods import METHODS
+
+    needs = sorted(METHODS.get(method).needs) if method in METHODS else []  # recorded with each run
     return {
-        "method": method, "params": params, "seed": seed, "model": model, "status": "ok",
+        "method": method, "params": params, "seed": seed, "model": model, "status": "ok", "needs": needs,
         "scenario": {"dataset": dataset, "forget": forget, "seed": seed},
         "metrics": {"acc_retain_test": acc_r, "acc_forget_test": acc_f, "time_s": 1.5, **metrics},
     }  # fmt: skip

@@ -17,6 +17,7 @@ def _run(method: str, forget: str, seed: int, af: float, ar: float, test: float,
         "scenario": {"dataset": dataset, "forget": forget, "seed": seed, "val_fraction": 0.1},
         "model": "small_cnn", "method": method, "params": {} if method in ("retrain", "original") else {"lam": 10.0},
         "seed": seed, "status": status, "error": None if status == "ok" else "boom",
+        "setting": None if method == "original" else 1,  # recorded with the run (reports never ask the registry)
         "metrics": {"acc_forget_test": af, "acc_retain_test": ar, "acc_test": test, "time_s": t,
                     "time_ratio_vs_retrain": ratio},
     }  # fmt: skip

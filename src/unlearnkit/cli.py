@@ -95,6 +95,7 @@ def run(
     out: Annotated[Path | None, typer.Option(help="Output directory (default runs/<timestamp>).")] = None,
     cache_dir: Annotated[str | None, typer.Option(help="Model cache (default ~/.cache/unlearnkit).")] = None,
     threads: Annotated[int | None, typer.Option(help="torch CPU threads (default 1; 0 = torch's default).")] = None,
+    retry_failed: Annotated[bool, typer.Option("--retry-failed", help="Rerun the runs stored as failed.")] = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress display.")] = False,
 ) -> None:
     """Run a benchmark; with no options, the default one (digits, small_cnn, class:3 and random:0.1)."""
@@ -140,15 +141,14 @@ def run(
                 overrides["train"] = {**cfg.train.model_dump(), "epochs": epochs}
         if overrides:
             cfg = parse_config({**cfg.model_dump(), **overrides}, "options")
-        res = run_benchmark(cfg, out_dir, progress=progress)
+        res = run_benchmark(cfg, out_dir, progress=progress, retry_failed=retry_failed)
     except UnlearnkitError as e:
         _fail(str(e))
         return
     _print_counts(res, "runs")
     if not quiet and "json" in res.reports:
         _print_summary(Path(res.reports["json"]))
-    if res.failed:
-        console.print(f"[red]{res.failed} runs failed; see report.md[/red]")
+    _exit_on_failures(res, "runs")
 
 
 #: columns of the console summary: (header, metric for class-level requests, metric for sample-level ones)
@@ -172,9 +172,35 @@ def _print_counts(res: BenchmarkResult, unit: str) -> None:
     )
 
 
+def _exit_on_failures(res: BenchmarkResult, unit: str) -> None:
+    """Exit 1 when any run failed, after saying how many and why (each distinct reason once, with its count)."""
+    if res.flagged:
+        console.print(f"[yellow]{res.flagged} {unit} scored but flagged (e.g. collapsed to chance); see report.md"
+                      "[/yellow]", highlight=False)  # fmt: skip
+    if res.failed_before:
+        console.print(f"[red]{res.failed_before} {unit} stored as failed by an earlier run[/red] were not rerun "
+                      "(rerun with --retry-failed)", highlight=False)  # fmt: skip
+    if not res.failed:
+        if res.failed_before:
+            raise typer.Exit(code=1)
+        return
+    reasons: dict[str, int] = {}
+    for err in res.errors:
+        why = err.split(": ", 1)[1] if ": " in err else err
+        reasons[why] = reasons.get(why, 0) + 1
+    console.print(f"[red]{res.failed} {unit} failed[/red] (rerun with --retry-failed once fixed):", highlight=False)
+    for why, n in sorted(reasons.items(), key=lambda kv: -kv[1])[:5]:
+        console.print(f"  {n} x {why}", highlight=False, soft_wrap=True)
+    if len(reasons) > 5:
+        console.print(f"  ... and {len(reasons) - 5} more reasons; see report.md", highlight=False)
+    raise typer.Exit(code=1)
+
+
 def _print_summary(report_json: Path) -> None:
     """A compact table per scenario (the full tables are in report.md / report.html)."""
     import json
+
+    from unlearnkit.reports._aggregate import as_number
 
     summary = json.loads(report_json.read_text()).get("summary", [])
     tables: dict[tuple[str, str, str], list[dict]] = {}
@@ -192,9 +218,10 @@ def _print_summary(report_json: Path) -> None:
             cells = []
             for _, cls_metric, sample_metric in _SUMMARY_COLS:
                 stat = row["metrics"].get(cls_metric if class_level else sample_metric)
-                if isinstance(stat, dict) and stat.get("mean") is not None:
-                    sd = f" ± {stat['std']:.3f}" if stat.get("std") is not None else ""
-                    cells.append(f"{stat['mean']:.3f}{sd}")
+                mean = as_number(stat.get("mean")) if isinstance(stat, dict) else None
+                if mean is not None:
+                    std = as_number(stat.get("std"))
+                    cells.append(f"{mean:.3f}" + (f" ± {std:.3f}" if std is not None else ""))
                 else:
                     cells.append("n/c")
             t.add_row(row.get("label", row["method"]), str(row.get("n_seeds", "")), *cells)
@@ -238,6 +265,7 @@ def audit(
                   highlight=False)  # fmt: skip
     if not quiet and "json" in res.reports:
         _print_summary(Path(res.reports["json"]))
+    _exit_on_failures(res, "runs")
 
 
 @app.command(
@@ -274,8 +302,7 @@ def sweep(
         err_console.print("interrupted: every finished cell is stored; rerun the same command to resume")
         raise typer.Exit(code=130) from None
     _print_counts(res, "cells")
-    if res.failed:
-        console.print(f"[red]{res.failed} cells failed; see report.md (rerun with --retry-failed)[/red]")
+    _exit_on_failures(res, "cells")
 
 
 class ListWhat(StrEnum):

@@ -44,14 +44,16 @@ from unlearnkit.engine import (
 from unlearnkit.errors import UnlearnkitError
 from unlearnkit.experiments.config import RaySection
 from unlearnkit.experiments.progress import ProgressSink
+from unlearnkit.experiments.record import RunRecord
 from unlearnkit.experiments.runner import (
     Cell,
     _bundle,
-    _versions,
     concept_data_of,
     load_or_train_reference,
+    new_record,
     reference_keys,
     run_cell,
+    torch_threads,
 )
 from unlearnkit.scenario import Scenario
 
@@ -96,7 +98,9 @@ def train_reference(cell: Cell, role: str, *, cache_dir: str | Path, device: str
     if out["cached"]:
         return out
     try:
-        load_or_train_reference(cell, role, scenario, cache=cache, device=resolve_device(device))
+        dev = resolve_device(device)
+        with torch_threads(cell.threads if dev.type == "cpu" else 0):  # as run_cell trains it in-process
+            load_or_train_reference(cell, role, scenario, cache=cache, device=dev)
     except UnlearnkitError:
         raise
     except Exception as e:  # NaN loss or another training failure: the cells get it as their error
@@ -180,7 +184,7 @@ def _reference_task(cell: Cell, role: str, cache_dir: str, device: str, num_cpus
         tracker.end.remote(tag)
 
 
-def _cell_task(cell: Cell, cache_dir: str, device: str, num_cpus: float, tracker: Any, *refs: dict) -> dict:
+def _cell_task(cell: Cell, cache_dir: str, device: str, num_cpus: float, tracker: Any, *refs: dict) -> RunRecord | dict:
     """Run one cell once its reference models are in the cache (``refs``: the reference tasks' results)."""
     failed = [r for r in refs if not r["ok"] and r["role"] in ROLES]
     if failed:
@@ -213,26 +217,9 @@ class _Tracker:
 # -- the driver side -----------------------------------------------------------------------------------------
 
 
-def failed_record(cell: Cell, scenario: Scenario | None, error: str) -> dict[str, Any]:
-    """The record of a cell that could not run (same fields as :func:`~unlearnkit.experiments.runner.run_cell`'s)."""
-    if scenario is None:  # a setting-3 cell: its scenario is the concept data's
-        from unlearnkit.concept.sources import scenario_spec
-
-        data = concept_data_of(cell)
-        h = config_hash({"data": data.spec})
-        return {
-            "key": cell.key, "status": "failed", "error": error, "scenario": scenario_spec(data, cell.seed),
-            "model": cell.model, "method": cell.method, "params": cell.params, "seed": cell.seed, "metrics": {},
-            "config": {**cell.identity(), "splits_hash": h}, "splits_hash": h, "versions": _versions(),
-            "splits": None, "trained_models": 0,
-        }  # fmt: skip
-    return {
-        "key": cell.key, "status": "failed", "error": error, "scenario": scenario.spec(), "model": cell.model,
-        "method": cell.method, "params": cell.params, "seed": cell.seed, "metrics": {},
-        "config": {**cell.identity(), "splits_hash": scenario.splits_hash()},
-        "splits_hash": scenario.splits_hash(), "versions": _versions(),
-        "splits": scenario.splits_dict(), "trained_models": 0,
-    }  # fmt: skip
+def failed_record(cell: Cell, scenario: Scenario | None, error: str) -> RunRecord:
+    """The record of a cell that could not run, from the one record builder (``runner.new_record``)."""
+    return new_record(cell, scenario).failed(error)
 
 
 def _host_port(address: str) -> tuple[str, int]:
@@ -312,7 +299,7 @@ class RayExecutor:
             ray.shutdown()
         self.started = False
 
-    def map(self, cells: list[Cell], progress: ProgressSink) -> Iterator[dict[str, Any]]:
+    def map(self, cells: list[Cell], progress: ProgressSink) -> Iterator[RunRecord]:
         """Submit the reference tasks, then the cell tasks; yield each cell's record as it completes."""
         if not cells:
             return
@@ -367,7 +354,7 @@ class RayExecutor:
                     # count each model a reference task trained (not found cached) once, on its first cell
                     new = [h for h in hashes if h not in counted and _trained(references[h])]
                     counted.update(hashes)
-                    rec["trained_models"] = int(rec.get("trained_models", 0)) + len(new)
+                    rec.trained_models += len(new)
                     yield rec
         finally:
             for r in [*pending, *refs_left]:
@@ -387,7 +374,7 @@ class RayExecutor:
             references(done, total, failed)
 
     @staticmethod
-    def _record(ref: ray.ObjectRef, cell: Cell, scenario: Scenario | None) -> dict[str, Any]:
+    def _record(ref: ray.ObjectRef, cell: Cell, scenario: Scenario | None) -> RunRecord:
         """The record a finished task returned, or a failed record when its worker died."""
         try:
             out = ray.get(ref)
@@ -398,7 +385,7 @@ class RayExecutor:
             return failed_record(cell, scenario, f"task failed: {_one_line(e)}")
         except RayError as e:  # the worker died (out of memory, node lost) after its retries
             return failed_record(cell, scenario, f"worker lost: {type(e).__name__}: {_one_line(e)}")
-        if "reference_failed" in out:
+        if isinstance(out, dict) and "reference_failed" in out:
             return failed_record(cell, scenario, f"reference training failed: {out['reference_failed']}")
         return out
 

@@ -47,7 +47,7 @@ class RunRecord:
         config: the resolved config of the run (its identity, plus what was measured about the environment,
             e.g. the thread count actually used).
         metrics: name -> float, JSON-able mapping, or :class:`NotComputed`.
-        setting: the method's setting (1, 2 or 3) when the run was made.
+        setting: the method's setting (1, 2 or 3) when the run was made; ``None`` for the original and audit rows.
         needs: the data the method needed (e.g. ``("forget", "retain")``) when the run was made.
         flags: warnings shown with the row in reports (e.g. ``"collapsed: ..."``).
         splits_hash: hash of the split indices (stored once per distinct split).
@@ -67,7 +67,7 @@ class RunRecord:
     params: dict[str, Any] = field(default_factory=dict)
     config: dict[str, Any] = field(default_factory=dict)
     metrics: dict[str, Any] = field(default_factory=dict)
-    setting: int = 1
+    setting: int | None = None
     needs: tuple[str, ...] = ()
     flags: tuple[str, ...] = ()
     splits_hash: str | None = None

@@ -27,6 +27,7 @@ import tempfile
 import time
 import traceback
 from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -41,19 +42,21 @@ from unlearnkit.engine import (
     ModelCache,
     TrainConfig,
     config_hash,
+    default_cache_dir,
     load_checkpoint,
     resolve_device,
     seed_everything,
     train_model,
 )
+from unlearnkit.engine.checks import collapse_flag, nonfinite_reason
 from unlearnkit.errors import ConfigError, UnlearnkitError
 from unlearnkit.experiments.config import AnyRunConfig, ConceptRunConfig, RunConfig, load_concept_entries
 from unlearnkit.experiments.memory import peak_memory
 from unlearnkit.experiments.progress import NullProgress, ProgressSink
-from unlearnkit.experiments.record import RunRecord
+from unlearnkit.experiments.record import RunRecord, clean_metric
 from unlearnkit.experiments.store import ResultsStore
 from unlearnkit.methods import METHODS, Method, UnlearnData, check_method_modality, create_method
-from unlearnkit.metrics import MetricUnavailable, NotComputed, evaluate, select_metrics, value_to_json
+from unlearnkit.metrics import MetricUnavailable, NotComputed, evaluate, select_metrics
 from unlearnkit.metrics.ensemble_eval import KEYS as ENSEMBLE_KEYS
 from unlearnkit.metrics.ensemble_eval import forget_quality_eval, forget_quality_of_models
 from unlearnkit.models import MODELS, create_model
@@ -147,6 +150,12 @@ class BenchmarkResult:
     not_applicable: list[str] = field(default_factory=list)
     reports: dict[str, Path] = field(default_factory=dict)
     wall_s: float = 0.0
+    #: ``"<run>: <reason>"`` of each failed run, in the order they finished
+    errors: list[str] = field(default_factory=list)
+    #: runs scored but flagged (e.g. a collapsed model)
+    flagged: int = 0
+    #: cells skipped because they are stored as failed by an earlier run (``retry_failed`` reruns them)
+    failed_before: int = 0
 
 
 def ensure_writable_dir(path: str | Path) -> Path:
@@ -160,6 +169,27 @@ def ensure_writable_dir(path: str | Path) -> Path:
     except OSError as e:
         raise UnlearnkitError(f"output directory {p} is not writable ({e.strerror or e})") from None
     return p
+
+
+def check_writable(path: str | Path, what: str) -> Path:
+    """Check that ``path`` can be created and written, without creating anything; one-line error if not."""
+    p = Path(path).expanduser().resolve()
+    if p.exists() and not p.is_dir():
+        raise UnlearnkitError(f"{what} {p} is not writable (it exists and is not a directory)")
+    probe = p
+    while not probe.exists():
+        probe = probe.parent
+    if not probe.is_dir():
+        raise UnlearnkitError(f"{what} {p} is not writable ({probe} is not a directory)")
+    if not os.access(probe, os.W_OK | os.X_OK):
+        raise UnlearnkitError(f"{what} {p} is not writable (no write permission on {probe})")
+    return p
+
+
+def check_locations(out_dir: str | Path, cache_dir: str | Path | None) -> None:
+    """Refuse, before any work, an output directory or model cache that cannot be created and written."""
+    check_writable(out_dir, "output directory")
+    check_writable(Path(cache_dir) if cache_dir else default_cache_dir(), "model cache")
 
 
 def resolve_methods(cfg: RunConfig) -> list[Method]:
@@ -373,6 +403,49 @@ def load_or_train_reference(
     return cache.get_or_train(key, make_model, train)
 
 
+def new_record(cell: Cell, scenario: Scenario | None = None) -> RunRecord:
+    """The record of ``cell`` before it runs: the one place a run record is built (status ``ok``, no metrics).
+
+    Every executor (in-process, Ray workers, the Ray driver for a lost worker) starts from it, so a stored row has
+    the same fields whoever produced it. The method's ``setting`` and ``needs`` are recorded with it, so reports
+    never consult the method registry of the installation that reads the store. A setting-3 cell's scenario is
+    its concept data's (``scenario`` is not used); every row of a setting-3 run records setting 3.
+    """
+    setting: int | None = None
+    needs: tuple[str, ...] = ()
+    if cell.method in METHODS:
+        cls = METHODS.get(cell.method)
+        setting, needs = int(cls.setting), tuple(sorted(cls.needs))
+    if cell.setting == 3:
+        from unlearnkit.concept.sources import scenario_spec
+
+        data = concept_data_of(cell)
+        spec, splits_hash, splits = scenario_spec(data, cell.seed), config_hash({"data": data.spec}), None
+        setting, versions = 3, _concept_versions()
+    elif scenario is None:
+        raise ValueError("new_record needs the scenario of a setting-1/2 cell")
+    else:
+        spec, splits_hash, splits, versions = (
+            scenario.spec(),
+            scenario.splits_hash(),
+            scenario.splits_dict(),
+            _versions(),
+        )
+    return RunRecord(
+        key=cell.key, scenario=spec, model=cell.model, method=cell.method, seed=cell.seed, params=dict(cell.params),
+        config={**cell.identity(), "splits_hash": splits_hash}, setting=setting, needs=needs, splits_hash=splits_hash,
+        splits=splits, versions=versions,
+    )  # fmt: skip
+
+
+def _error_line(e: BaseException) -> str:
+    """``Type: message (at file:line)`` of an unexpected failure, for a failed record."""
+    tb = traceback.extract_tb(e.__traceback__)
+    where = f" (at {Path(tb[-1].filename).name}:{tb[-1].lineno})" if tb else ""
+    first = str(e).strip().splitlines()[0] if str(e).strip() else ""
+    return f"{type(e).__name__}: {first}{where}"
+
+
 def run_cell(
     cell: Cell,
     *,
@@ -380,50 +453,65 @@ def run_cell(
     device: str | torch.device = "auto",
     progress: ProgressSink | None = None,
     bundle: DatasetBundle | None = None,
-) -> dict[str, Any]:
+) -> RunRecord:
     """Run one cell and return its record (status ``ok`` or ``failed``); never writes to the store.
 
-    Reference models are loaded from (or trained once into) the model cache at ``cache_dir``.
+    Reference models are loaded from (or trained once into) the model cache at ``cache_dir``. A model with
+    non-finite weights or outputs (a diverged method, a damaged checkpoint) is a failed run with the reason,
+    never scored; a model near chance accuracy is scored and flagged (``record.flags``).
     """
-    progress = progress or NullProgress()
     dev = resolve_device(device)
-    if dev.type == "cpu" and cell.threads:
-        torch.set_num_threads(cell.threads)
+    with torch_threads(cell.threads if dev.type == "cpu" else 0):
+        return _run_cell(cell, cache_dir, dev, progress or NullProgress(), bundle)
+
+
+@contextmanager
+def torch_threads(n: int) -> Iterator[None]:
+    """Use ``n`` torch intra-op threads inside the block (0: leave as is); the caller's count is restored."""
+    old = torch.get_num_threads()
+    if n:
+        torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(old)
+
+
+def _run_cell(
+    cell: Cell, cache_dir: str | Path | None, dev: torch.device, progress: ProgressSink, bundle: DatasetBundle | None
+) -> RunRecord:
     if cell.setting == 3:
-        rec = run_concept_cell(cell, cache_dir=cache_dir, device=dev, progress=progress)
-        legacy = {k: v for k, v in rec.as_dict().items() if k not in ("created_at", "setting", "needs", "flags")}
-        return {**legacy, "splits": rec.splits, "trained_models": rec.trained_models}  # until run_cell is typed
+        return run_concept_cell(cell, cache_dir=cache_dir, device=dev, progress=progress)
     bundle = bundle if bundle is not None else _bundle(cell.dataset, cell.data_root, cell.download)
     scenario = Scenario(bundle, cell.forget, cell.seed, val_fraction=cell.val_fraction)
-    spec = scenario.spec()
-    record: dict[str, Any] = {
-        "key": cell.key, "status": "ok", "error": None, "scenario": spec, "model": cell.model,
-        "method": cell.method, "params": cell.params, "seed": cell.seed, "metrics": {},
-        "config": {**cell.identity(), "splits_hash": scenario.splits_hash()},
-        "splits_hash": scenario.splits_hash(), "versions": _versions(),
-        "splits": scenario.splits_dict(), "trained_models": 0,
-    }  # fmt: skip
+    record = new_record(cell, scenario)
+    record.config["threads_used"] = torch.get_num_threads()  # what ran, beside what the key asked for
     train_cfg = TrainConfig(**cell.train)
     cache = ModelCache(Path(cache_dir) / "models" if cache_dir else None)
 
     def make_model() -> nn.Module:
         return create_model(cell.model, bundle.num_classes, bundle.in_shape, **cell.model_kwargs)
 
+    probe = scenario.split("test")
     try:
         original, original_info, trained = load_or_train_reference(
             cell, "original", scenario, cache=cache, device=dev, progress=progress
         )
-        record["trained_models"] += trained
+        record.trained_models += trained
         retrained, retrain_info, trained = load_or_train_reference(
             cell, "retrain", scenario, cache=cache, device=dev, progress=progress
         )
-        record["trained_models"] += trained
+        record.trained_models += trained
     except (UnlearnkitError, KeyboardInterrupt):
         raise
     except Exception as e:  # NaN loss or another failure while training a reference model
-        return {**record, "status": "failed", "error": f"reference training failed: {type(e).__name__}: {e}"}
+        return record.failed(f"reference training failed: {type(e).__name__}: {e}")
     original.to(dev)
     retrained.to(dev)
+    for name, ref in (("original", original), ("retrained", retrained)):
+        bad = nonfinite_reason(ref, probe, device=dev)
+        if bad is not None:
+            return record.failed(f"the {name} reference model is not usable: {bad}")
     torch.manual_seed(cell.seed + 1_000_003)
     random_model = make_model().to(dev).eval()  # ZRF's incompetent teacher: never trained
     retrain_time = float(retrain_info.get("time_s", 0.0))
@@ -447,17 +535,22 @@ def run_cell(
             if mem.mb is not None:
                 timing["peak_mem_mb"] = mem.mb
             extra = getattr(method, "report_", {})  # method-specific figures, e.g. trainable parameters
+        bad = nonfinite_reason(model, probe, device=dev)
+        if bad is not None:
+            what = "checkpoint" if cell.method == AUDIT else f"{cell.method} model"
+            return record.failed(f"the {what} is not usable: {bad}; not scored")
         values = evaluate(model, scenario, reference=retrained, random_model=random_model, original=original,
                           metrics=cell.metrics, timing=timing, device=dev)  # fmt: skip
         values.update(_lira_values(cell, scenario, model, train_cfg, cache, dev, selected=values))
         values.update(_ensemble_values(cell, scenario, original, model, train_cfg, cache_dir, dev, progress,
                                        selected=values, make_model=make_model))  # fmt: skip
-        record["metrics"] = {k: value_to_json(v) for k, v in {**values, **extra}.items()}
+        record.metrics = {k: clean_metric(k, v) for k, v in {**values, **extra}.items()}
+        flag = collapse_flag(record.metrics, bundle.num_classes)
+        record.flags = (flag,) if flag else ()
     except (KeyboardInterrupt, UnlearnkitError):
         raise
     except Exception as e:
-        tb = traceback.extract_tb(e.__traceback__)[-1]
-        record.update(status="failed", error=f"{type(e).__name__}: {e} (at {Path(tb.filename).name}:{tb.lineno})")
+        return record.failed(_error_line(e))
     return record
 
 
@@ -468,18 +561,12 @@ def run_concept_cell(
     itself, or an audited CLIP folder), every CLIP metric on the test quadruplets; ``save_models`` exports."""
     from unlearnkit.concept import ConceptUnlearnData, WordTokenizer, evaluate_concept, load_clip
     from unlearnkit.concept.pretrain import original_clip
-    from unlearnkit.concept.sources import export_clip, scenario_spec
+    from unlearnkit.concept.sources import export_clip
 
     p = cell.concept or {}
     data = concept_data_of(cell)
-    splits_hash = config_hash({"data": data.spec})
-    method_cls = METHODS.get(cell.method) if cell.method in METHODS else None
-    record = RunRecord(
-        key=cell.key, scenario=scenario_spec(data, cell.seed), model=cell.model, method=cell.method, seed=cell.seed,
-        params=dict(cell.params), config={**cell.identity(), "splits_hash": splits_hash}, setting=3,
-        needs=tuple(sorted(method_cls.needs)) if method_cls is not None else (), splits_hash=splits_hash,
-        versions=_concept_versions(),
-    )  # fmt: skip
+    record = new_record(cell)
+    record.config["threads_used"] = torch.get_num_threads()  # what ran, beside what the key asked for
     cache = ModelCache(Path(cache_dir) / "models" if cache_dir else None)
     label = f"{data.name} {cell.forget} s{cell.seed}"
     try:
@@ -516,8 +603,7 @@ def run_concept_cell(
     except (KeyboardInterrupt, UnlearnkitError):
         raise
     except Exception as e:
-        tb = traceback.extract_tb(e.__traceback__)[-1]
-        return record.failed(f"{type(e).__name__}: {e} (at {Path(tb.filename).name}:{tb.lineno})")
+        return record.failed(_error_line(e))
     return record
 
 
@@ -685,25 +771,20 @@ def drive(
             pending.append(c)
         else:
             result.skipped += 1
+            result.failed_before += status == "failed"
     progress.start(len(pending))
     try:
         for rec in executor.map(pending, progress):
-            store_record(store, rec)
+            store.put(rec)
             result.ran += 1
-            result.failed += rec["status"] == "failed"
-            result.trained_models += int(rec.get("trained_models", 0))
-            progress.run_finished(f"{rec['scenario']['dataset']} {rec['scenario']['forget']} s{rec['seed']} "
-                                  f"{rec['method']}", rec["status"])  # fmt: skip
+            if not rec.ok:
+                result.failed += 1
+                result.errors.append(f"{rec.label()}: {rec.error}")
+            result.flagged += bool(rec.flags)
+            result.trained_models += rec.trained_models
+            progress.run_finished(rec.label(), rec.status)
     finally:
         progress.close()
-
-
-def store_record(store: ResultsStore, rec: dict[str, Any]) -> None:
-    """Write one record (and its splits) in one transaction."""
-    rec = dict(rec)
-    splits = rec.pop("splits", None)
-    rec.pop("trained_models", None)
-    store.put(rec, splits)
 
 
 def run_benchmark(
@@ -728,6 +809,7 @@ def run_benchmark(
     t_start = time.perf_counter()
     progress = progress or NullProgress()
     cells, skipped = plan(cfg, bundle)
+    check_locations(out_dir, cfg.cache_dir)
     out = ensure_writable_dir(out_dir)
     with_export_dir(cells, out)
     store = ResultsStore(out / "results.db")
@@ -836,6 +918,7 @@ def run_audit(
     out_dir: str | Path,
     *,
     progress: ProgressSink | None = None,
+    retry_failed: bool = False,
 ) -> BenchmarkResult:
     """Evaluate a user's checkpoints against the scenario's references and write the usual store and reports.
 
@@ -845,10 +928,12 @@ def run_audit(
     t_start = time.perf_counter()
     progress = progress or NullProgress()
     cells = audit_cells(cfg, checkpoints)
+    check_locations(out_dir, cfg.cache_dir)
     out = ensure_writable_dir(out_dir)
     store = ResultsStore(out / "results.db")
     result = BenchmarkResult(out_dir=out)
-    drive(cells, store, InProcessExecutor(cache_dir=cfg.cache_dir, device=cfg.device), progress, result)
+    drive(cells, store, InProcessExecutor(cache_dir=cfg.cache_dir, device=cfg.device), progress, result,
+          retry_failed=retry_failed)  # fmt: skip
     result.reports = write_reports_from(store, out)
     result.wall_s = time.perf_counter() - t_start
     return result

@@ -87,8 +87,13 @@ class ResultsStore:
             row = con.execute("SELECT status FROM runs WHERE key=?", (key,)).fetchone()
         return None if row is None else row[0]
 
-    def put(self, record: dict[str, Any], splits: dict[str, Any] | None = None) -> None:
+    def put(self, record: Any, splits: dict[str, Any] | None = None) -> None:
         """Insert (or replace) one run record, and its splits, in one transaction."""
+        from unlearnkit.experiments.record import RunRecord
+
+        if isinstance(record, RunRecord):  # interim adapter until the typed store lands
+            splits = record.splits
+            record = {k: v for k, v in record.as_dict().items() if v is not None}
         sc = record["scenario"]
         now = datetime.now(UTC).isoformat(timespec="seconds")
         row = (

@@ -66,6 +66,7 @@ from unlearnkit.experiments.runner import (
     BenchmarkResult,
     Cell,
     InProcessExecutor,
+    check_writable,
     drive,
     ensure_writable_dir,
     plan,
@@ -286,21 +287,6 @@ def plan_sweep(sweep: SweepConfig, *, device_check: bool = True) -> SweepPlan:
             cells.setdefault(c.key, c)
         skipped += [s for s in sk if s not in skipped]
     return SweepPlan(cells=list(cells.values()), skipped=skipped, n_configs=len(configs))
-
-
-def check_writable(path: str | Path, what: str) -> Path:
-    """Check that ``path`` can be created and written, without creating anything; one-line error if not."""
-    p = Path(path).expanduser().resolve()
-    if p.exists() and not p.is_dir():
-        raise UnlearnkitError(f"{what} {p} is not writable (it exists and is not a directory)")
-    probe = p
-    while not probe.exists():
-        probe = probe.parent
-    if not probe.is_dir():
-        raise UnlearnkitError(f"{what} {p} is not writable ({probe} is not a directory)")
-    if not os.access(probe, os.W_OK | os.X_OK):
-        raise UnlearnkitError(f"{what} {p} is not writable (no write permission on {probe})")
-    return p
 
 
 # -- progress ---------------------------------------------------------------------------------------------------

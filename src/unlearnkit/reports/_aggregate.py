@@ -401,6 +401,11 @@ class ScenarioTable:
         """Failed runs of this table, in row order."""
         return [run for row in self.rows for run in row.failed]
 
+    @property
+    def flagged(self) -> list[tuple[str, RunView]]:
+        """``(row label, run)`` of the successful runs that carry a flag (e.g. a collapsed model), in row order."""
+        return [(row.label, run) for row in self.rows for run in row.runs if run.record.get("flags")]
+
     def gap(self, row: Row, metric: str) -> float | None:
         """``mean(row) − mean(retrain)`` for ``metric``, ``None`` when either is unavailable."""
         ref = self.retrain

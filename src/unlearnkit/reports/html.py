@@ -18,6 +18,7 @@ from unlearnkit.reports.tables import (
     ci_grid,
     dropped_lines,
     failure_lines,
+    flagged_lines,
     gap_grid,
     metrics_grid,
     overview,
@@ -41,6 +42,7 @@ td strong { color: #0a5; }
 sup { color: #a40; }
 ol.notes, ul.dropped, ul.failed { font-size: .85rem; margin: .3rem 0; }
 ul.failed li { color: #a00; }
+ul.flagged li { color: #960; }
 .figures { display: flex; flex-wrap: wrap; gap: 1rem; align-items: flex-start; }
 figure { margin: 0; } figure img { max-width: 100%; border: 1px solid #eee; }
 figcaption { font-size: .8rem; color: #555; max-width: 640px; }
@@ -120,6 +122,10 @@ def _table_section(table: ScenarioTable, anchor: str) -> str:
     if failures:
         out.append(f"<h3>Failed runs ({len(failures)})</h3>")
         out.append('<ul class="failed">' + "".join(f"<li>{_e(line)}</li>" for line in failures) + "</ul>")
+    flagged = flagged_lines(table)
+    if flagged:
+        out.append(f"<h3>Flagged runs ({len(flagged)}): scored, but read with care</h3>")
+        out.append('<ul class="flagged">' + "".join(f"<li>{_e(line)}</li>" for line in flagged) + "</ul>")
     out.append("</section>")
     return "\n".join(out)
 

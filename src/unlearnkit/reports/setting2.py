@@ -74,7 +74,7 @@ def reference_rows(dataset: str, model: str, table: Mapping[str, Any]) -> list[d
     return rows
 
 
-def _uses_retain(method: str, params: Mapping[str, Any]) -> bool | None:
+def _uses_retain(method: str, params: Mapping[str, Any], needs: Any = None) -> bool | None:
     """Whether a run's method read D_r: no for setting-2 runs, the method's ``needs`` otherwise."""
     if "shots" in params:
         return False
@@ -82,9 +82,7 @@ def _uses_retain(method: str, params: Mapping[str, Any]) -> bool | None:
         return None
     if method == RETRAIN:
         return True
-    from unlearnkit.methods import METHODS
-
-    return "retain" in METHODS.get(method).needs if method in METHODS else None
+    return "retain" in needs if needs else None  # the needs recorded with the run (none in old stores)
 
 
 def _stat(runs: list[Mapping[str, Any]], metric: str, scale: float = 100.0) -> dict[str, Any]:
@@ -116,7 +114,7 @@ def _rows(runs: list[Mapping[str, Any]]) -> list[dict[str, Any]]:
     out = []
     for (method, _, k), group in groups.items():
         params = {n: v for n, v in (group[0].get("params") or {}).items() if n != "shots"}
-        uses = _uses_retain(method, group[0].get("params") or {})
+        uses = _uses_retain(method, group[0].get("params") or {}, group[0].get("needs"))
         label = method if len(variants[method]) == 1 or not params else f"{method} ({format_params(params)})"
         out.append({
             "method": method, "label": label, "params": params, "k": k, "uses_retain": uses, "n_runs": len(group),

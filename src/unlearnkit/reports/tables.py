@@ -245,6 +245,14 @@ def failure_lines(table: ScenarioTable) -> list[str]:
     ]
 
 
+def flagged_lines(table: ScenarioTable) -> list[str]:
+    """One line per scored-but-flagged run: ``"finetune (lr=1e+12), seed 0: collapsed: acc_test 0.116 ..."``."""
+    return [
+        f"{label}, seed {run.seed}: " + "; ".join(one_line(str(f)) for f in run.record.get("flags") or ())
+        for label, run in table.flagged
+    ]
+
+
 def dropped_lines(table: ScenarioTable) -> list[str]:
     """One line per dropped column: ``"zrf — not computed: no random model"``."""
     return [f"{m} — " + "; ".join(one_line(r) for r in reasons) for m, reasons in table.dropped.items()]
@@ -328,6 +336,10 @@ def table_to_markdown(table: ScenarioTable) -> str:
     if failures:
         out += ["", f"**Failed runs ({len(failures)}):**", ""]
         out += [f"- {_md_escape(line)}" for line in failures]
+    flagged = flagged_lines(table)
+    if flagged:
+        out += ["", f"**Flagged runs ({len(flagged)}), scored but to be read with care:**", ""]
+        out += [f"- {_md_escape(line)}" for line in flagged]
     return "\n".join(out)
 
 

@@ -24,7 +24,6 @@ from functools import cache
 from importlib import resources
 from typing import Any
 
-from unlearnkit.methods import METHODS
 from unlearnkit.reports._aggregate import ORIGINAL, RETRAIN, as_number, canonical, format_params
 from unlearnkit.reports._section import Section, by_dataset_model, ok_run_of_kind, register_section
 from unlearnkit.reports.html import html_table
@@ -77,8 +76,10 @@ def reference_rows(dataset: str) -> list[dict[str, Any]]:
     return rows
 
 
-def _setting(method: str) -> int | None:
-    return METHODS.get(method).setting if method in METHODS else None
+def _setting(run: Mapping[str, Any]) -> int | None:
+    """The setting the run's method had when it ran (recorded with the run; ``None`` for original/audit rows)."""
+    s = run.get("setting")
+    return int(s) if isinstance(s, int) else None
 
 
 def _mean(values: list[float]) -> float | None:
@@ -164,8 +165,8 @@ def _table(dataset: str, model: str, runs: list[Mapping[str, Any]]) -> tuple[str
 @register_section("talk_layout")
 def talk_layout(runs: list[Mapping[str, Any]]) -> Section | None:
     """The talk-layout table(s), or ``None`` when no setting-1 method ran on a class request."""
-    class_runs = [r for r in runs if ok_run_of_kind(r, "class:") and _setting(str(r.get("method"))) in (1, None)]
-    if not any(_setting(str(r.get("method"))) == 1 for r in class_runs):
+    class_runs = [r for r in runs if ok_run_of_kind(r, "class:") and _setting(r) in (1, None)]
+    if not any(_setting(r) == 1 for r in class_runs):
         return None
     parts = [_table(dataset, model, group) for (dataset, model), group in by_dataset_model(class_runs)]
     intro = (
