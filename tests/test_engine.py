@@ -336,7 +336,8 @@ def test_model_cache_trains_once_then_loads(tmp_path):
     assert key not in cache
     m1, info1, now1 = cache.get_or_train(key, make, train)
     assert now1 and info1 == {"time_s": 1.5} and len(calls) == 1 and key in cache
-    assert cache.path(key).is_file() and read_sidecar(cache.path(key)) == {"key": key, "info": {"time_s": 1.5}}
+    side = read_sidecar(cache.path(key))
+    assert cache.path(key).is_file() and side["key"] == key and side["info"] == {"time_s": 1.5}
 
     m2, info2, now2 = cache.get_or_train(key, make, train)
     assert not now2 and info2 == {"time_s": 1.5} and len(calls) == 1, "a cache hit trained again"
@@ -349,13 +350,15 @@ def test_model_cache_trains_once_then_loads(tmp_path):
     assert cache.get_or_train({**key, "seed": 1}, make, train)[2] is True and len(calls) == 2
 
 
-def test_model_cache_refuses_a_corrupt_entry(tmp_path):
+def test_model_cache_quarantines_a_pickle_and_retrains(tmp_path):
     cache = ModelCache(tmp_path)
     key = {"k": 1}
     cache.path(key).parent.mkdir(parents=True, exist_ok=True)
-    cache.path(key).write_bytes(pickle.dumps({"w": torch.zeros(2)}))
-    with pytest.raises(UnlearnkitError, match="not a safetensors checkpoint"):
-        cache.get_or_train(key, lambda: nn.Linear(2, 2), lambda m: pytest.fail("should not train"))
+    cache.path(key).write_bytes(pickle.dumps({"w": torch.zeros(2)}))  # never unpickled
+    trained = []
+    with pytest.warns(uk.engine.CacheEntryWarning, match="damaged"):
+        _, _, now = cache.get_or_train(key, lambda: nn.Linear(2, 2), lambda m: trained.append(m) or {})
+    assert now and len(trained) == 1 and len(list(tmp_path.glob("*.quarantined-*"))) == 1
 
 
 # -- batching ---------------------------------------------------------------------------------------------------

@@ -116,9 +116,11 @@ def test_unknown_metric_suggests():
 
 def test_store_schema_version_and_corrupt_db(tmp_path):
     from unlearnkit.experiments import ResultsStore
+    from unlearnkit.experiments.record import RunRecord
 
     db = tmp_path / "results.db"
-    ResultsStore(db)
+    ResultsStore(db).put(RunRecord(key="k", scenario={"dataset": "digits", "forget": "class:1"}, model="m",
+                                   method="retrain", seed=0))  # fmt: skip
     import sqlite3
 
     with sqlite3.connect(db) as con:

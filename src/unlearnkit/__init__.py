@@ -12,7 +12,7 @@ The public API::
 
 from __future__ import annotations
 
-from unlearnkit.api import train, unlearn
+from unlearnkit.api import TrainRecipe, recipe_of, train, unlearn
 from unlearnkit.data import DatasetBundle, from_torch, list_datasets, load_dataset
 from unlearnkit.engine import TrainConfig, load_checkpoint, save_checkpoint
 from unlearnkit.errors import UnlearnkitError
@@ -30,6 +30,7 @@ __all__ = [
     "NotComputed",
     "Scenario",
     "TrainConfig",
+    "TrainRecipe",
     "UnlearnData",
     "UnlearnkitError",
     "__version__",
@@ -43,6 +44,7 @@ __all__ = [
     "list_models",
     "load_checkpoint",
     "load_dataset",
+    "recipe_of",
     "register_method",
     "register_metric",
     "register_model",

@@ -1,21 +1,96 @@
-"""The Python API's verbs: ``train`` and ``unlearn`` (``evaluate`` lives in :mod:`unlearnkit.metrics`)."""
+"""The Python API's verbs ``train`` and ``unlearn`` (``evaluate`` lives in :mod:`unlearnkit.metrics`).
+
+Every verb (``evaluate`` too) leaves the caller's process as it found it (thread count, deterministic-algorithms
+flag, RNG states, cudnn flags: :func:`~unlearnkit.engine.preserved_global_state`).
+
+``train`` remembers how it built and trained a model (a :class:`TrainRecipe`: model factory, recipe, seed),
+so ``unlearn("retrain", model, ...)`` and ``unlearn("sisa", model, ...)`` can rebuild and retrain it as the
+runner does; the recipe is kept in a weak registry keyed by the module (nothing is attached to the module,
+so pickling it is unaffected) and passed on to the unlearned model when it keeps the architecture.
+"""
 
 from __future__ import annotations
 
+import dataclasses
+import weakref
+from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 import torch
 from torch import nn
 
-from unlearnkit.engine import TrainConfig, resolve_device, seed_everything, train_model
+from unlearnkit.engine import TrainConfig, preserved_global_state, resolve_device, seed_everything, train_model
 from unlearnkit.errors import UnlearnkitError
-from unlearnkit.methods import UnlearnData, create_method
+from unlearnkit.methods import Method, UnlearnData, create_method
 from unlearnkit.models import create_model
 from unlearnkit.scenario import Scenario
 
+#: forget images given to a setting-2 (no-retain) method when ``shots`` is not set (the run config's default)
+DEFAULT_SHOTS = 10
 
+ModelSpec = str | nn.Module | Callable[[], nn.Module]
+
+
+@dataclass(frozen=True)
+class TrainRecipe:
+    """How :func:`train` built and trained a model: what retrain and SISA need to do it again.
+
+    Attributes:
+        make_model: returns a fresh, untrained model of the same architecture (``None`` when ``train`` was
+            given a module instance: there is then no way to build another).
+        config: the training recipe.
+        seed: the seed the model was trained with.
+    """
+
+    make_model: Callable[[], nn.Module] | None
+    config: TrainConfig
+    seed: int
+
+
+_RECIPES: weakref.WeakKeyDictionary[nn.Module, TrainRecipe] = weakref.WeakKeyDictionary()
+
+
+def recipe_of(model: nn.Module) -> TrainRecipe | None:
+    """The :class:`TrainRecipe` of a model returned by :func:`train` (or :func:`unlearn` on one), else ``None``."""
+    return _RECIPES.get(model)
+
+
+def model_factory(
+    model: str | Callable[[], nn.Module], num_classes: int, in_shape: tuple[int, ...], **model_kwargs: Any
+) -> Callable[[], nn.Module]:
+    """A zero-argument factory: a registered model name (built for ``num_classes``/``in_shape``) or a callable.
+
+    A callable (an ``nn.Module`` class or a function) is called with no arguments and must return a module.
+    """
+    if isinstance(model, str):
+        create_model(model, num_classes, in_shape, **model_kwargs)  # unknown name/option: refused now, not later
+
+        def make() -> nn.Module:
+            return create_model(model, num_classes, in_shape, **model_kwargs)
+
+        return make
+    if isinstance(model, nn.Module) or not callable(model):
+        raise UnlearnkitError(
+            f"a model factory must be a registered model name or a callable returning an nn.Module, "
+            f"got {type(model).__name__}"
+        )
+    if model_kwargs:
+        raise UnlearnkitError(f"model options {sorted(model_kwargs)} apply only to a registered model name")
+    factory = model
+
+    def make_checked() -> nn.Module:
+        net = factory()
+        if not isinstance(net, nn.Module):
+            raise UnlearnkitError(f"the model factory returned {type(net).__name__}, not an nn.Module")
+        return net
+
+    return make_checked
+
+
+@preserved_global_state()
 def train(
-    model: str | nn.Module,
+    model: ModelSpec,
     scenario: Scenario,
     *,
     on: str = "train",
@@ -24,38 +99,152 @@ def train(
     device: str | torch.device = "auto",
     **model_kwargs: Any,
 ) -> nn.Module:
-    """Train ``model`` (a registered name or a module, trained in place) on a split of ``scenario``.
+    """Train ``model`` on a split of ``scenario``, as the benchmark runner trains its reference models.
+
+    The initial weights are drawn right after seeding with ``seed`` (for a name or a factory), so the same
+    seed gives the same model; the returned module remembers its :class:`TrainRecipe` (see :func:`recipe_of`).
 
     Args:
-        model: registered model name (built for the scenario's classes and input shape) or an ``nn.Module``.
+        model: a registered model name (built for the scenario's classes and input shape), a callable returning
+            an ``nn.Module`` (e.g. the class of a user model), or an ``nn.Module`` instance (trained in place).
         scenario: the scenario.
         on: ``"train"`` (D = D_r ∪ D_f: the original model) or ``"retain"`` (retrain from scratch).
         config: the training recipe (default :class:`TrainConfig`).
         seed: defaults to the scenario's seed.
         device: ``auto``/``cpu``/``cuda``/``mps``.
+        **model_kwargs: options of a registered model.
     """
     if on not in ("train", "retain"):
         raise UnlearnkitError(f"train(on=...) must be 'train' or 'retain', got {on!r}")
+    if isinstance(model, nn.Module) and model_kwargs:
+        raise UnlearnkitError(f"model options {sorted(model_kwargs)} apply only to a registered model name")
     seed = scenario.seed if seed is None else seed
-    generator = seed_everything(seed)
-    net = (
-        model
+    config = config or TrainConfig()
+    dev = resolve_device(device)
+    make = (
+        None
         if isinstance(model, nn.Module)
-        else create_model(model, scenario.bundle.num_classes, scenario.bundle.in_shape, **model_kwargs)
+        else model_factory(model, scenario.bundle.num_classes, scenario.bundle.in_shape, **model_kwargs)
     )
-    train_model(net, scenario.split(on), config or TrainConfig(), device=resolve_device(device), generator=generator)
+    seed_everything(seed)  # the initial weights, as the runner draws them
+    net = model if make is None else make()
+    generator = seed_everything(seed)  # the batch order (the runner reseeds before training, too)
+    train_model(net, scenario.split(on), config, device=dev, generator=generator)
+    _RECIPES[net] = TrainRecipe(make, config, seed)
     return net
 
 
+@preserved_global_state()
 def unlearn(
-    method: str,
+    method: str | Method,
     model: nn.Module,
     scenario: Scenario | UnlearnData,
     *,
-    device: str | torch.device = "auto",
+    device: str | torch.device | None = None,
+    seed: int | None = None,
+    model_factory: str | Callable[[], nn.Module] | None = None,
+    train_config: TrainConfig | None = None,
+    shots: int | None = None,
+    few_shot_folder: str | None = None,
     **params: Any,
 ) -> nn.Module:
-    """Run the registered ``method`` (with hyperparameters ``params``) on a copy of ``model``."""
-    m = create_method(method, **params)
-    data = scenario if isinstance(scenario, UnlearnData) else UnlearnData.from_scenario(scenario, device=device)
-    return m.unlearn(model, data)
+    """Run ``method`` (a registered name with hyperparameters ``params``, or a method) on a copy of ``model``.
+
+    The method gets what the benchmark runner gives it: every training split and the training recipe
+    (setting 1), or only ``shots`` forget images (setting 2, no retain data).
+
+    Args:
+        method: a registered method name, or a :class:`Method` instance (then ``params`` must be empty).
+        model: the trained model (left untouched).
+        scenario: a :class:`Scenario`, or an :class:`UnlearnData` built by hand (used as given, except for
+            ``device``, ``seed`` and a missing training recipe, filled in on a copy).
+        device: where to unlearn (default: ``auto`` for a scenario, the ``UnlearnData``'s own device otherwise).
+        seed: seeds the method (default: the scenario's / the ``UnlearnData``'s seed).
+        model_factory: for methods that retrain (``retrain``, ``sisa``): a registered model name or a callable
+            returning a fresh model; default: the factory :func:`train` recorded for ``model``.
+        train_config: the training recipe for those methods; default: the one :func:`train` recorded, else
+            :class:`TrainConfig` () when ``model_factory`` is given.
+        shots: forget images given to a setting-2 method (default 10); refused for other methods.
+        few_shot_folder: a folder of external forget images for a setting-2 method.
+    """
+    if isinstance(method, Method):
+        if params:
+            raise UnlearnkitError("hyperparameters go to the method instance, not to unlearn(), when a Method is given")
+        m = method
+    else:
+        m = create_method(method, **params)
+    if m.setting != 2 and (shots is not None or few_shot_folder is not None):
+        raise UnlearnkitError(
+            f"shots/few_shot_folder are for the no-retain (setting 2) methods; {m.name!r} is a setting-{m.setting} "
+            "method"
+        )
+    if m.setting == 2 and (model_factory is not None or train_config is not None):
+        raise UnlearnkitError(f"model_factory/train_config are for methods that retrain; {m.name!r} does not")
+    if isinstance(scenario, UnlearnData):
+        if shots is not None or few_shot_folder is not None:
+            raise UnlearnkitError("shots/few_shot_folder need a Scenario to draw the forget images from")
+        data = _with_overrides(scenario, device, seed)
+    else:
+        data = _data_from_scenario(m, scenario, device, seed, shots, few_shot_folder)
+    if m.setting != 2 and not data.has("train_recipe"):  # the runner gives every setting-1 method the recipe
+        m.validate_params()  # a bad hyperparameter is reported before a missing recipe
+        data = _with_recipe(m, data, model, model_factory, train_config)
+    out = m.unlearn(model, data)
+    rec = recipe_of(model)
+    if rec is not None and m.preserves_architecture:
+        _RECIPES[out] = rec
+    return out
+
+
+def _with_overrides(data: UnlearnData, device: str | torch.device | None, seed: int | None) -> UnlearnData:
+    """A shallow copy of ``data`` with ``device``/``seed`` applied (the caller's object is not changed)."""
+    changes: dict[str, Any] = {}
+    if device is not None:
+        changes["device"] = resolve_device(device)
+    if seed is not None:
+        changes["seed"] = int(seed)
+    return dataclasses.replace(data, **changes) if changes else data
+
+
+def _data_from_scenario(
+    m: Method,
+    scenario: Scenario,
+    device: str | torch.device | None,
+    seed: int | None,
+    shots: int | None,
+    few_shot_folder: str | None,
+) -> UnlearnData:
+    """The runner's view of ``scenario`` for ``m``: all splits (setting 1) or ``shots`` forget images (setting 2)."""
+    dev = "auto" if device is None else device
+    if m.setting != 2:
+        return UnlearnData.from_scenario(scenario, device=dev, seed=seed)
+    data = UnlearnData.from_scenario(scenario, provide=(), device=dev, seed=seed)
+    data._forget = scenario.few_shot_forget(DEFAULT_SHOTS if shots is None else shots, folder=few_shot_folder)
+    return data
+
+
+def _with_recipe(
+    m: Method,
+    data: UnlearnData,
+    model: nn.Module,
+    factory: str | Callable[[], nn.Module] | None,
+    train_config: TrainConfig | None,
+) -> UnlearnData:
+    """``data`` with the model factory and training recipe: the explicit ones, else those :func:`train` recorded."""
+    rec = recipe_of(model)
+    make = data.make_model
+    if factory is not None:
+        make = model_factory(factory, data.num_classes, data.in_shape)
+    elif make is None and rec is not None:
+        make = rec.make_model
+    cfg = train_config or data.train_config or (rec.config if rec is not None else None)
+    if cfg is None and factory is not None:
+        cfg = TrainConfig()
+    if make is None or cfg is None:
+        if "train_recipe" not in m.needs:
+            return data
+        raise UnlearnkitError(
+            f"method {m.name!r} needs a model factory and training recipe: pass model_factory= (a registered model "
+            "name or a callable returning a fresh model) and train_config=, or a model returned by uk.train"
+        )
+    return dataclasses.replace(data, make_model=make, train_config=cfg)

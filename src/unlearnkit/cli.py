@@ -6,14 +6,16 @@ Every user error (unknown name, bad spec, unwritable output, ...) prints one lin
 from __future__ import annotations
 
 import sys
+import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import datetime
 from enum import StrEnum
 from importlib import resources
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING, Annotated, TextIO
 
 import typer
-import yaml
 from rich.console import Console
 from rich.table import Table
 
@@ -36,6 +38,7 @@ app = typer.Typer(
         "  unlearnkit run                                    # the default benchmark (digits, ~1-2 min on CPU)\n\n"
         "  unlearnkit run --forget class:3,7 --methods retrain,neggrad_plus --seeds 0,1,2 --out runs/demo\n\n"
         "  unlearnkit run --config benchmarks/setting1_digits.yaml\n\n"
+        "  unlearnkit run --config benchmarks/setting1_digits.yaml train.epochs=5 methods.scrub.lr=1e-3\n\n"
         "  unlearnkit sweep benchmarks/sweep_digits_16.yaml --ray\n\n"
         "  unlearnkit list methods\n\n"
         "  unlearnkit report runs/demo\n\n"
@@ -51,8 +54,45 @@ def _fail(msg: str) -> None:
 
 def default_config_data() -> dict:
     """The built-in default benchmark config as a mapping."""
+    from unlearnkit._config import load_yaml_text
+
     text = resources.files("unlearnkit").joinpath("configs/default.yaml").read_text()
-    return yaml.safe_load(text)
+    return load_yaml_text(text, "default config")
+
+
+@contextmanager
+def _config_warnings() -> Iterator[None]:
+    """Print each config warning raised inside (threads above the cores, many cells) as one line, once."""
+    from unlearnkit._config import ConfigWarning
+
+    seen: set[str] = set()
+    with warnings.catch_warnings():
+        warnings.simplefilter("always", ConfigWarning)
+        shown = warnings.showwarning
+
+        def show(
+            message: Warning | str, category: type[Warning], filename: str, lineno: int,
+            file: TextIO | None = None, line: str | None = None,
+        ) -> None:  # fmt: skip
+            if not issubclass(category, ConfigWarning):
+                shown(message, category, filename, lineno, file, line)
+            elif str(message) not in seen:
+                seen.add(str(message))
+                err_console.print(f"[yellow]warning:[/yellow] {message}", highlight=False, soft_wrap=True)
+
+        warnings.showwarning = show
+        yield
+
+
+#: the ``KEY=VALUE ...`` arguments of ``run`` and ``sweep``
+Overrides = Annotated[
+    list[str] | None,
+    typer.Argument(
+        metavar="KEY=VALUE",
+        help="Set any config key (dotted, value read as YAML): train.epochs=5 seeds=[0,1] methods.scrub.lr=1e-3.",
+        show_default=False,
+    ),
+]
 
 
 def _checkpoint_paths(given: list[Path]) -> list[Path]:
@@ -80,6 +120,7 @@ def _csv_ints(value: str, what: str) -> list[int]:
     epilog="Example: unlearnkit run --dataset mnist1d --forget class:3 --forget random:0.1 --seeds 0,1 --out runs/m1d"
 )
 def run(
+    overrides: Overrides = None,
     config: Annotated[Path | None, typer.Option("--config", "-c", help="YAML benchmark config.")] = None,
     dataset: Annotated[str | None, typer.Option(help="Dataset name (see `unlearnkit list datasets`).")] = None,
     data_root: Annotated[str | None, typer.Option(help="Root folder of torchvision/image-folder data.")] = None,
@@ -96,52 +137,68 @@ def run(
     cache_dir: Annotated[str | None, typer.Option(help="Model cache (default ~/.cache/unlearnkit).")] = None,
     threads: Annotated[int | None, typer.Option(help="torch CPU threads (default 1; 0 = torch's default).")] = None,
     retry_failed: Annotated[bool, typer.Option("--retry-failed", help="Rerun the runs stored as failed.")] = False,
+    allow_long: Annotated[
+        bool, typer.Option("--allow-long", help="Allow epochs/steps above the ceilings (10,000 / 1,000,000).")
+    ] = False,
+    yes: Annotated[bool, typer.Option("--yes", "-y", help="Run even when more than 2,000 cells are planned.")] = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress display.")] = False,
 ) -> None:
-    """Run a benchmark; with no options, the default one (digits, small_cnn, class:3 and random:0.1)."""
+    """Run a benchmark; with no options, the default one (digits, small_cnn, class:3 and random:0.1).
+
+    KEY=VALUE arguments set config keys before validation (train.epochs=5, seeds=[0,1], methods.scrub.lr=1e-3
+    for a configured method), after the options below.
+    """
+    from unlearnkit._config import MAX_CELLS, apply_overrides, read_yaml
     from unlearnkit.experiments import parse_config, run_benchmark
-    from unlearnkit.experiments.config import ConceptRunConfig, load_config
     from unlearnkit.experiments.progress import NullProgress, RichProgress
 
     progress = NullProgress() if quiet else RichProgress()
     out_dir = out or Path("runs") / datetime.now().strftime("%Y%m%d-%H%M%S")
     try:
-        overrides: dict = {}  # config keys set on the command line, for either kind of config
+        flags: dict = {}  # config keys set by options, for either kind of config
         if methods is not None:
-            overrides["methods"] = "all" if methods.strip() == "all" else [m.strip() for m in methods.split(",") if m]
+            flags["methods"] = "all" if methods.strip() == "all" else [m.strip() for m in methods.split(",") if m]
         if seeds is not None:
-            overrides["seeds"] = _csv_ints(seeds, "--seeds")
+            flags["seeds"] = _csv_ints(seeds, "--seeds")
         if device is not None:
-            overrides["device"] = device
+            flags["device"] = device
         if cache_dir is not None:
-            overrides["cache_dir"] = cache_dir
+            flags["cache_dir"] = cache_dir
         if threads is not None:
-            overrides["threads"] = threads
-        cfg = load_config(config) if config is not None else parse_config(default_config_data(), "default config")
-        classifier_only = {"--dataset": dataset, "--data-root": data_root, "--download": download or None,
-                           "--model": model, "--forget": forget or None}  # fmt: skip
-        if isinstance(cfg, ConceptRunConfig):  # CLIP concept unlearning: --epochs is the small CLIP's pretraining
-            for flag, value in classifier_only.items():
-                if value:
-                    raise UnlearnkitError(f"option {flag} does not apply to a setting-3 (concept) config: {config}")
+            flags["threads"] = threads
+        if allow_long:
+            flags["allow_long"] = True
+        with _config_warnings():
+            source = str(config) if config is not None else "default config"
+            data = read_yaml(config) if config is not None else default_config_data()
+            data = apply_overrides(data, [], source)  # a copy; refuses a document that is not a mapping
+            concept = data.get("setting") == 3  # CLIP concept unlearning: --epochs is the small CLIP's pretraining
+            classifier_only = {"--dataset": dataset, "--data-root": data_root, "--download": download or None,
+                               "--model": model, "--forget": forget or None}  # fmt: skip
+            if concept:
+                for flag, value in classifier_only.items():
+                    if value:
+                        raise UnlearnkitError(f"option {flag} does not apply to a setting-3 (concept) config: {config}")
+            else:
+                if dataset is not None:
+                    flags["dataset"] = dataset
+                if data_root is not None:
+                    flags["data_root"] = data_root
+                if download:
+                    flags["download"] = True
+                if model is not None:
+                    flags["model"] = model
+                if forget:
+                    flags["forget"] = list(forget)
+            data.update(flags)
             if epochs is not None:
-                overrides["pretrain"] = {**cfg.pretrain.model_dump(), "epochs": epochs}
-        else:
-            if dataset is not None:
-                overrides["dataset"] = dataset
-            if data_root is not None:
-                overrides["data_root"] = data_root
-            if download:
-                overrides["download"] = True
-            if model is not None:
-                overrides["model"] = model
-            if forget:
-                overrides["forget"] = list(forget)
-            if epochs is not None:
-                overrides["train"] = {**cfg.train.model_dump(), "epochs": epochs}
-        if overrides:
-            cfg = parse_config({**cfg.model_dump(), **overrides}, "options")
-        res = run_benchmark(cfg, out_dir, progress=progress, retry_failed=retry_failed)
+                data = apply_overrides(data, [f"{'pretrain' if concept else 'train'}.epochs={epochs}"])
+            data = apply_overrides(data, overrides or [], source)
+            if overrides or flags or epochs is not None:
+                source += " with the command-line options"
+            cfg = parse_config(data, source)
+            res = run_benchmark(cfg, out_dir, progress=progress, max_cells=None if yes else MAX_CELLS,
+                                retry_failed=retry_failed)  # fmt: skip
     except UnlearnkitError as e:
         _fail(str(e))
         return
@@ -273,6 +330,7 @@ def audit(
 )
 def sweep(
     config: Annotated[Path, typer.Argument(help="YAML sweep config: a run config whose values may be lists.")],
+    overrides: Overrides = None,
     use_ray: Annotated[
         bool, typer.Option("--ray", help="Run on a local Ray: one task per cell and per reference model.")
     ] = False,
@@ -283,18 +341,33 @@ def sweep(
     out: Annotated[
         Path | None, typer.Option(help="Output directory (default: the config's out, else runs/<name>).")
     ] = None,
+    allow_long: Annotated[
+        bool, typer.Option("--allow-long", help="Allow epochs/steps above the ceilings (10,000 / 1,000,000).")
+    ] = False,
+    yes: Annotated[bool, typer.Option("--yes", "-y", help="Run even when more than 2,000 cells are planned.")] = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress display.")] = False,
 ) -> None:
-    """Run (or resume) a grid of benchmarks: every cell not yet stored in OUT/results.db, in-process or on Ray."""
+    """Run (or resume) a grid of benchmarks: every cell not yet stored in OUT/results.db, in-process or on Ray.
+
+    KEY=VALUE arguments set config keys before validation, as for run (a list value is a grid axis).
+    """
+    from unlearnkit._config import MAX_CELLS, apply_overrides, read_yaml
     from unlearnkit.experiments.progress import NullProgress
-    from unlearnkit.experiments.sweep import SweepProgress, load_sweep, run_sweep
+    from unlearnkit.experiments.sweep import SweepProgress, parse_sweep, run_sweep
 
     try:
-        sw = load_sweep(config)
-        res = run_sweep(
-            sw, out, backend="ray" if use_ray or ray_address else "inprocess", ray_address=ray_address,
-            retry_failed=retry_failed, progress=NullProgress() if quiet else SweepProgress(),
-        )  # fmt: skip
+        with _config_warnings():
+            source = str(config)
+            data = read_yaml(config, "sweep config")
+            if overrides or allow_long:
+                data = apply_overrides(data, [*(overrides or []), *(["allow_long=true"] if allow_long else [])], source)
+                source += " with the command-line options"
+            sw = parse_sweep(data, source)
+            res = run_sweep(
+                sw, out, backend="ray" if use_ray or ray_address else "inprocess", ray_address=ray_address,
+                retry_failed=retry_failed, progress=NullProgress() if quiet else SweepProgress(),
+                max_cells=None if yes else MAX_CELLS,
+            )  # fmt: skip
     except UnlearnkitError as e:
         _fail(str(e))
         return
@@ -356,7 +429,7 @@ def list_(what: Annotated[ListWhat, typer.Argument(help="methods, metrics, datas
 
 @app.command()
 def report(directory: Annotated[Path, typer.Argument(help="A run directory containing results.db.")]) -> None:
-    """Regenerate report.json, report.md and report.html from DIRECTORY/results.db."""
+    """Regenerate report.json, report.md and report.html from DIRECTORY/results.db (opened read-only)."""
     from unlearnkit.experiments import ResultsStore
     from unlearnkit.reports import write_reports
 
@@ -364,7 +437,7 @@ def report(directory: Annotated[Path, typer.Argument(help="A run directory conta
         db = directory / "results.db"
         if not db.is_file():
             raise UnlearnkitError(f"no results.db in {directory}")
-        runs = ResultsStore(db).runs()
+        runs = ResultsStore(db, readonly=True).runs()
         if any(str(r["scenario"].get("forget", "")).startswith("concept:") for r in runs):
             from unlearnkit.experiments.config import load_concept_entries
 

@@ -22,6 +22,10 @@ class DataAccessError(UnlearnkitError):
     """A method asked for data its scenario does not give it (e.g. retain data in a no-retain setting)."""
 
 
+class StoreError(UnlearnkitError):
+    """The results store cannot be read or written (damaged, not an unlearnkit store, locked by another process)."""
+
+
 class TrainingDivergedError(RuntimeError):
     """A loss became NaN or infinite during training; the run is recorded as failed."""
 

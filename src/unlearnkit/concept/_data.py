@@ -9,6 +9,7 @@ on demand (ViSU); texts go through a tokenizer that turns strings into CLIP ``in
 
 from __future__ import annotations
 
+import hashlib
 import json
 import re
 from collections.abc import Callable, Sequence
@@ -241,3 +242,40 @@ class ConceptData:
     class_prompts: list[list[str]] = field(default_factory=list)
     spec: dict = field(default_factory=dict)
     image_processor: Any = None
+    _fingerprint: str | None = field(default=None, init=False, repr=False, compare=False)
+
+    def fingerprint(self) -> str:
+        """Content hash of the training quadruplets (32 hex digits), part of the pretraining cache key.
+
+        Texts, tags and labels are hashed; in-memory images by their pixels (the concept world), images on
+        disk (ViSU) by their paths, sizes and modification times. Computed once per object.
+        """
+        if self._fingerprint is None:
+            h = hashlib.sha256(self.name.encode())
+            q = self.train
+            h.update(json.dumps([q.safe_text, q.unsafe_text, q.tag, q.ids]).encode())
+            if q.label is not None:
+                h.update(np.ascontiguousarray(q.label).tobytes())
+            for col in (q.safe_image, q.unsafe_image):
+                _hash_images(h, col)
+            self._fingerprint = h.hexdigest()[:32]
+        return self._fingerprint
+
+
+def _hash_images(h: Any, col: ImageColumn) -> None:
+    """Feed an image column into hash ``h``: pixels in memory, or each file's path, size and mtime."""
+    if isinstance(col, TensorImages):
+        t = col.pixels.detach().cpu().contiguous()
+        h.update(f"{t.dtype}|{tuple(t.shape)}|".encode())
+        h.update(memoryview(t.numpy().reshape(-1).view(np.uint8)))
+    elif isinstance(col, FileImages):
+        for p in col.paths:
+            try:
+                st = p.stat()
+                h.update(f"{p}|{st.st_size}|{st.st_mtime_ns}\n".encode())
+            except OSError:
+                h.update(f"{p}|missing\n".encode())
+    else:  # another column type: its preprocessed images
+        for i in range(0, len(col), 256):
+            b = col.batch(range(i, min(i + 256, len(col)))).detach().cpu().contiguous().float()
+            h.update(memoryview(b.numpy().reshape(-1).view(np.uint8)))

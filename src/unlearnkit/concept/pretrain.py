@@ -24,6 +24,7 @@ from transformers import CLIPModel
 from unlearnkit.concept._data import ConceptData, Quadruplets, Tokenizer, WordTokenizer
 from unlearnkit.concept.clip import image_features, load_clip, model_device, small_clip, text_features
 from unlearnkit.engine import ModelCache, check_finite, config_hash, seed_everything
+from unlearnkit.engine.cache import architecture_fingerprint, compute_context
 from unlearnkit.errors import UnlearnkitError
 
 
@@ -118,7 +119,8 @@ def original_clip(
         clip: ``config`` (a small config name) or ``from_pretrained``, and ``image_size``.
         pretrain: :func:`pretrain_clip`'s ``epochs``, ``lr``, ``batch_size``, ``weight_decay``.
         seed: the initial weights and the batch order.
-        cache: where pretrained small CLIPs are kept (keyed by config, vocabulary, data and seed).
+        cache: where pretrained small CLIPs are kept (keyed by config, vocabulary, data and its fingerprint,
+            architecture fingerprint, recipe, seed and compute context).
         device: where to train and return the model.
         on_start: called with a label when pretraining starts (not on a cache hit).
         on_epoch: progress callback ``(epoch, total, loss)``.
@@ -135,12 +137,16 @@ def original_clip(
     name = str(clip.get("config") or "")
     image_size = data.spec.get("image_size", clip.get("image_size", 32))
     recipe = dict(pretrain)
-    key = {"role": "concept_original", "clip": name, "vocab": config_hash({"v": getattr(tok, "vocab", [])}),
-           "max_length": max_len, "image_size": image_size, "data": data.spec, "pretrain": recipe,
-           "seed": seed}  # fmt: skip
 
     def make() -> CLIPModel:
         return small_clip(name, vocab_size=vocab, max_length=max_len, image_size=image_size, seed=seed)
+
+    with torch.random.fork_rng(devices=[]):
+        arch = architecture_fingerprint(make(), clip=name, vocab_size=vocab, max_length=max_len, image_size=image_size)
+    compute = compute_context(device, threads=torch.get_num_threads(), deterministic=True, amp=False)
+    key = {"role": "concept_original", "clip": name, "vocab": config_hash({"v": getattr(tok, "vocab", [])}),
+           "max_length": max_len, "image_size": image_size, "data": data.spec, "pretrain": recipe,
+           "seed": seed, "data_fingerprint": data.fingerprint(), "arch": arch, "compute": compute}  # fmt: skip
 
     def train(model: CLIPModel) -> dict[str, Any]:
         if on_start is not None:

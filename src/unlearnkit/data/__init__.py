@@ -7,6 +7,7 @@ from unlearnkit.data import image_folder as _image_folder  # noqa: F401
 from unlearnkit.data import mnist1d as _mnist1d  # noqa: F401
 from unlearnkit.data import torchvision_sets as _torchvision_sets  # noqa: F401
 from unlearnkit.data._base import DATASETS, ArrayDataset, DatasetBundle, from_torch, register_dataset
+from unlearnkit.data._fingerprint import dataset_fingerprint
 
 
 def load_dataset(name: str, root: str | None = None, download: bool = False, **kwargs: object) -> DatasetBundle:
@@ -23,6 +24,7 @@ __all__ = [
     "DATASETS",
     "ArrayDataset",
     "DatasetBundle",
+    "dataset_fingerprint",
     "from_torch",
     "list_datasets",
     "load_dataset",

@@ -8,6 +8,7 @@ style) and per-sample attributes (for group forgetting) are optional.
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -71,6 +72,25 @@ class DatasetBundle:
     train_attributes: dict[str, np.ndarray] = field(default_factory=dict)
     test_attributes: dict[str, np.ndarray] = field(default_factory=dict)
     meta: dict[str, Any] = field(default_factory=dict)
+    _fingerprint: str | None = field(default=None, init=False, repr=False, compare=False)
+
+    def fingerprint(self) -> str:
+        """Content hash of the data (32 hex digits): train and test samples and labels, classes, input shape.
+
+        Part of every model-cache key, so a changed folder or another ``from_torch`` bundle never reuses a
+        model trained on different data. Computed once per bundle (see :mod:`unlearnkit.data._fingerprint`).
+        """
+        if self._fingerprint is None:
+            from unlearnkit.data._fingerprint import dataset_fingerprint
+
+            h = hashlib.sha256()
+            h.update(repr((self.num_classes, tuple(self.in_shape))).encode())
+            for part in (self.train, self.test):
+                h.update(dataset_fingerprint(part).encode())
+            for arr in (self.train_targets, self.test_targets):
+                h.update(np.ascontiguousarray(arr, dtype=np.int64).tobytes())
+            self._fingerprint = h.hexdigest()[:32]
+        return self._fingerprint
 
     def __post_init__(self) -> None:
         self.train_targets = np.asarray(self.train_targets, dtype=np.int64)

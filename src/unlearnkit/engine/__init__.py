@@ -2,7 +2,14 @@
 
 from __future__ import annotations
 
-from unlearnkit.engine.cache import ModelCache, default_cache_dir
+from unlearnkit.engine.cache import (
+    CacheEntryWarning,
+    ModelCache,
+    architecture_fingerprint,
+    compute_context,
+    default_cache_dir,
+    module_fingerprint,
+)
 from unlearnkit.engine.checkpoint import config_hash, load_checkpoint, read_state_dict, save_checkpoint
 from unlearnkit.engine.device import resolve_device
 from unlearnkit.engine.ensemble import EnsembleCache, train_ensemble
@@ -17,14 +24,17 @@ from unlearnkit.engine.loops import (
     predict_logits,
     train_model,
 )
-from unlearnkit.engine.seed import seed_everything
+from unlearnkit.engine.seed import preserved_global_state, seed_everything
 
 __all__ = [
+    "CacheEntryWarning",
     "EnsembleCache",
     "ModelCache",
     "TrainConfig",
+    "architecture_fingerprint",
     "autocast",
     "check_finite",
+    "compute_context",
     "config_hash",
     "cycle",
     "default_cache_dir",
@@ -32,7 +42,9 @@ __all__ = [
     "labels_of",
     "load_checkpoint",
     "make_optimizer",
+    "module_fingerprint",
     "predict_logits",
+    "preserved_global_state",
     "read_state_dict",
     "resolve_device",
     "save_checkpoint",

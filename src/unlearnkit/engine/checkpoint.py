@@ -40,15 +40,32 @@ def sidecar_path(path: str | Path) -> Path:
     return Path(path).with_suffix(".json")
 
 
-def save_checkpoint(model: nn.Module, path: str | Path, config: dict[str, Any] | None = None) -> Path:
-    """Write ``model``'s state dict to ``path`` (safetensors) and ``config`` to the JSON sidecar."""
+def save_weights(model: nn.Module, path: str | Path) -> Path:
+    """Write ``model``'s state dict to ``path`` (safetensors, atomically), without a sidecar."""
     path = Path(path)
     if path.suffix != ".safetensors":
         raise UnlearnkitError(f"checkpoint path must end in .safetensors, got {path}")
     state = {k: v.detach().cpu().contiguous().clone() for k, v in model.state_dict().items()}
     _atomic_write(path, lambda tmp: save_file(state, tmp, metadata={"format": "pt", "writer": "unlearnkit"}))
-    side = json.dumps(config or {}, indent=2, sort_keys=True, default=str)
-    _atomic_write(sidecar_path(path), lambda tmp: Path(tmp).write_text(side))
+    return path
+
+
+def write_sidecar(path: str | Path, config: dict[str, Any], *, strict: bool = False) -> Path:
+    """Write ``config`` as the JSON sidecar of checkpoint ``path`` (atomically); ``strict``: no NaN, no
+    stringified objects."""
+    if strict:
+        side = json.dumps(config, indent=2, sort_keys=True, allow_nan=False)
+    else:
+        side = json.dumps(config, indent=2, sort_keys=True, default=str)
+    out = sidecar_path(path)
+    _atomic_write(out, lambda tmp: Path(tmp).write_text(side))
+    return out
+
+
+def save_checkpoint(model: nn.Module, path: str | Path, config: dict[str, Any] | None = None) -> Path:
+    """Write ``model``'s state dict to ``path`` (safetensors) and ``config`` to the JSON sidecar."""
+    path = save_weights(model, path)
+    write_sidecar(path, config or {})
     return path
 
 

@@ -39,12 +39,16 @@ batching rule that fail. The probe's error becomes a warning and training runs t
 (``mode="vmap"`` raises instead). A batch of one model always uses the loop.
 
 **Cache.** :class:`EnsembleCache` stores each member as ``<hash>.safetensors`` + JSON sidecar, keyed by
-the caller's description of the data and model plus the training recipe and the member's seed, so a
-rerun, or a larger N sharing the first seeds, trains nothing it already has.
+the caller's description of the data and model (its fingerprints and compute context, see
+:mod:`unlearnkit.engine.cache`) plus the training recipe and the member's seed, so a rerun, or a larger N
+sharing the first seeds, trains nothing it already has. Members are verified when loaded (a damaged one is
+quarantined and trained again) and trained under their entries' locks, so concurrent processes train each
+member once.
 """
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import math
 import time
@@ -61,7 +65,7 @@ from torch.func import functional_call, stack_module_state, vmap
 from torch.utils.data import Dataset
 
 from unlearnkit.engine.cache import ModelCache, default_cache_dir
-from unlearnkit.engine.checkpoint import config_hash, load_checkpoint, read_sidecar, save_checkpoint
+from unlearnkit.engine.checkpoint import config_hash
 from unlearnkit.engine.device import resolve_device
 from unlearnkit.engine.loops import (
     EpochCallback,
@@ -124,28 +128,39 @@ class EnsembleCache:
         return config_hash(self.member_key(key, cfg, seed))
 
     def has(self, key: dict[str, Any], cfg: TrainConfig, seed: int) -> bool:
-        """Whether the member is stored."""
+        """Whether the member is stored (not verified: :meth:`load` verifies)."""
         return self.member_key(key, cfg, seed) in self.models
 
     def load(
         self, key: dict[str, Any], cfg: TrainConfig, seed: int, make_model: Callable[[], nn.Module],
-        device: torch.device,
-    ) -> nn.Module:  # fmt: skip
-        """Build ``make_model()`` and load the stored member into it (eval mode, on ``device``)."""
+        device: torch.device, *, quarantine: bool = True,
+    ) -> nn.Module | None:  # fmt: skip
+        """The stored member, verified (eval mode, on ``device``), or ``None`` if it is missing or damaged.
+
+        A damaged member is quarantined (see :class:`~unlearnkit.engine.cache.ModelCache`) unless
+        ``quarantine=False``.
+        """
+        mkey = self.member_key(key, cfg, seed)
+        if not self.models.exists(mkey):
+            return None
         model = make_model()
-        load_checkpoint(model, self.models.path(self.member_key(key, cfg, seed)))
+        if self.models.load(mkey, model, quarantine=quarantine) is None:
+            return None
         self.loaded += 1
         return model.to(device).eval()
 
+    def lock(self, key: dict[str, Any], cfg: TrainConfig, seeds: Sequence[int]) -> Any:
+        """Context manager holding the entry locks of the members ``seeds`` while they are trained."""
+        return self.models.lock([self.member_key(key, cfg, s) for s in seeds])
+
     def save(self, key: dict[str, Any], cfg: TrainConfig, seed: int, model: nn.Module, info: dict[str, Any]) -> None:
         """Store a trained member with ``info`` (e.g. its training time) in the sidecar."""
-        mkey = self.member_key(key, cfg, seed)
-        save_checkpoint(model, self.models.path(mkey), {"key": mkey, "info": info})
+        self.models.save(self.member_key(key, cfg, seed), model, info)
         self.trained += 1
 
     def info(self, key: dict[str, Any], cfg: TrainConfig, seed: int) -> dict[str, Any]:
-        """What training recorded for a stored member ({} if none)."""
-        return read_sidecar(self.models.path(self.member_key(key, cfg, seed))).get("info", {})
+        """What training recorded for a stored member ({} if none or invalid)."""
+        return self.models.info(self.member_key(key, cfg, seed))
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -336,6 +351,17 @@ def iter_ensemble(
     return _iter_members(job, seeds, batch_models, mode, cache, key)
 
 
+def _lookup(
+    job: _Job, cache: EnsembleCache, key: dict[str, Any], seeds: list[int], got: dict[int, nn.Module], quarantine: bool
+) -> list[int]:
+    """Load the stored, verified members of ``seeds`` into ``got``; return the seeds still to train."""
+    for s in seeds:
+        m = cache.load(key, job.cfg, s, job.make_model, job.device, quarantine=quarantine)
+        if m is not None:
+            got[s] = m
+    return [s for s in seeds if s not in got]
+
+
 def _iter_members(
     job: _Job,
     seeds: list[int],
@@ -349,33 +375,37 @@ def _iter_members(
     probed = False
     for start in range(0, len(seeds), batch_models):
         chunk = seeds[start : start + batch_models]
-        todo = [s for s in chunk if cache is None or not cache.has(key, cfg, s)]  # type: ignore[arg-type]
-        trained: dict[int, nn.Module] = {}
+        got: dict[int, nn.Module] = {}
+        todo = _lookup(job, cache, key, chunk, got, quarantine=False) if cache is not None else list(chunk)
         if todo:
-            if len(todo) > 1 and use_vmap and not probed:
-                probed = True
-                reason = vmap_unsupported_reason(make_model, job.dataset, dev)
-                if reason is not None and mode == "vmap":
-                    raise UnlearnkitError(f"mode='vmap' but the model cannot be trained under vmap: {reason}")
-                if reason is not None:
-                    use_vmap = False
-                    warnings.warn(f"cannot vmap this model ({reason}); training ensemble members one by one",
-                                  EnsembleFallbackWarning, stacklevel=2)  # fmt: skip
-            t0 = time.perf_counter()
-            if len(todo) > 1 and use_vmap:
-                models = _train_vmap(job, todo)
-                how = "vmap"
-            else:
-                models = _train_loop(job, todo)
-                how = "loop"
-            per_model = (time.perf_counter() - t0) / len(todo)
-            for s, m in zip(todo, models, strict=True):
-                trained[s] = m
-                if cache is not None:
-                    info = {"time_s": per_model, "device": str(dev), "mode": how, "batch": len(todo)}
-                    cache.save(key, cfg, s, m, info)  # type: ignore[arg-type]
+            with cache.lock(key, cfg, todo) if cache is not None else contextlib.nullcontext():  # type: ignore[arg-type]
+                if cache is not None:  # trained meanwhile by another process? (damaged ones are quarantined)
+                    todo = _lookup(job, cache, key, todo, got, quarantine=True)  # type: ignore[arg-type]
+                if todo:
+                    if len(todo) > 1 and use_vmap and not probed:
+                        probed = True
+                        reason = vmap_unsupported_reason(make_model, job.dataset, dev)
+                        if reason is not None and mode == "vmap":
+                            raise UnlearnkitError(f"mode='vmap' but the model cannot be trained under vmap: {reason}")
+                        if reason is not None:
+                            use_vmap = False
+                            warnings.warn(f"cannot vmap this model ({reason}); training ensemble members one by one",
+                                          EnsembleFallbackWarning, stacklevel=2)  # fmt: skip
+                    t0 = time.perf_counter()
+                    if len(todo) > 1 and use_vmap:
+                        models = _train_vmap(job, todo)
+                        how = "vmap"
+                    else:
+                        models = _train_loop(job, todo)
+                        how = "loop"
+                    per_model = (time.perf_counter() - t0) / len(todo)
+                    for s, m in zip(todo, models, strict=True):
+                        got[s] = m
+                        if cache is not None:
+                            info = {"time_s": per_model, "device": str(dev), "mode": how, "batch": len(todo)}
+                            cache.save(key, cfg, s, m, info)  # type: ignore[arg-type]
         for s in chunk:
-            yield s, trained[s] if s in trained else cache.load(key, cfg, s, make_model, dev)  # type: ignore[union-attr,arg-type]
+            yield s, got[s]
 
 
 def train_ensemble(

@@ -10,19 +10,37 @@ hyperparameters), seeds and the training recipe of the original/retrained models
     methods: all            # or [retrain, finetune] or [{name: neggrad, params: {lr: 1e-4}}]
     seeds: [0]
     train: {epochs: 30, lr: 0.001, batch_size: 64}
+
+Bounds (see :mod:`unlearnkit._config`): seeds in [0, 2**32); ``threads`` in [0, 256], with a warning above
+the machine's core count; ``train.epochs`` >= 1; epochs and steps (``train.epochs`` and method
+hyperparameters whose names end in ``epochs`` / ``steps``) below 10,000 / 1,000,000 unless
+``allow_long: true``.
 """
 
 from __future__ import annotations
 
 import importlib
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Any, Literal
 
-import yaml
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import Field, field_validator, model_validator
 
+from unlearnkit._config import (
+    Seeds,
+    StrictModel,
+    Threads,
+    check_run_length,
+    one_line,
+    param_lengths,
+    read_yaml,
+    validate_model,
+)
 from unlearnkit.engine import TrainConfig
 from unlearnkit.errors import ConfigError
+
+#: old private names, kept for imports elsewhere
+_Strict = StrictModel
+_one_line = one_line
 
 
 def load_concept_entries(*, required: bool = False) -> bool:
@@ -42,24 +60,11 @@ def load_concept_entries(*, required: bool = False) -> bool:
     return True
 
 
-def _distinct(seeds: list[int]) -> list[int]:
-    if len(set(seeds)) != len(seeds):
-        raise ValueError("seeds must be distinct")
-    return seeds
-
-
-#: the ``seeds`` of a config (any setting): distinct integers
-Seeds = Annotated[list[int], AfterValidator(_distinct)]
-
-
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-
-class TrainSection(_Strict):
+class TrainSection(StrictModel):
     """Recipe for the original and retrained models (see :class:`unlearnkit.engine.TrainConfig`)."""
 
-    epochs: int = Field(30, ge=0)
+    #: at least 1 (0 would report untrained reference models); above MAX_EPOCHS needs ``allow_long``
+    epochs: int = Field(30, ge=1)
     lr: float = Field(1e-3, gt=0)
     batch_size: int = Field(64, ge=1)
     optimizer: Literal["adam", "adamw", "sgd"] = "adam"
@@ -73,14 +78,14 @@ class TrainSection(_Strict):
         return TrainConfig(**self.model_dump())
 
 
-class MethodSpec(_Strict):
+class MethodSpec(StrictModel):
     """A method and its hyperparameters."""
 
     name: str
     params: dict[str, Any] = Field(default_factory=dict)
 
 
-class RunConfig(_Strict):
+class RunConfig(StrictModel):
     """A benchmark: dataset × model × forget requests × methods × seeds."""
 
     name: str = "default"
@@ -101,8 +106,11 @@ class RunConfig(_Strict):
     cache_dir: str | None = None
     #: torch intra-op threads on CPU (0: torch's default). One thread is as fast for the small offline models,
     #: avoids oversubscription on busy machines, and keeps float results independent of the core count.
-    threads: int = Field(1, ge=0)
-    lira_shadows: int = Field(0, ge=0)  # LiRA / U-LiRA shadow models per scenario; 0 = off (>= 4 to compute)
+    #: It is part of every run key (float results depend on it). Warned about above the machine's core count.
+    threads: Threads = 1
+    #: lift the ceilings on epochs and steps (train.epochs and method hyperparameters; see unlearnkit._config)
+    allow_long: bool = False
+    lira_shadows: int = Field(0, ge=0, le=10_000)  # LiRA / U-LiRA shadow models per scenario; 0 = off (>= 4 to compute)
     lira_fixed_variance: bool = True  # one global σ: the LiRA README advises it below ~64 shadows
     lira_nonmember_split: Literal["auto", "test", "val", "forget_test"] = "auto"
     #: NeurIPS-2023 ε score: N unlearned vs N retrained models per scenario (forget_quality, final_score and
@@ -132,6 +140,13 @@ class RunConfig(_Strict):
             raise ValueError("must be 0 (off) or >= 2: the ε score compares at least 2 models per side")
         return v
 
+    @model_validator(mode="after")
+    def _run_length(self) -> RunConfig:
+        specs = self.method_specs() or []
+        check_run_length([("train.epochs", self.train.epochs), *param_lengths((m.name, m.params) for m in specs)],
+                         self.allow_long)  # fmt: skip
+        return self
+
     def method_specs(self) -> list[MethodSpec] | None:
         """Explicit methods as specs, or ``None`` for ``all``."""
         if self.methods == "all":
@@ -141,7 +156,7 @@ class RunConfig(_Strict):
         return [m if isinstance(m, MethodSpec) else MethodSpec(name=m) for m in self.methods]
 
 
-class RaySection(_Strict):
+class RaySection(StrictModel):
     """Resources of the Ray tasks (each cell and each reference model is one task).
 
     Attributes:
@@ -171,7 +186,7 @@ class RaySection(_Strict):
 # -- setting 3: concept unlearning in CLIP ------------------------------------------------------------------
 
 
-class WorldSection(_Strict):
+class WorldSection(StrictModel):
     """Sizes of the generated concept world (see :class:`~unlearnkit.concept.world.WorldConfig`)."""
 
     n_train: int = Field(1536, ge=1)
@@ -183,7 +198,7 @@ class WorldSection(_Strict):
     twin: Literal["independent", "overlay"] = "independent"
 
 
-class VisuSection(_Strict):
+class VisuSection(StrictModel):
     """ViSU files (JSON/JSONL) and image folders (see :func:`~unlearnkit.concept.visu.load_visu`)."""
 
     train: str
@@ -197,7 +212,7 @@ class VisuSection(_Strict):
     max_test: int | None = Field(None, ge=2)
 
 
-class ClipSection(_Strict):
+class ClipSection(StrictModel):
     """Either a small random-weight config (``config``, pretrained here) or ``from_pretrained`` weights."""
 
     config: str | None = None
@@ -217,16 +232,16 @@ class ClipSection(_Strict):
         return self.config if self.config is not None else str(self.from_pretrained)
 
 
-class PretrainSection(_Strict):
+class PretrainSection(StrictModel):
     """Contrastive pretraining of a small CLIP on the training pairs (ignored for ``from_pretrained``)."""
 
-    epochs: int = Field(30, ge=0)
+    epochs: int = Field(30, ge=1)  # above MAX_EPOCHS needs allow_long
     lr: float = Field(2e-3, gt=0)
     batch_size: int = Field(128, ge=2)
     weight_decay: float = Field(0.05, ge=0)
 
 
-class ConceptRunConfig(_Strict):
+class ConceptRunConfig(StrictModel):
     """A setting-3 benchmark: concept data × CLIP × methods × seeds (``setting: 3`` in the YAML)."""
 
     name: str = "setting3"
@@ -243,9 +258,11 @@ class ConceptRunConfig(_Strict):
     cache_dir: str | None = None
     eval_batch_size: int = Field(256, ge=1)
     #: torch intra-op threads on CPU (0: torch's default), as in :class:`RunConfig`
-    threads: int = Field(1, ge=0)
+    threads: Threads = 1
     #: export every unlearned CLIP (``save_pretrained`` + tokenizer) under ``OUT/models/<method>-<key>``
     save_models: bool = False
+    #: lift the ceilings on epochs and steps (pretrain.epochs and method hyperparameters)
+    allow_long: bool = False
 
     @model_validator(mode="after")
     def _dataset_sources(self) -> ConceptRunConfig:
@@ -253,6 +270,9 @@ class ConceptRunConfig(_Strict):
             raise ValueError("dataset: visu needs a visu section (train, test, coco_dir, ...)")
         if self.dataset == "concept_world" and self.clip.from_pretrained is not None:
             raise ValueError("the concept world has its own word vocabulary: use a small clip.config with it")
+        specs = [] if self.methods == "all" else self.method_specs()
+        check_run_length([("pretrain.epochs", self.pretrain.epochs), *param_lengths((m.name, m.params) for m in specs)],
+                         self.allow_long)  # fmt: skip
         return self
 
     def method_specs(self) -> list[MethodSpec]:
@@ -282,56 +302,17 @@ class ConceptRunConfig(_Strict):
 AnyRunConfig = RunConfig | ConceptRunConfig
 
 
-def _one_line(e: ValidationError, source: str) -> str:
-    err = e.errors()[0]
-    loc = ".".join(str(p) for p in err["loc"]) or "(top level)"
-    msg = err["msg"]
-    if err["type"] == "extra_forbidden":
-        msg = "unknown key"
-    more = f" (and {len(e.errors()) - 1} more problems)" if len(e.errors()) > 1 else ""
-    return f"{source}: {loc}: {msg}{more}"
-
-
 def parse_config(data: dict[str, Any] | None, source: str = "config") -> AnyRunConfig:
     """Validate a mapping into the config kind its ``setting:`` names: a :class:`ConceptRunConfig` for
     ``setting: 3``, else a :class:`RunConfig`; problems raise :class:`ConfigError` (one line)."""
-    if data is None:
-        data = {}
-    if not isinstance(data, dict):
-        raise ConfigError(f"{source}: expected a mapping of keys at the top level, got {type(data).__name__}")
-    kind: type[BaseModel] = ConceptRunConfig if data.get("setting") == 3 else RunConfig
-    try:
-        return kind.model_validate(data)
-    except ValidationError as e:
-        raise ConfigError(_one_line(e, source)) from None
+    if isinstance(data, dict) and data.get("setting") == 3:
+        return validate_model(ConceptRunConfig, data, source)
+    return validate_model(RunConfig, data, source)
 
 
 def parse_concept_config(data: dict[str, Any] | None, source: str = "config") -> ConceptRunConfig:
     """Validate a mapping into a :class:`ConceptRunConfig` (``setting: 3`` required); one-line :class:`ConfigError`."""
-    if not isinstance(data, dict):
-        raise ConfigError(f"{source}: expected a mapping of keys at the top level")
-    try:
-        return ConceptRunConfig.model_validate(data)
-    except ValidationError as e:
-        raise ConfigError(_one_line(e, source)) from None
-
-
-def read_yaml(path: str | Path, what: str = "config file") -> Any:
-    """The YAML document in ``path``; a missing file or invalid YAML raises a one-line :class:`ConfigError`.
-
-    Args:
-        path: the file.
-        what: how the messages name it (``"<what> not found: PATH"``, ``"<what> PATH is not valid YAML at line N"``).
-    """
-    p = Path(path)
-    if not p.is_file():
-        raise ConfigError(f"{what} not found: {p}")
-    try:
-        return yaml.safe_load(p.read_text())
-    except yaml.YAMLError as e:
-        mark = getattr(e, "problem_mark", None)
-        where = f" at line {mark.line + 1}" if mark is not None else ""
-        raise ConfigError(f"{what} {p} is not valid YAML{where}") from None
+    return validate_model(ConceptRunConfig, data, source)
 
 
 def load_config(path: str | Path) -> AnyRunConfig:

@@ -53,7 +53,6 @@ from unlearnkit.experiments.runner import (
     new_record,
     reference_keys,
     run_cell,
-    torch_threads,
 )
 from unlearnkit.scenario import Scenario
 
@@ -92,15 +91,17 @@ def train_reference(cell: Cell, role: str, *, cache_dir: str | Path, device: str
         return _train_concept_original(cell, cache_dir=cache_dir, device=device)
     bundle = _bundle(cell.dataset, cell.data_root, cell.download)
     scenario = Scenario(bundle, cell.forget, cell.seed, val_fraction=cell.val_fraction)
-    key = reference_keys(cell, scenario)[ROLES.index(role)]
+    dev = resolve_device(device)
+    if dev.type == "cpu" and cell.threads:  # as run_cell does, so the cell finds the model under its key
+        torch.set_num_threads(cell.threads)
+    key = reference_keys(cell, scenario, device=dev, threads=torch.get_num_threads(),
+                         deterministic=getattr(cell, "deterministic", True))[ROLES.index(role)]  # fmt: skip
     cache = ModelCache(Path(cache_dir) / "models")
     out: dict[str, Any] = {"role": role, "ok": True, "error": None, "cached": key in cache}
     if out["cached"]:
         return out
     try:
-        dev = resolve_device(device)
-        with torch_threads(cell.threads if dev.type == "cpu" else 0):  # as run_cell trains it in-process
-            load_or_train_reference(cell, role, scenario, cache=cache, device=dev)
+        load_or_train_reference(cell, role, scenario, cache=cache, device=dev)
     except UnlearnkitError:
         raise
     except Exception as e:  # NaN loss or another training failure: the cells get it as their error
@@ -112,11 +113,14 @@ def _train_concept_original(cell: Cell, *, cache_dir: str | Path, device: str) -
     from unlearnkit.concept import original_clip
 
     p = cell.concept or {}
+    dev = resolve_device(device)
+    if dev.type == "cpu" and cell.threads:  # as run_cell does: the thread count is part of the cache key
+        torch.set_num_threads(cell.threads)
     out: dict[str, Any] = {"role": "original", "ok": True, "error": None, "cached": False}
     try:
         _, _, trained = original_clip(
             concept_data_of(cell), p["clip"], p.get("pretrain") or {}, cell.seed,
-            cache=ModelCache(Path(cache_dir) / "models"), device=resolve_device(device),
+            cache=ModelCache(Path(cache_dir) / "models"), device=dev,
         )  # fmt: skip
         out["cached"] = not trained
     except UnlearnkitError:
@@ -142,11 +146,13 @@ def wants_shadows(cell: Cell) -> bool:
     return cell.metrics is None or any(n in cell.metrics for n in LIRA_METRICS + ULIRA_METRICS)
 
 
-def shadow_key(cell: Cell, m: int) -> str:
-    """Identity of shadow model ``m`` of ``cell``'s shadow bank (everything that determines it)."""
+def shadow_key(cell: Cell, m: int, *, data: str, threads: int) -> str:
+    """Identity of shadow model ``m`` of ``cell``'s shadow bank (everything that determines it): the cell's
+    fields, the data fingerprint ``data`` and the torch ``threads`` it is trained with."""
     fields = ("dataset", "forget", "seed", "val_fraction", "model", "model_kwargs", "train", "lira_shadows",
               "lira_nonmember_split")  # fmt: skip
-    return config_hash({"role": SHADOW, "m": m, **{f: getattr(cell, f) for f in fields}})
+    ident = {f: getattr(cell, f) for f in fields}
+    return config_hash({"role": SHADOW, "m": m, "data": data, "threads": threads, **ident})
 
 
 def train_shadow(cell: Cell, m: int, *, cache_dir: str | Path, device: str) -> dict[str, Any]:
@@ -157,9 +163,12 @@ def train_shadow(cell: Cell, m: int, *, cache_dir: str | Path, device: str) -> d
     bundle = _bundle(cell.dataset, cell.data_root, cell.download)
     scenario = Scenario(bundle, cell.forget, cell.seed, val_fraction=cell.val_fraction)
     out: dict[str, Any] = {"role": SHADOW, "ok": True, "error": None, "cached": False}
+    dev = resolve_device(device)
+    if dev.type == "cpu" and cell.threads:  # as run_cell does: the thread count is part of the shadow's key
+        torch.set_num_threads(cell.threads)
     try:
         bank = ShadowBank.build(
-            scenario, cell.model, TrainConfig(**cell.train), cell.lira_shadows, device=resolve_device(device),
+            scenario, cell.model, TrainConfig(**cell.train), cell.lira_shadows, device=dev,
             seed=cell.seed, cache=ModelCache(Path(cache_dir) / "models"), model_kwargs=cell.model_kwargs,
             nonmember_split=cell.lira_nonmember_split,
         )  # fmt: skip
@@ -321,10 +330,15 @@ class RayExecutor:
                 if sk not in scenarios:
                     bundle = _bundle(cell.dataset, cell.data_root, cell.download)
                     scenarios[sk] = Scenario(bundle, cell.forget, cell.seed, val_fraction=cell.val_fraction)
-                hashes = [config_hash(key) for key in reference_keys(cell, scenarios[sk])]  # type: ignore[arg-type]
+                threads = cell.threads or max(1, int(ref_opts["num_cpus"]))  # what the reference task will use
+                keys = reference_keys(cell, scenarios[sk], device=resolve_device(self.device), threads=threads,
+                                      deterministic=getattr(cell, "deterministic", True))  # fmt: skip
+                hashes = [config_hash(key) for key in keys]
                 roles = dict(zip(hashes, ROLES, strict=True))
             if wants_shadows(cell):
-                roles.update({shadow_key(cell, m): f"{SHADOW}:{m}" for m in range(cell.lira_shadows)})
+                fp = scenarios[sk].bundle.fingerprint()
+                roles.update({shadow_key(cell, m, data=fp, threads=threads): f"{SHADOW}:{m}"
+                              for m in range(cell.lira_shadows)})  # fmt: skip
             for h, role in roles.items():
                 if h not in references:
                     references[h] = ref_fn.options(**ref_opts).remote(

@@ -36,6 +36,7 @@ import torch
 from torch import nn
 
 import unlearnkit
+from unlearnkit._config import MAX_CELLS, check_cell_count
 from unlearnkit.data import DATASETS, DatasetBundle, load_dataset
 from unlearnkit.engine import (
     EnsembleCache,
@@ -48,18 +49,20 @@ from unlearnkit.engine import (
     seed_everything,
     train_model,
 )
+from unlearnkit.engine.cache import compute_context
 from unlearnkit.engine.checks import collapse_flag, nonfinite_reason
+from unlearnkit.engine.seed import preserved_global_state
 from unlearnkit.errors import ConfigError, UnlearnkitError
 from unlearnkit.experiments.config import AnyRunConfig, ConceptRunConfig, RunConfig, load_concept_entries
 from unlearnkit.experiments.memory import peak_memory
 from unlearnkit.experiments.progress import NullProgress, ProgressSink
 from unlearnkit.experiments.record import RunRecord, clean_metric
-from unlearnkit.experiments.store import ResultsStore
+from unlearnkit.experiments.store import ResultsStore, writer_lock
 from unlearnkit.methods import METHODS, Method, UnlearnData, check_method_modality, create_method
 from unlearnkit.metrics import MetricUnavailable, NotComputed, evaluate, select_metrics
 from unlearnkit.metrics.ensemble_eval import KEYS as ENSEMBLE_KEYS
 from unlearnkit.metrics.ensemble_eval import forget_quality_eval, forget_quality_of_models
-from unlearnkit.models import MODELS, create_model
+from unlearnkit.models import MODELS, create_model, model_fingerprint
 from unlearnkit.scenario import ForgetRequest, Scenario
 
 #: pseudo-method name of the model before unlearning (a row in every report)
@@ -83,6 +86,9 @@ class Cell:
         shots: number of forget images for setting-2 (no retain data) methods, else ``None``.
         metrics: metric names to compute (``None``: all registered).
         few_shot_folder: external images for setting-2 methods.
+        threads: torch CPU threads (0: torch's default); float results depend on it, so it is in the key.
+        deterministic: whether torch's deterministic algorithms are requested (``seed_everything`` does);
+            in the key so a future non-deterministic mode cannot share results with this one.
         key: the hash of everything above that determines the result (the store's primary key).
     """
 
@@ -101,6 +107,7 @@ class Cell:
     metrics: list[str] | None = None
     few_shot_folder: str | None = None
     threads: int = 1
+    deterministic: bool = True
     lira_shadows: int = 0
     lira_fixed_variance: bool = True
     lira_nonmember_split: str = "auto"
@@ -122,7 +129,7 @@ class Cell:
     def identity(self) -> dict[str, Any]:
         """What determines the result (hashed into :attr:`key`)."""
         d = asdict(self)
-        for k in ("key", "data_root", "download", "metrics", "ensemble_batch_models", "threads"):
+        for k in ("key", "data_root", "download", "metrics", "ensemble_batch_models"):
             d.pop(k)
         if not d["ensemble_n"]:  # ε score off: keys stay what they were before ensembles existed
             for k in ("ensemble_n", "ensemble_originals"):
@@ -229,15 +236,25 @@ def validate_config(cfg: RunConfig) -> tuple[list[Method], list[ForgetRequest], 
     return methods, requests, device
 
 
-def plan(cfg: AnyRunConfig, bundle: DatasetBundle | None = None) -> tuple[list[Cell], list[str]]:
+def plan(
+    cfg: AnyRunConfig, bundle: DatasetBundle | None = None, *, max_cells: int | None = None
+) -> tuple[list[Cell], list[str]]:
     """Validate ``cfg`` and expand it into cells; also return why some (method, request) pairs were skipped.
 
-    Every scenario is built here (so an unknown class or an empty forget set fails before any work). A
+    Every scenario is built here (so an unknown class or an empty forget set fails before any work).
+    With ``max_cells``, the number of cells is counted first (without data) and refused above it. A
     setting-3 config gives an ``original`` cell per seed and one cell per method variant and seed.
     """
     if isinstance(cfg, ConceptRunConfig):
-        return plan_concept(cfg), []
+        cells = plan_concept(cfg)
+        if max_cells is not None:
+            check_cell_count(len(cells), max_cells)
+        return cells, []
     methods, requests, _ = validate_config(cfg)
+    if max_cells is not None:
+        per_seed = sum(1 + sum(len(cfg.shots) if m.setting == 2 else 1 for m in methods if not m.unsupported_reason(r))
+                       for r in requests)  # fmt: skip
+        check_cell_count(per_seed * len(cfg.seeds), max_cells)
     bundle = bundle if bundle is not None else _bundle(cfg.dataset, cfg.data_root, cfg.download)
     train = cfg.train.to_train_config().to_dict()
     common = {
@@ -352,10 +369,22 @@ def concept_data_of(cell: Cell) -> Any:
     return _concept_data(cell.dataset, seed, json.dumps(sections, sort_keys=True))
 
 
-def reference_keys(cell: Cell, scenario: Scenario) -> tuple[dict[str, Any], dict[str, Any]]:
-    """Cache keys of the original (trained on D) and retrained (on D_r) models a cell needs."""
-    common = {"dataset": cell.dataset, "model": cell.model, "model_kwargs": cell.model_kwargs,
-              "train": cell.train, "seed": cell.seed}  # fmt: skip
+def reference_keys(
+    cell: Cell, scenario: Scenario, *, device: torch.device | str, threads: int, deterministic: bool = True
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Cache keys of the original (trained on D) and retrained (on D_r) models a cell needs.
+
+    Each holds the data fingerprint, the architecture fingerprint, the recipe, the seed, the split indices
+    and the compute context: ``device`` (its type), the torch ``threads`` used for training and whether
+    deterministic kernels are on.
+    """
+    b = scenario.bundle
+    compute = compute_context(device, threads=threads, deterministic=deterministic, amp=bool(cell.train.get("amp")))
+    common = {
+        "dataset": cell.dataset, "data": b.fingerprint(), "model": cell.model,
+        "arch": model_fingerprint(cell.model, b.num_classes, b.in_shape, **cell.model_kwargs),
+        "model_kwargs": cell.model_kwargs, "train": cell.train, "seed": cell.seed, "compute": compute,
+    }  # fmt: skip
     orig = {**common, "role": "original", "train_idx": config_hash({"i": scenario.train_idx.tolist()})}
     retr = {**common, "role": "retrain", "retain_idx": config_hash({"i": scenario.retain_idx.tolist()})}
     return orig, retr
@@ -382,7 +411,9 @@ def load_or_train_reference(
     progress = progress or NullProgress()
     bundle = scenario.bundle
     split, name = {"original": ("train", "original"), "retrain": ("retain", "retrained")}[role]
-    key = reference_keys(cell, scenario)[0 if role == "original" else 1]
+    keys = reference_keys(cell, scenario, device=device, threads=torch.get_num_threads(),
+                          deterministic=getattr(cell, "deterministic", True))  # fmt: skip
+    key = keys[0 if role == "original" else 1]
 
     def make_model() -> nn.Module:
         return create_model(cell.model, bundle.num_classes, bundle.in_shape, **cell.model_kwargs)
@@ -446,6 +477,7 @@ def _error_line(e: BaseException) -> str:
     return f"{type(e).__name__}: {first}{where}"
 
 
+@preserved_global_state()  # the cell's thread count, seeds and determinism flags do not outlive it
 def run_cell(
     cell: Cell,
     *,
@@ -795,6 +827,7 @@ def run_benchmark(
     bundle: DatasetBundle | None = None,
     executor: Any = None,
     retry_failed: bool = False,
+    max_cells: int | None = MAX_CELLS,
 ) -> BenchmarkResult:
     """Run (or resume) the benchmark described by ``cfg`` into ``out_dir``.
 
@@ -805,18 +838,20 @@ def run_benchmark(
         bundle: an already loaded dataset (Python API: any user dataset via ``from_torch``).
         executor: runs the cells (default: :class:`InProcessExecutor`).
         retry_failed: rerun cells stored as failed.
+        max_cells: refuse to plan more cells than this, before anything is written (``None``: no limit).
     """
     t_start = time.perf_counter()
     progress = progress or NullProgress()
-    cells, skipped = plan(cfg, bundle)
+    cells, skipped = plan(cfg, bundle, max_cells=max_cells)
     check_locations(out_dir, cfg.cache_dir)
     out = ensure_writable_dir(out_dir)
     with_export_dir(cells, out)
-    store = ResultsStore(out / "results.db")
     result = BenchmarkResult(out_dir=out, not_applicable=skipped)
     executor = executor or InProcessExecutor(cache_dir=cfg.cache_dir, device=cfg.device, bundle=bundle)
-    drive(cells, store, executor, progress, result, retry_failed=retry_failed)
-    result.reports = write_reports_from(store, out)
+    with writer_lock(out):  # a second process on the same out is refused here, before any work
+        store = ResultsStore(out / "results.db")
+        drive(cells, store, executor, progress, result, retry_failed=retry_failed)
+        result.reports = write_reports_from(store, out)
     result.wall_s = time.perf_counter() - t_start
     return result
 
@@ -930,11 +965,12 @@ def run_audit(
     cells = audit_cells(cfg, checkpoints)
     check_locations(out_dir, cfg.cache_dir)
     out = ensure_writable_dir(out_dir)
-    store = ResultsStore(out / "results.db")
     result = BenchmarkResult(out_dir=out)
-    drive(cells, store, InProcessExecutor(cache_dir=cfg.cache_dir, device=cfg.device), progress, result,
-          retry_failed=retry_failed)  # fmt: skip
-    result.reports = write_reports_from(store, out)
+    with writer_lock(out):  # a second process on the same out is refused here, before any work
+        store = ResultsStore(out / "results.db")
+        drive(cells, store, InProcessExecutor(cache_dir=cfg.cache_dir, device=cfg.device), progress, result,
+              retry_failed=retry_failed)  # fmt: skip
+        result.reports = write_reports_from(store, out)
     result.wall_s = time.perf_counter() - t_start
     return result
 

@@ -50,17 +50,11 @@ from pydantic import ValidationError
 from rich.console import Console
 from rich.progress import TaskID
 
+from unlearnkit._config import MAX_CELLS, MAX_SEEDS, SEED_LIMIT, check_cell_count, one_line, read_yaml
 from unlearnkit.engine import default_cache_dir
 from unlearnkit.engine.device import DEVICES
 from unlearnkit.errors import ConfigError, UnlearnkitError, suggest
-from unlearnkit.experiments.config import (
-    AnyRunConfig,
-    RaySection,
-    _one_line,
-    load_concept_entries,
-    parse_config,
-    read_yaml,
-)
+from unlearnkit.experiments.config import AnyRunConfig, RaySection, RunConfig, load_concept_entries, parse_config
 from unlearnkit.experiments.progress import NullProgress, ProgressSink, progress_bars
 from unlearnkit.experiments.runner import (
     BenchmarkResult,
@@ -73,7 +67,7 @@ from unlearnkit.experiments.runner import (
     with_export_dir,
     write_reports_from,
 )
-from unlearnkit.experiments.store import ResultsStore
+from unlearnkit.experiments.store import ResultsStore, check_unlocked, writer_lock
 from unlearnkit.methods import METHODS
 
 #: keys a sweep config has on top of a RunConfig's
@@ -161,7 +155,12 @@ def _seed_range(spec: dict[str, Any], source: str) -> list[int]:
     r = [r] if isinstance(r, int) else r
     if not (isinstance(r, list) and 1 <= len(r) <= 2 and all(isinstance(v, int) and v >= 0 for v in r)):
         raise ConfigError(f"{source}: seeds: expected a list of seeds or {{range: [start, stop]}}, got {spec!r}")
-    return list(range(*r))
+    seeds = range(*r)
+    if r[-1] > SEED_LIMIT or len(seeds) > MAX_SEEDS:
+        raise ConfigError(
+            f"{source}: seeds: range {r} is out of bounds (seeds lie in [0, 2**32), at most {MAX_SEEDS:,} of them)"
+        )
+    return list(seeds)
 
 
 def _method_entries(methods: Any, source: str) -> Literal["all"] | list[tuple[str, dict[str, list[Any]]]]:
@@ -221,7 +220,7 @@ def parse_sweep(data: Any, source: str = "sweep config") -> SweepConfig:
     try:
         ray = RaySection.model_validate(data.pop("ray", None) or {})
     except ValidationError as e:
-        raise ConfigError(_one_line(e, f"{source}: ray")) from None
+        raise ConfigError(one_line(e, f"{source}: ray")) from None
     artifacts, out = data.pop("artifacts", None), data.pop("out", None)
     for key, v in (("artifacts", artifacts), ("out", out)):
         if v is not None and not isinstance(v, str | os.PathLike):
@@ -407,6 +406,7 @@ def run_sweep(
     retry_failed: bool = False,
     progress: ProgressSink | None = None,
     ray_init: dict[str, Any] | None = None,
+    max_cells: int | None = MAX_CELLS,
 ) -> BenchmarkResult:
     """Run (or resume) a sweep into ``out_dir``: plan → check outputs → executor → drive → reports.
 
@@ -421,6 +421,7 @@ def run_sweep(
         retry_failed: rerun the cells stored as failed.
         progress: e.g. :class:`SweepProgress` (default: silent).
         ray_init: extra ``ray.init`` arguments for a local Ray.
+        max_cells: refuse a grid of more cells than this, before anything is written (``None``: no limit).
     """
     t_start = time.perf_counter()
     on_ray = backend == "ray" or ray_address is not None
@@ -431,16 +432,26 @@ def run_sweep(
         )
     if on_ray and sweep.device.startswith("cuda") and sweep.ray.num_gpus == 0:
         raise ConfigError(f"{sweep.source}: device {sweep.device!r} on Ray needs ray.num_gpus > 0 (GPUs per task)")
+    # every model x request x seed has its own original cell: refuse a huge grid before planning it
+    if sweep.models is None:  # setting 3: one original CLIP cell per seed
+        n_originals = len(sweep.seeds)
+    else:
+        n_forget = len(sweep.base.get("forget") or RunConfig().forget)
+        n_originals = len(sweep.models) * n_forget * len(sweep.seeds)
+    check_cell_count(n_originals, max_cells, at_least=True)
     sp = plan_sweep(sweep, device_check=not on_ray)
+    check_cell_count(len(sp.cells), max_cells)
     out = check_writable(out_dir or sweep.out or Path("runs") / sweep.name, "output directory")
     cache_dir = check_writable(sweep.artifacts or default_cache_dir(), "artifacts directory")
     result = BenchmarkResult(out_dir=out, not_applicable=sp.skipped)
     progress = progress or NullProgress()
+    check_unlocked(out)  # another sweep on this out: refused before Ray starts
     with make_executor(sweep, str(cache_dir), backend=backend, ray_address=ray_address, ray_init=ray_init) as ex:
         ensure_writable_dir(out)
         ensure_writable_dir(cache_dir)
-        store = ResultsStore(out / "results.db")
-        drive(with_export_dir(sp.cells, out), store, ex, progress, result, retry_failed=retry_failed)
-    result.reports = write_reports_from(store, out)
+        with writer_lock(out):
+            store = ResultsStore(out / "results.db")
+            drive(with_export_dir(sp.cells, out), store, ex, progress, result, retry_failed=retry_failed)
+            result.reports = write_reports_from(store, out)
     result.wall_s = time.perf_counter() - t_start
     return result

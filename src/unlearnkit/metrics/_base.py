@@ -17,7 +17,7 @@ import torch
 from torch import nn
 
 from unlearnkit._registry import Registry
-from unlearnkit.engine import labels_of, predict_logits, resolve_device
+from unlearnkit.engine import labels_of, predict_logits, preserved_global_state, resolve_device
 from unlearnkit.errors import UnlearnkitError
 from unlearnkit.scenario import SPLITS, Scenario
 
@@ -195,6 +195,7 @@ def _check_needs(metric: Metric, ctx: EvalContext) -> str | None:
     return None
 
 
+@preserved_global_state()  # leaves the caller's RNG states, flags and thread count as they were
 def evaluate(
     model: nn.Module,
     scenario: Scenario,

@@ -65,7 +65,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from unlearnkit.engine import TrainConfig, config_hash, labels_of, predict_logits, resolve_device
+from unlearnkit.engine import TrainConfig, compute_context, config_hash, labels_of, predict_logits, resolve_device
 from unlearnkit.engine.ensemble import EnsembleCache, Mode, iter_ensemble
 from unlearnkit.errors import UnlearnkitError
 from unlearnkit.metrics._base import EvalContext, MetricUnavailable, NotComputed, register_metric, value_to_json
@@ -179,12 +179,18 @@ class _Setup:
         return create_model(self.model_name, b.num_classes, b.in_shape, **self.model_kwargs)
 
     def key(self, split: str) -> dict[str, Any]:
-        """Cache key of models trained on ``split`` ("train" = D, "retain" = D_r), without recipe and seed."""
-        s = self.scenario
+        """Cache key of models trained on ``split`` ("train" = D, "retain" = D_r), without recipe and seed:
+        data and architecture fingerprints, split indices, and the compute context of this process."""
+        from unlearnkit.models import model_fingerprint
+
+        s, b = self.scenario, self.scenario.bundle
+        compute = compute_context(self.device, threads=torch.get_num_threads(), deterministic=True,
+                                  amp=self.train_cfg.amp)  # fmt: skip
         return {
-            "ensemble": "forget_quality", "dataset": s.bundle.name, "n_train": len(s.bundle.train_targets),
+            "ensemble": "forget_quality", "dataset": b.name, "n_train": len(b.train_targets), "data": b.fingerprint(),
             "model": self.model_name, "model_kwargs": self.model_kwargs, "split": split,
-            "idx": config_hash({"i": s.split_indices(split).tolist()}),
+            "arch": model_fingerprint(self.model_name, b.num_classes, b.in_shape, **self.model_kwargs),
+            "idx": config_hash({"i": s.split_indices(split).tolist()}), "compute": compute,
         }  # fmt: skip
 
     def memo_key(self, split: str, seed: int) -> str:

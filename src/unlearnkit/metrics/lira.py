@@ -65,6 +65,7 @@ from unlearnkit.data import ArrayDataset
 from unlearnkit.engine import (
     ModelCache,
     TrainConfig,
+    compute_context,
     config_hash,
     predict_logits,
     resolve_device,
@@ -76,7 +77,7 @@ from unlearnkit.methods import Method, UnlearnData, create_method
 from unlearnkit.metrics._base import EvalContext, MetricUnavailable, MetricValue, NotComputed, register_metric
 from unlearnkit.metrics.forget_quality import logit_scaled_confidence
 from unlearnkit.metrics.functional.lira import attack_accuracy, lira_scores, roc_auc, tpr_at_fpr
-from unlearnkit.models import MODELS, create_model
+from unlearnkit.models import MODELS, create_model, model_fingerprint
 from unlearnkit.scenario import Scenario
 
 #: fewest IN and OUT shadow values per example (a standard deviation needs two), so n_shadows >= 4
@@ -271,11 +272,17 @@ class ShadowBank:
         return create_model(self.model_name, b.num_classes, b.in_shape, **self.model_kwargs)
 
     def _base_key(self, m: int) -> dict[str, Any]:
+        """Cache key of untouched shadow ``m``: pool, keep row, data and architecture fingerprints, recipe,
+        seed, and the compute context of this process (device type, the torch threads it trains with)."""
+        b = self.scenario.bundle
+        compute = compute_context(self.device, threads=torch.get_num_threads(), deterministic=True,
+                                  amp=self.train_cfg.amp)  # fmt: skip
         return {
             "role": "lira_shadow", "pool": self.pool_id,
             "keep": config_hash({"i": np.flatnonzero(self.keep[m]).tolist()}),
-            "model": self.model_name, "model_kwargs": self.model_kwargs, "train": self.train_cfg.to_dict(),
-            "seed": _shadow_seed(self.seed, m),
+            "data": b.fingerprint(), "model": self.model_name, "model_kwargs": self.model_kwargs,
+            "arch": model_fingerprint(self.model_name, b.num_classes, b.in_shape, **self.model_kwargs),
+            "train": self.train_cfg.to_dict(), "seed": _shadow_seed(self.seed, m), "compute": compute,
         }  # fmt: skip
 
     def _get_or_train(self, key: dict[str, Any], train: Callable[[nn.Module], dict[str, Any]], seed: int) -> nn.Module:

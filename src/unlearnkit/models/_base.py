@@ -43,6 +43,32 @@ def create_model(name: str, num_classes: int, in_shape: Sequence[int], **kwargs:
     return fn(int(num_classes), tuple(int(s) for s in in_shape), **kwargs)
 
 
+_FINGERPRINTS: dict[tuple, str] = {}
+
+
+def model_fingerprint(name: str, num_classes: int, in_shape: Sequence[int], **kwargs: object) -> str:
+    """Architecture fingerprint of a registered model: its name, constructor kwargs, ``num_classes`` and
+    ``in_shape`` plus the structure of the module the constructor builds
+    (:func:`~unlearnkit.engine.cache.module_fingerprint`), so a re-registered or edited user model gets
+    another. Builds the model once per process and arguments, without touching the global RNG."""
+    import json
+
+    import torch
+
+    from unlearnkit.engine.cache import architecture_fingerprint
+
+    fn = MODELS.get(name)
+    ident = (name, fn, int(num_classes), tuple(int(s) for s in in_shape),
+             json.dumps(kwargs, sort_keys=True, default=str), str(torch.get_default_dtype()))  # fmt: skip
+    if ident not in _FINGERPRINTS:
+        with torch.random.fork_rng(devices=[]):
+            model = create_model(name, num_classes, in_shape, **kwargs)
+        _FINGERPRINTS[ident] = architecture_fingerprint(
+            model, name=name, kwargs=kwargs, num_classes=int(num_classes), in_shape=list(ident[3])
+        )
+    return _FINGERPRINTS[ident]
+
+
 def list_models(pattern: str = "*") -> list[str]:
     """Registered model names matching ``pattern``."""
     return MODELS.list(pattern)
