@@ -456,12 +456,8 @@ def new_record(cell: Cell, scenario: Scenario | None = None) -> RunRecord:
     elif scenario is None:
         raise ValueError("new_record needs the scenario of a setting-1/2 cell")
     else:
-        spec, splits_hash, splits, versions = (
-            scenario.spec(),
-            scenario.splits_hash(),
-            scenario.splits_dict(),
-            _versions(),
-        )
+        spec, splits_hash, splits = scenario.spec(), scenario.splits_hash(), scenario.splits_dict()
+        versions = _versions()
     return RunRecord(
         key=cell.key, scenario=spec, model=cell.model, method=cell.method, seed=cell.seed, params=dict(cell.params),
         config={**cell.identity(), "splits_hash": splits_hash}, setting=setting, needs=needs, splits_hash=splits_hash,
@@ -936,12 +932,8 @@ def concept_audit_cells(cfg: ConceptRunConfig, folders: Sequence[Path]) -> list[
     for c in plan_concept(cfg, with_methods=False):
         out.append(c)
         for folder, sha in zip(folders, shas, strict=True):
-            update = {
-                "method": AUDIT,
-                "params": {"checkpoint": str(folder), "sha256": sha},
-                "concept": dict(c.concept or {}),
-            }
-            cell = Cell(**{**c.__dict__, **update})
+            params = {"checkpoint": str(folder), "sha256": sha}
+            cell = Cell(**{**c.__dict__, "method": AUDIT, "params": params, "concept": dict(c.concept or {})})
             cell.key = config_hash({**cell.identity(), "params": {"sha256": sha}})
             out.append(cell)
     return out
