@@ -384,6 +384,8 @@ def test_setting3_grid_plans_cells_like_any_other():
     assert bigger.key not in {c.key for c in sp.cells}  # the CLIP sections are part of a cell's identity
     saving = plan_sweep(parse_sweep(tiny_concept(save_models=True))).cells
     assert {c.key for c in saving} == {c.key for c in sp.cells}  # where exports go is not
+    classifier = plan_sweep(parse_sweep(tiny())).cells  # classifier keys stay what they were before CLIP cells
+    assert all(c.setting == 1 and not {"setting", "concept"} & set(c.identity()) for c in classifier)
     with pytest.raises(UnlearnkitError, match="method 'neggrad' unlearns a classifier model"):
         plan_sweep(parse_sweep(tiny_concept(methods={"neggrad": {}})))
     with pytest.raises(UnlearnkitError, match=r"methods\.safe_clip\.lr_x: method 'safe_clip' has no hyperparameter"):

@@ -114,7 +114,8 @@ class Cell:
     ensemble_n: int = 0
     ensemble_batch_models: int = 16
     ensemble_originals: str = "shared"
-    #: the run's setting; 3 (CLIP concept) runs carry their CLIP-specific config sections in ``concept``
+    #: which run path: 3 for a CLIP concept run (its CLIP-specific config sections in ``concept``), else 1 (the
+    #: classifier path of settings 1 and 2; a record's own setting comes from its method)
     setting: int = 1
     #: setting 3: ``world``, ``visu``, ``clip``, ``pretrain``, ``eval_batch_size``, ``save_models`` (plain data)
     concept: dict[str, Any] | None = None
