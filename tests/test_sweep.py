@@ -439,3 +439,12 @@ def test_setting3_sweep_on_ray_equals_in_process(local_ray, tmp_path):
     for key, rec in runs["ray"].items():
         assert _metrics_without_timing(rec) == _metrics_without_timing(runs["inprocess"][key]), rec["method"]
         assert rec["scenario"] == runs["inprocess"][key]["scenario"]
+
+
+@pytest.mark.slow
+def test_setting3_killed_ray_driver_resumes_to_the_full_set(tmp_path):
+    pytest.importorskip("ray")
+    pytest.importorskip("transformers")
+    cfg = tiny_concept(artifacts=str(tmp_path / "art"))
+    before = _kill_after_first_rows(tmp_path, cfg, "ray")
+    _check_resume(tmp_path, cfg, before, backend="ray", ray_init={"num_cpus": 2})
