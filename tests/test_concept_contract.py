@@ -60,6 +60,17 @@ def test_one_metric_registry_each_evaluator_refuses_the_other_modality(world, cl
         uk.evaluate(nn.Linear(64, 10), scenario, metrics=["t2v_r1"])
 
 
+def test_a_clip_method_in_a_classifier_config_is_named_as_such_in_a_fresh_process():
+    """Without unlearnkit.concept imported beforehand, a CLIP method in a classifier config is still recognised."""
+    import subprocess
+    import sys
+
+    cfg = {"forget": ["class:3"], "methods": ["safe_clip"], "device": "cpu"}
+    code = f"from unlearnkit.experiments import parse_config, validate_config\nvalidate_config(parse_config({cfg!r}))"
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert proc.returncode != 0 and "method 'safe_clip' unlearns a clip model (setting 3)" in proc.stderr
+
+
 def test_a_clip_method_in_a_classifier_config_is_refused_in_one_line():
     from unlearnkit.experiments import parse_config, validate_config
 

@@ -213,6 +213,8 @@ def resolve_methods(cfg: RunConfig) -> list[Method]:
     names = [s.name for s in specs]
     if len(set(names)) != len(names):
         raise ConfigError(f"a method is listed twice in {names}")
+    if any(n not in METHODS for n in names):  # perhaps a CLIP method: registered, so the message can say so
+        load_concept_entries()
     methods = [create_method(check_method_modality(s.name, "classifier").name, **s.params) for s in specs]
     if "retrain" not in names:
         methods.insert(0, create_method("retrain"))
