@@ -79,8 +79,8 @@ def test_sigkill_at_five_moments_changes_nothing(tmp_path: Path) -> None:
     out, cache = tmp_path / "chaos", tmp_path / "cache_chaos"
     corrupted = False
     for i in range(5):
-        _run(cfg, out, cache, kill_after=rng.uniform(0.15, 0.6) * full)
-        if i == 1:
+        _run(cfg, out, cache, kill_after=rng.uniform(0.3, 0.9) * full)
+        if i >= 1 and not corrupted:  # between two kills, as soon as a model is cached
             corrupted = _corrupt_one(cache)
     if not corrupted:  # the kills came before any model was cached: corrupt one now, before the last run
         corrupted = _corrupt_one(cache)

@@ -1,4 +1,4 @@
-"""Reference ensembles (engine/ensemble.py) and the ensemble ε score with its ceiling (metrics/ensemble_eval.py)."""
+"""Reference ensembles (engine/ensemble.py) and the ε score with its ceiling (protocols/ensembles.py)."""
 
 from __future__ import annotations
 
@@ -18,8 +18,9 @@ from unlearnkit.engine.ensemble import (
 )
 from unlearnkit.errors import TrainingDivergedError, UnlearnkitError
 from unlearnkit.metrics import METRICS, evaluate, forget_quality, is_not_computed
-from unlearnkit.metrics import ensemble_eval as E
+from unlearnkit.metrics import epsilon_score as S
 from unlearnkit.models import create_model
+from unlearnkit.protocols import ensembles as E
 
 CPU = torch.device("cpu")
 CFG = TrainConfig(epochs=2, lr=1e-2, batch_size=64)
@@ -179,7 +180,7 @@ def scores(digits_random_scenario, ens_cache) -> dict[str, dict]:
 
 def test_eval_returns_every_key_as_a_number(scores):
     for method, out in scores.items():
-        assert tuple(out) == E.KEYS, method
+        assert tuple(out) == S.KEYS, method
         assert all(isinstance(v, float) and np.isfinite(v) for v in out.values()), (method, out)
         assert out["ensemble_n"] == N
         for k in ("ra_u", "ra_r", "ta_u", "ta_r"):
@@ -259,7 +260,7 @@ def test_retrain_shortcut_equals_the_retrain_method(digits_random_scenario, ens_
 def test_not_computed_reasons(digits_random_scenario, digits_class_scenario, ens_cache, monkeypatch):
     for n, match in [(0, "off"), (1, "at least 2")]:
         out = _eval(digits_random_scenario, "finetune", ens_cache, n=n)
-        assert tuple(out) == E.KEYS and all(is_not_computed(v) and match in v for v in out.values()), out
+        assert tuple(out) == S.KEYS and all(is_not_computed(v) and match in v for v in out.values()), out
     out = _eval(digits_class_scenario, "retrain", ens_cache)
     assert all(is_not_computed(v) and "sample-level" in v for v in out.values()), out
     from unlearnkit.methods.finetune import Finetune
@@ -305,14 +306,15 @@ def test_forget_quality_of_given_models(digits_random_scenario, ens_cache, score
     assert all(is_not_computed(v) for v in one.values())
 
 
-def test_registered_names_are_not_computed_for_a_single_model(digits_random_scenario):
-    for name in E.KEYS:
+def test_registered_names_are_not_computed_without_a_resource_builder(digits_random_scenario):
+    for name in S.KEYS:
         assert name in METRICS
     assert METRICS.get("forget_quality").higher_is_better is True
     assert METRICS.get("final_score").higher_is_better is True
     assert METRICS.get("forget_quality_ceiling").higher_is_better is None
-    out = evaluate(_mlp(), digits_random_scenario, metrics=list(E.KEYS), device="cpu")
-    assert all(is_not_computed(v) and "ensemble_n" in str(v) for v in out.values())
+    out = evaluate(_mlp(), digits_random_scenario, metrics=list(S.KEYS), device="cpu")
+    assert all(is_not_computed(v) and "reference ensemble" in str(v) and "resource builder" in str(v)
+               for v in out.values()), out  # fmt: skip
 
 
 def test_seed_families_are_disjoint():

@@ -14,9 +14,10 @@ from unlearnkit.data import ArrayDataset, from_torch, load_dataset
 from unlearnkit.engine import ModelCache, TrainConfig
 from unlearnkit.errors import UnlearnkitError
 from unlearnkit.methods import Method
-from unlearnkit.metrics import lira as L
+from unlearnkit.metrics import shadow_attacks as A
 from unlearnkit.metrics._base import METRICS, NotComputed
 from unlearnkit.metrics.functional.lira import attack_accuracy, lira_scores, roc_auc, tpr_at_fpr
+from unlearnkit.protocols import shadows as L
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -220,11 +221,11 @@ def test_shadows_are_deterministic_and_cached(tiny, tmp_path):
 def test_lira_and_ulira_end_to_end(tiny):
     s, original, bank = tiny
     out = bank.lira(original)
-    assert set(out) == set(L.LIRA_METRICS)
+    assert set(out) == set(A.LIRA_METRICS)
     assert all(isinstance(v, float) and 0.0 <= v <= 1.0 for v in out.values())
     unlearned = uk.unlearn("finetune", original, s, device="cpu", epochs=1)
     u1 = bank.ulira("finetune", unlearned, params={"epochs": 1})
-    assert set(u1) == set(L.ULIRA_METRICS)
+    assert set(u1) == set(A.ULIRA_METRICS)
     assert all(isinstance(v, float) and 0.0 <= v <= 1.0 for v in u1.values())
     assert bank.ulira("finetune", unlearned, params={"epochs": 1}) == u1  # same seed, same figures
     u2 = L.run_ulira(s, "neggrad", {"epochs": 1}, "mlp", TINY, 4, target_model=unlearned, device="cpu",
@@ -236,7 +237,7 @@ def test_not_computed_reasons(tiny):
     s, original, bank = tiny
     for n, what in ((0, "off"), (3, "too few shadow models")):
         got = L.run_lira(s, "mlp", TINY, n, target_model=original, device="cpu")
-        assert set(got) == set(L.LIRA_METRICS)
+        assert set(got) == set(A.LIRA_METRICS)
         assert all(isinstance(v, NotComputed) and what in v.reason for v in got.values())
         got = L.run_ulira(s, "finetune", None, "mlp", TINY, n, target_model=original, device="cpu")
         assert all(isinstance(v, NotComputed) and what in str(v) for v in got.values())
@@ -280,9 +281,9 @@ def test_bad_input_raises_before_work(tiny):
 
 
 def test_metric_names_registered_as_match_retrain():
-    for name in L.LIRA_METRICS + L.ULIRA_METRICS:
+    for name in A.LIRA_METRICS + A.ULIRA_METRICS:
         assert METRICS.get(name).higher_is_better is None
-    assert L.HIGHER_IS_BETTER == dict.fromkeys(L.LIRA_METRICS + L.ULIRA_METRICS)
+    assert A.HIGHER_IS_BETTER == dict.fromkeys(A.LIRA_METRICS + A.ULIRA_METRICS)
 
 
 # -- does the attack detect membership? ---------------------------------------------------------------

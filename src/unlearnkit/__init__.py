@@ -12,12 +12,12 @@ The public API::
 
 from __future__ import annotations
 
-from unlearnkit.api import TrainRecipe, recipe_of, train, unlearn
+from unlearnkit.api import TrainRecipe, evaluate, recipe_of, train, unlearn
 from unlearnkit.data import DatasetBundle, from_torch, list_datasets, load_dataset
 from unlearnkit.engine import TrainConfig, load_checkpoint, save_checkpoint
 from unlearnkit.errors import UnlearnkitError
 from unlearnkit.methods import Method, UnlearnData, create_method, list_methods, register_method
-from unlearnkit.metrics import NotComputed, evaluate, list_metrics, register_metric
+from unlearnkit.metrics import NotComputed, list_metrics, register_metric
 from unlearnkit.models import create_model, list_models, register_model
 from unlearnkit.scenario import ForgetRequest, Scenario
 

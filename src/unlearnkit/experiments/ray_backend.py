@@ -15,7 +15,8 @@ Order of work:
    models are in the cache; it runs :func:`~unlearnkit.experiments.runner.run_cell` (which loads them)
    and returns the record. A reference that failed (e.g. NaN loss) makes its cells failed records with
    the reason, without retraining it in every cell. With ``lira_shadows`` > 0, each LiRA shadow model is
-   one more reference task (one per shadow index and scenario), so cells find the shadow bank trained.
+   one more reference task (one per shadow index and scenario: a part of the ``shadow_bank`` resource,
+   built by the resource builder's per-part function), so cells find the shadow bank trained.
 3. The driver collects records with ``ray.wait`` as they complete and yields them; a task whose worker
    died (after ``max_retries`` reruns) becomes a failed record. A bad-input error raised in a worker
    stops the sweep, as it does in-process.
@@ -35,12 +36,7 @@ from urllib.parse import urlsplit
 
 import torch
 
-from unlearnkit.engine import (
-    ModelCache,
-    TrainConfig,
-    config_hash,
-    resolve_device,
-)
+from unlearnkit.engine import ModelCache, config_hash, resolve_device
 from unlearnkit.errors import UnlearnkitError
 from unlearnkit.experiments.config import RaySection
 from unlearnkit.experiments.progress import ProgressSink
@@ -52,6 +48,7 @@ from unlearnkit.experiments.runner import (
     load_or_train_reference,
     new_record,
     reference_keys,
+    resource_builder,
     run_cell,
 )
 from unlearnkit.scenario import Scenario
@@ -138,12 +135,13 @@ def concept_original_id(cell: Cell) -> str:
 
 
 def wants_shadows(cell: Cell) -> bool:
-    """Whether ``cell`` computes LiRA / U-LiRA, so it needs the scenario's shadow models."""
-    from unlearnkit.metrics.lira import LIRA_METRICS, ULIRA_METRICS
+    """Whether ``cell`` computes a metric that needs the shadow bank, so it needs the scenario's shadow models."""
+    from unlearnkit.metrics import METRICS
 
     if not cell.lira_shadows:
         return False
-    return cell.metrics is None or any(n in cell.metrics for n in LIRA_METRICS + ULIRA_METRICS)
+    names = cell.metrics if cell.metrics is not None else METRICS.list()
+    return any("shadow_bank" in METRICS.get(n).needs for n in names)
 
 
 def shadow_key(cell: Cell, m: int, *, data: str, threads: int) -> str:
@@ -156,9 +154,12 @@ def shadow_key(cell: Cell, m: int, *, data: str, threads: int) -> str:
 
 
 def train_shadow(cell: Cell, m: int, *, cache_dir: str | Path, device: str) -> dict[str, Any]:
-    """Train (or find in the cache) LiRA shadow model ``m`` of ``cell``'s scenario, as the cell would."""
+    """Train (or find in the cache) LiRA shadow model ``m`` of ``cell``'s scenario, as the cell would.
+
+    Goes through the resource builder's per-part function of ``shadow_bank``, so the shadow is the one the
+    cell's builder then loads from the model cache.
+    """
     from unlearnkit.metrics import MetricUnavailable
-    from unlearnkit.metrics.lira import ShadowBank
 
     bundle = _bundle(cell.dataset, cell.data_root, cell.download)
     scenario = Scenario(bundle, cell.forget, cell.seed, val_fraction=cell.val_fraction)
@@ -167,12 +168,8 @@ def train_shadow(cell: Cell, m: int, *, cache_dir: str | Path, device: str) -> d
     if dev.type == "cpu" and cell.threads:  # as run_cell does: the thread count is part of the shadow's key
         torch.set_num_threads(cell.threads)
     try:
-        bank = ShadowBank.build(
-            scenario, cell.model, TrainConfig(**cell.train), cell.lira_shadows, device=dev,
-            seed=cell.seed, cache=ModelCache(Path(cache_dir) / "models"), model_kwargs=cell.model_kwargs,
-            nonmember_split=cell.lira_nonmember_split,
-        )  # fmt: skip
-        bank.shadow(m)
+        builder = resource_builder(cell, scenario, cache_dir=cache_dir, device=resolve_device(device))
+        builder.build_part("shadow_bank", m)
     except (UnlearnkitError, MetricUnavailable):
         return out  # bad input or LiRA not computable: the cell reports it
     except Exception as e:  # the cell retrains it and records the failure, as in-process

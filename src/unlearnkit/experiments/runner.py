@@ -59,10 +59,10 @@ from unlearnkit.experiments.progress import NullProgress, ProgressSink
 from unlearnkit.experiments.record import RunRecord, clean_metric
 from unlearnkit.experiments.store import ResultsStore, writer_lock
 from unlearnkit.methods import METHODS, Method, UnlearnData, check_method_modality, create_method
-from unlearnkit.metrics import MetricUnavailable, NotComputed, evaluate, select_metrics
-from unlearnkit.metrics.ensemble_eval import KEYS as ENSEMBLE_KEYS
-from unlearnkit.metrics.ensemble_eval import forget_quality_eval, forget_quality_of_models
+from unlearnkit.metrics import evaluate, select_metrics
+from unlearnkit.metrics.epsilon_score import KEYS as ENSEMBLE_KEYS
 from unlearnkit.models import MODELS, create_model, model_fingerprint
+from unlearnkit.protocols import ResourceBuilder, ResourceInputs, ResourceMemo
 from unlearnkit.scenario import ForgetRequest, Scenario
 
 #: pseudo-method name of the model before unlearning (a row in every report)
@@ -570,11 +570,13 @@ def _run_cell(
         if bad is not None:
             what = "checkpoint" if cell.method == AUDIT else f"{cell.method} model"
             return record.failed(f"the {what} is not usable: {bad}; not scored")
+        resources = resource_builder(cell, scenario, cache_dir=cache_dir, device=dev, original=original, model=model,
+                                     make_model=make_model, progress=progress)  # fmt: skip
+        if cell.ensemble_n and any(n in ENSEMBLE_KEYS for n in (cell.metrics or ENSEMBLE_KEYS)):
+            progress.run_started(f"{cell.label} ε score, N={cell.ensemble_n}")
         values = evaluate(model, scenario, reference=retrained, random_model=random_model, original=original,
-                          metrics=cell.metrics, timing=timing, device=dev)  # fmt: skip
-        values.update(_lira_values(cell, scenario, model, train_cfg, cache, dev, selected=values))
-        values.update(_ensemble_values(cell, scenario, original, model, train_cfg, cache_dir, dev, progress,
-                                       selected=values, make_model=make_model))  # fmt: skip
+                          metrics=cell.metrics, timing=timing, device=dev, resources=resources,
+                          options={"lira_fixed_variance": cell.lira_fixed_variance})  # fmt: skip
         record.metrics = {k: clean_metric(k, v) for k, v in {**values, **extra}.items()}
         flag = collapse_flag(record.metrics, bundle.num_classes)
         record.flags = (flag,) if flag else ()
@@ -644,102 +646,57 @@ def _concept_versions() -> dict[str, str]:
     return {**_versions(), "transformers": transformers.__version__}
 
 
-def _lira_values(
-    cell: Cell,
-    scenario: Scenario,
-    model: nn.Module,
-    train_cfg: TrainConfig,
-    cache: ModelCache,
-    device: torch.device,
-    selected: dict[str, Any],
-) -> dict[str, Any]:
-    """LiRA on ``model`` and U-LiRA for the cell's method, with ``cell.lira_shadows`` cached shadow models.
-
-    Only the LiRA names ``evaluate`` selected (present in ``selected`` as placeholders) are replaced.
-    """
-    from unlearnkit.metrics.lira import LIRA_METRICS, ULIRA_METRICS, ShadowBank
-
-    wanted = [n for n in LIRA_METRICS + ULIRA_METRICS if n in selected]
-    if not cell.lira_shadows or not wanted:
-        return {}
-    try:
-        bank = ShadowBank.build(
-            scenario, cell.model, train_cfg, cell.lira_shadows, device=device, seed=cell.seed, cache=cache,
-            model_kwargs=cell.model_kwargs, nonmember_split=cell.lira_nonmember_split,
-        )  # fmt: skip
-    except MetricUnavailable as e:
-        return {n: NotComputed(str(e)) for n in wanted}
-    out: dict[str, Any] = {}
-    if any(n in wanted for n in LIRA_METRICS):
-        out.update(bank.lira(model, fixed_variance=cell.lira_fixed_variance))
-    if any(n in wanted for n in ULIRA_METRICS):
-        if cell.method in (ORIGINAL, AUDIT):
-            why = f"U-LiRA audits an unlearning method; the {cell.method} row has none"
-            out.update({n: NotComputed(why) for n in ULIRA_METRICS})
-        elif cell.shots is not None:
-            out.update({n: NotComputed("U-LiRA's shadows unlearn full forget sets, not k-shot ones")
-                        for n in ULIRA_METRICS})  # fmt: skip
-        else:
-            params = {k: v for k, v in cell.params.items() if k != "shots"}
-            out.update(bank.ulira(cell.method, model, params=params, fixed_variance=cell.lira_fixed_variance))
-    return {k: v for k, v in out.items() if k in wanted}
-
-
-#: the ε score of the last audited checkpoint set, ``(set key, figures)``: the rows of one set run one after the
-#: other, so the set's score is computed once for all of them (and only one is ever held)
-_audit_set_score: tuple[str, dict[str, Any]] | None = None
-
-
 @functools.lru_cache(maxsize=4)
 def _ensemble_cache(cache_dir: str | None) -> EnsembleCache:
     """One per cache directory and process: every method of a scenario shares the reference figures."""
     return EnsembleCache(Path(cache_dir) / "ensembles" if cache_dir else None)
 
 
-def _ensemble_values(
+@functools.lru_cache(maxsize=4)
+def _resource_memo(cache_dir: str | None) -> ResourceMemo:
+    """One per cache directory and process: every row of a scenario shares its shadow bank and ensembles."""
+    return ResourceMemo()
+
+
+def resource_builder(
     cell: Cell,
     scenario: Scenario,
-    original: nn.Module,
-    model: nn.Module,
-    train_cfg: TrainConfig,
+    *,
     cache_dir: str | Path | None,
     device: torch.device,
-    progress: ProgressSink,
-    selected: dict[str, Any],
-    make_model: Callable[[], nn.Module],
-) -> dict[str, Any]:
-    """The NeurIPS-2023 ε score of the cell's method with ``cell.ensemble_n`` models per side, and its ceiling.
+    original: nn.Module | None = None,
+    model: nn.Module | None = None,
+    make_model: Callable[[], nn.Module] | None = None,
+    progress: ProgressSink | None = None,
+) -> ResourceBuilder:
+    """The builder of the resources ``cell``'s metrics need (LiRA shadows, the ε score's ensembles).
 
-    Only the names ``evaluate`` selected (present in ``selected`` as placeholders) are replaced. For an audit
-    set, the score is computed once per (set, scenario) in this process and shared by the set's rows.
+    ``original`` is where every unlearning run of the ε score starts; ``model`` is the row's model (an audit
+    row's checkpoint: with one checkpoint it is the whole unlearned side, which the ε score refuses).
     """
-    wanted = [n for n in ENSEMBLE_KEYS if n in selected]
-    if not cell.ensemble_n or not wanted:
-        return {}
-    progress.run_started(f"{cell.label} ε score, N={cell.ensemble_n}")
-    common: dict[str, Any] = {
-        "device": device, "cache": _ensemble_cache(None if cache_dir is None else str(cache_dir)),
-        "model_kwargs": cell.model_kwargs, "batch_models": cell.ensemble_batch_models, "on_epoch": progress.epoch,
-    }  # fmt: skip
-    if cell.method == AUDIT:  # the audited checkpoints are the unlearned side (N = 1: not computed, says why)
+    given: Any = None
+    given_id = None
+    if cell.method == AUDIT:  # the audited checkpoints are the unlearned side of the ε score
         members = cell.params.get("audit_set")
-        if not members:
-            out = forget_quality_of_models(scenario, [model], cell.model, train_cfg, **common)
-        else:
-            scenario_id = {k: v for k, v in cell.identity().items() if k not in ("method", "params")}
-            set_key = config_hash({"scenario": scenario_id, "set": cell.params["audit_set_sha256"]})
-            global _audit_set_score
-            if _audit_set_score is None or _audit_set_score[0] != set_key:
-                models = [load_checkpoint(make_model(), p).to(device).eval() for p in members]
-                scores = forget_quality_of_models(scenario, models, cell.model, train_cfg, **common)
-                _audit_set_score = (set_key, scores)
-            out = _audit_set_score[1]
-    else:
-        params = {k: v for k, v in cell.params.items() if k != "shots"}
-        out = forget_quality_eval(scenario, cell.method, params, cell.model, train_cfg, cell.ensemble_n,
-                                  original=original, originals=cell.ensemble_originals, **common)  # fmt: skip
-    return {k: (NotComputed(v[len("not computed: "):]) if isinstance(v, str) else v)
-            for k, v in out.items() if k in wanted}  # fmt: skip
+        if members and make_model is not None:
+            given = functools.partial(_load_checkpoints, members, make_model, device)
+            given_id = config_hash({"set": cell.params["audit_set_sha256"]})
+        elif model is not None:
+            given = [model]
+    inputs = ResourceInputs(
+        scenario, model=cell.model, model_kwargs=cell.model_kwargs, train=TrainConfig(**cell.train), seed=cell.seed,
+        device=device, method=cell.method, params=cell.params, shots=cell.shots, original=original,
+        unlearned_models=given, unlearned_models_id=given_id, lira_shadows=cell.lira_shadows,
+        lira_nonmember_split=cell.lira_nonmember_split, ensemble_n=cell.ensemble_n,
+        ensemble_originals=cell.ensemble_originals, ensemble_batch_models=cell.ensemble_batch_models,
+        on_epoch=progress.epoch if progress is not None else None,
+    )  # fmt: skip
+    key = None if cache_dir is None else str(cache_dir)
+    return ResourceBuilder(inputs, cache_dir=cache_dir, memo=_resource_memo(key), ensemble_cache=_ensemble_cache(key))
+
+
+def _load_checkpoints(paths: list[str], make_model: Callable[[], nn.Module], device: torch.device) -> list[nn.Module]:
+    return [load_checkpoint(make_model(), p).to(device).eval() for p in paths]
 
 
 def _timing(info: dict[str, Any], retrain_time: float) -> dict[str, float]:

@@ -22,9 +22,11 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Iterator, Mapping, Sequence
+from typing import Any
 
 import torch
 from torch import nn
+from torch.utils.data import Dataset
 
 from unlearnkit.errors import UnlearnkitError
 
@@ -240,6 +242,26 @@ class WFNetModel(nn.Module):
     def units(self) -> dict[str, int]:
         """Number of output units (filters) of every filtered layer."""
         return {n: self.alpha_of(n).shape[1] for n in self.layer_names}
+
+    def filter_analysis(
+        self, forget: Dataset, retain: Dataset, classes: Sequence[int], *, fractions: Sequence[float], seed: int,
+        max_samples: int, device: torch.device | str,
+    ) -> dict[str, Any]:  # fmt: skip
+        """The deletion/insertion analysis of this model's filters for ``classes`` (JSON-able).
+
+        What the ``wfnet_*`` metrics read (they find it by this name, so metrics need not import methods);
+        see :func:`~unlearnkit.methods.wfnet_analysis.deletion_insertion` for the arguments.
+        """
+        from unlearnkit.methods.wfnet_analysis import deletion_insertion  # it imports this module
+
+        res = deletion_insertion(self, forget, retain, classes, fractions=fractions, seed=seed,
+                                 max_samples=max_samples, device=device)  # fmt: skip
+        return res.to_json()
+
+    @property
+    def alpha_checksum(self) -> float:
+        """Sum of every α (a cheap fingerprint of the learned importances)."""
+        return float(sum(a.detach().double().sum() for a in self.alpha.values()))
 
     def extra_repr(self) -> str:
         return f"num_classes={self.num_classes}, filtered_layers={len(self.layer_names)}"

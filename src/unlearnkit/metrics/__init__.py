@@ -1,10 +1,15 @@
-"""Metrics: pure functions in :mod:`unlearnkit.metrics.functional`, registered wrappers here."""
+"""Metrics: pure functions in :mod:`unlearnkit.metrics.functional`, registered wrappers here.
+
+Metrics that need extra models (LiRA's shadows, the ε score's ensembles) declare them in ``needs`` and read
+them with ``ctx.resource(name)``; :mod:`unlearnkit.protocols` builds them. This package never imports
+:mod:`unlearnkit.methods`.
+"""
 
 from __future__ import annotations
 
-from unlearnkit.metrics import ensemble_eval as _ensemble_eval  # noqa: F401  (registers the ε-score names)
-from unlearnkit.metrics import lira as _lira  # noqa: F401  (registers the LiRA/U-LiRA names)
+from unlearnkit.metrics import epsilon_score as _epsilon_score  # noqa: F401  (registers the ε-score figures)
 from unlearnkit.metrics import mia as _mia  # noqa: F401  (registers)
+from unlearnkit.metrics import shadow_attacks as _shadow_attacks  # noqa: F401  (registers LiRA/U-LiRA)
 from unlearnkit.metrics import standard as _standard  # noqa: F401  (registers)
 from unlearnkit.metrics import wfnet as _wfnet  # noqa: F401  (registers the WF-Net deletion/insertion figures)
 from unlearnkit.metrics._base import (
@@ -12,15 +17,17 @@ from unlearnkit.metrics._base import (
     EvalContext,
     Metric,
     MetricUnavailable,
+    MetricValue,
     NotComputed,
+    ResourceProvider,
     evaluate,
+    evaluate_context,
     is_not_computed,
     list_metrics,
     register_metric,
     select_metrics,
     value_to_json,
 )
-from unlearnkit.metrics.ensemble_eval import forget_quality_eval, forget_quality_of_models
 from unlearnkit.metrics.forget_quality import (
     ForgetQualityResult,
     final_score,
@@ -34,12 +41,13 @@ __all__ = [
     "ForgetQualityResult",
     "Metric",
     "MetricUnavailable",
+    "MetricValue",
     "NotComputed",
+    "ResourceProvider",
     "evaluate",
+    "evaluate_context",
     "final_score",
     "forget_quality",
-    "forget_quality_eval",
-    "forget_quality_of_models",
     "is_not_computed",
     "list_metrics",
     "logit_scaled_confidence",

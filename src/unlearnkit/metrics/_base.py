@@ -2,16 +2,19 @@
 
 A metric wrapper is ``fn(ctx: EvalContext) -> float`` registered with :func:`register_metric`, which
 records ``higher_is_better`` (``None`` when the goal is to *match* the retrained model, e.g. forget
-accuracy on a random request) and ``needs`` (splits such as ``"forget_test"`` and resources such as
-``"retrained"``). :func:`evaluate` computes every applicable metric; one that cannot be computed yields
-a :class:`NotComputed` carrying the reason, which reports print as ``not computed: <reason>``.
+accuracy on a random request) and ``needs``: splits such as ``"forget_test"``, models the caller hands in
+(``"retrained"``, ``"original"``, ...), and built resources such as ``"shadow_bank"`` or
+``"reference_ensemble"`` (extra models trained for the metric, see :mod:`unlearnkit.protocols`), which the
+metric reads with ``ctx.resource(name)``. :func:`evaluate` computes every applicable metric; one that cannot
+be computed (a missing split or model, a resource that cannot be built) yields a :class:`NotComputed`
+carrying the reason, which reports print as ``not computed: <reason>``.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 import torch
 from torch import nn
@@ -21,8 +24,17 @@ from unlearnkit.engine import labels_of, predict_logits, preserved_global_state,
 from unlearnkit.errors import UnlearnkitError
 from unlearnkit.scenario import SPLITS, Scenario
 
-#: resources a metric may need besides splits
+#: models and values a metric may need that the caller hands in (besides splits); any other need names a
+#: built resource, provided through ``EvalContext.resources`` (see :mod:`unlearnkit.protocols`)
 RESOURCES = ("retrained", "random_model", "original", "timing")
+
+
+class ResourceProvider(Protocol):
+    """What hands built resources to metrics (:class:`unlearnkit.protocols.ResourceBuilder`)."""
+
+    def get(self, name: str) -> Any:
+        """The resource ``name``, built once per key; raises :class:`MetricUnavailable` with the reason."""
+        ...
 
 
 @dataclass(frozen=True)
@@ -84,9 +96,9 @@ def register_metric(
     needs = frozenset(needs)
     if modality not in MODALITY_SETTINGS:
         raise ValueError(f"metric {name!r}: unknown modality {modality!r}; known: {', '.join(MODALITY_SETTINGS)}")
-    unknown = needs - set(SPLITS) - set(RESOURCES)
-    if modality == "classifier" and unknown:
-        raise ValueError(f"metric {name!r} declares unknown needs {sorted(unknown)}")
+    bad = sorted(n for n in needs if not isinstance(n, str) or not n.isidentifier())
+    if bad:
+        raise ValueError(f"metric {name!r} declares needs that are not names: {bad}")
 
     def deco(fn: Callable[[Any], float]) -> Callable[[Any], float]:
         doc = description or (fn.__doc__ or "").strip().splitlines()[0:1]
@@ -137,6 +149,8 @@ class EvalContext:
         random_model: a randomly initialised model of the same architecture (ZRF's incompetent teacher).
         original: the model before unlearning, if available.
         timing: measured costs, e.g. ``{"time_s": .., "retrain_time_s": .., "peak_mem_mb": ..}``.
+        resources: builds the resources metrics need (shadow models, reference ensembles); ``None``: none.
+        options: metric settings, e.g. ``{"lira_fixed_variance": True}`` (read with :meth:`option`).
     """
 
     model: nn.Module
@@ -146,7 +160,29 @@ class EvalContext:
     random_model: nn.Module | None = None
     original: nn.Module | None = None
     timing: dict[str, float] = field(default_factory=dict)
-    _cache: dict[tuple[str, str], torch.Tensor] = field(default_factory=dict)
+    resources: ResourceProvider | None = None
+    options: dict[str, Any] = field(default_factory=dict)
+    _cache: dict[tuple[str, str], Any] = field(default_factory=dict)
+
+    def resource(self, name: str) -> Any:
+        """The built resource ``name`` (e.g. ``"shadow_bank"``); raises :class:`MetricUnavailable` with the reason."""
+        if self.resources is None:
+            raise MetricUnavailable(
+                f"needs the {name.replace('_', ' ')}, which only a resource builder provides (unlearnkit.evaluate "
+                "builds it from a model factory and a training recipe)"
+            )
+        return self.resources.get(name)
+
+    def option(self, name: str, default: Any) -> Any:
+        """The metric setting ``name`` (``default`` when not set)."""
+        return self.options.get(name, default)
+
+    def memo(self, key: str, compute: Callable[[], Any]) -> Any:
+        """``compute()`` once per evaluation (several metrics reading one attack share its result)."""
+        k = ("memo", key)
+        if k not in self._cache:
+            self._cache[k] = compute()
+        return self._cache[k]
 
     def _model(self, which: str) -> nn.Module:
         m = {"model": self.model, "retrained": self.retrained, "random_model": self.random_model,
@@ -186,13 +222,48 @@ class MetricUnavailable(Exception):
     """Raised inside a metric when its inputs are missing; becomes :class:`NotComputed`."""
 
 
+def needs_resources(metric: Metric) -> list[str]:
+    """The built resources ``metric`` needs (its needs that are neither splits nor handed-in models)."""
+    return sorted(metric.needs - set(SPLITS) - set(RESOURCES))
+
+
 def _check_needs(metric: Metric, ctx: EvalContext) -> str | None:
     for need in sorted(metric.needs):
         if need in SPLITS and ctx.scenario.split_indices(need) is None:
             return f"the {ctx.scenario.request.kind} request has no {need} split"
         if need in ("retrained", "random_model", "original") and getattr(ctx, need) is None:
             return f"no {need.replace('_', ' ')} model"
+    for need in needs_resources(metric):  # built on first use, once per key (the builder caches)
+        try:
+            ctx.resource(need)
+        except MetricUnavailable as e:
+            return str(e)
     return None
+
+
+def evaluate_context(ctx: EvalContext, names: Iterable[str] | None = None) -> dict[str, MetricValue]:
+    """Compute ``names`` (default: every registered classifier metric) on a prepared context.
+
+    Metrics that need no built resource run first, then the others in registry order, so building
+    resources (which trains and reseeds) never runs between two plain metrics.
+    """
+    chosen = [METRICS.get(n) for n in (list(names) if names is not None else list_metrics(modality="classifier"))]
+    out: dict[str, MetricValue] = {}
+    for m in sorted(chosen, key=lambda m: bool(needs_resources(m))):  # stable: given order within each group
+        reason = _check_needs(m, ctx)
+        if reason is not None:
+            out[m.name] = NotComputed(reason)
+            continue
+        try:
+            value = m.fn(ctx)
+        except (MetricUnavailable, UnlearnkitError) as e:
+            out[m.name] = NotComputed(str(e))
+            continue
+        if isinstance(value, Mapping):
+            out[m.name] = dict(value)
+        else:
+            out[m.name] = float(value) if not isinstance(value, NotComputed) else value
+    return {m.name: out[m.name] for m in chosen}
 
 
 @preserved_global_state()  # leaves the caller's RNG states, flags and thread count as they were
@@ -206,8 +277,13 @@ def evaluate(
     metrics: Iterable[str] | None = None,
     timing: dict[str, float] | None = None,
     device: str | torch.device = "auto",
+    resources: ResourceProvider | None = None,
+    options: Mapping[str, Any] | None = None,
 ) -> dict[str, MetricValue]:
     """Compute ``metrics`` (default: every registered classifier metric) for ``model`` on ``scenario``.
+
+    This is the metrics layer's entry point; :func:`unlearnkit.evaluate` wraps it and builds the resources
+    (shadow models, reference ensembles) from a model factory and a training recipe.
 
     Args:
         model: the model to evaluate.
@@ -218,34 +294,19 @@ def evaluate(
         metrics: names to compute; unknown names, and CLIP (setting-3) metric names, raise.
         timing: measured costs (``time_s``, ``retrain_time_s``, ``peak_mem_mb``).
         device: where to run the forward passes.
+        resources: builds the resources metrics need (``None``: those metrics are not computed).
+        options: metric settings (e.g. ``lira_fixed_variance``).
 
     Returns:
         name -> float, or :class:`NotComputed` with the reason.
     """
-    chosen = select_metrics(metrics, "classifier", "evaluate")
+    names = [m.name for m in select_metrics(metrics, "classifier", "evaluate")]  # refuses other modalities' names
     ctx = EvalContext(
         model=model, scenario=scenario, device=resolve_device(device), retrained=reference,
-        random_model=random_model, original=original, timing=dict(timing or {}),
+        random_model=random_model, original=original, timing=dict(timing or {}), resources=resources,
+        options=dict(options or {}),
     )  # fmt: skip
-    out: dict[str, MetricValue] = {}
-    for m in chosen:
-        reason = _check_needs(m, ctx)
-        if reason is not None:
-            out[m.name] = NotComputed(reason)
-            continue
-        try:
-            value = m.fn(ctx)
-        except MetricUnavailable as e:
-            out[m.name] = NotComputed(str(e))
-            continue
-        except UnlearnkitError as e:
-            out[m.name] = NotComputed(str(e))
-            continue
-        if isinstance(value, Mapping):
-            out[m.name] = dict(value)
-        else:
-            out[m.name] = float(value) if not isinstance(value, NotComputed) else value
-    return out
+    return evaluate_context(ctx, names)
 
 
 def value_to_json(v: Any) -> Any:

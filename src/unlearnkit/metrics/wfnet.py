@@ -1,7 +1,9 @@
 """WF-Net's deletion/insertion analysis as registered metrics (spec ``methods.md`` §1.5).
 
-They apply only to a WF-Net model (:class:`~unlearnkit.methods._wfnet_model.WFNetModel`) on a class
-request; anything else is ``not computed: not a WF-Net model``. The analysis runs on the scenario's
+They apply only to a WF-Net model on a class request; anything else is ``not computed: not a WF-Net
+model``. The model-specific analysis lives next to the method
+(:meth:`~unlearnkit.methods._wfnet_model.WFNetModel.filter_analysis`): a model is a WF-Net here when it has
+that method (:class:`FilterAnalysable`), so this module does not import the methods. The analysis runs on the scenario's
 held-out images (``forget_test``: the forgotten classes, ``retain_test``: the others), once per
 evaluation: every metric below reads the same cached result.
 
@@ -18,10 +20,13 @@ evaluation: every metric below reads the same cached result.
 from __future__ import annotations
 
 import weakref
-from typing import Any
+from collections.abc import Sequence
+from typing import Any, Protocol, runtime_checkable
 
-from unlearnkit.methods._wfnet_model import WFNetModel
-from unlearnkit.methods.wfnet_analysis import deletion_insertion
+import torch
+from torch import nn
+from torch.utils.data import Dataset
+
 from unlearnkit.metrics import _base
 from unlearnkit.metrics._base import EvalContext, MetricUnavailable, register_metric
 
@@ -33,30 +38,47 @@ MAX_SAMPLES = 1000
 #: name of the structured (non-numeric) curves metric
 CURVES_METRIC = "wfnet_deletion_curves"
 
+
+@runtime_checkable
+class FilterAnalysable(Protocol):
+    """A model whose filters can be removed/restored by learned per-class importance (a WF-Net)."""
+
+    @property
+    def alpha_checksum(self) -> float:
+        """A fingerprint of the importances (the analysis is cached per value)."""
+        ...
+
+    def filter_analysis(
+        self, forget: Dataset, retain: Dataset, classes: Sequence[int], *, fractions: Sequence[float], seed: int,
+        max_samples: int, device: torch.device | str,
+    ) -> dict[str, Any]:  # fmt: skip
+        """The deletion/insertion curves and AUCs (JSON-able)."""
+        ...
+
+
 #: per WF-Net model, analysis results by (splits hash, classes, α checksum)
-_RESULTS: weakref.WeakKeyDictionary[WFNetModel, dict[tuple[Any, ...], dict[str, Any]]] = weakref.WeakKeyDictionary()
+_RESULTS: weakref.WeakKeyDictionary[nn.Module, dict[tuple[Any, ...], dict[str, Any]]] = weakref.WeakKeyDictionary()
 
 
 def analysis(ctx: EvalContext) -> dict[str, Any]:
     """The deletion/insertion analysis of ``ctx.model`` on ``ctx.scenario`` (JSON-able, cached per model)."""
     model = ctx.model
-    if not isinstance(model, WFNetModel):
+    if not isinstance(model, FilterAnalysable):
         raise MetricUnavailable("not a WF-Net model")
     classes = tuple(ctx.scenario.forget_classes)
     if ctx.scenario.request.kind != "class" or not classes:
         raise MetricUnavailable("the deletion/insertion analysis needs a class request")
-    checksum = float(sum(a.detach().double().sum() for a in model.alpha.values()))
+    checksum = model.alpha_checksum
     key = (ctx.scenario.splits_hash(), classes, checksum)
     per_model = _RESULTS.setdefault(model, {})
     if key not in per_model:
         forget, retain = ctx.scenario.split("forget_test"), ctx.scenario.split("retain_test")
         if forget is None or retain is None or len(forget) == 0 or len(retain) == 0:
             raise MetricUnavailable("the scenario has no held-out images of the forgotten and the kept classes")
-        res = deletion_insertion(
-            model, forget, retain, classes, fractions=FRACTIONS, seed=ctx.scenario.seed, max_samples=MAX_SAMPLES,
+        per_model[key] = model.filter_analysis(
+            forget, retain, classes, fractions=FRACTIONS, seed=ctx.scenario.seed, max_samples=MAX_SAMPLES,
             device=ctx.device,
         )  # fmt: skip
-        per_model[key] = res.to_json()
     return per_model[key]
 
 

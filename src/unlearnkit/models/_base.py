@@ -69,6 +69,24 @@ def model_fingerprint(name: str, num_classes: int, in_shape: Sequence[int], **kw
     return _FINGERPRINTS[ident]
 
 
+def factory_fingerprint(
+    model: str | Callable[[], nn.Module], num_classes: int, in_shape: Sequence[int], **kwargs: object
+) -> str:
+    """:func:`model_fingerprint` of a registered name, or the architecture fingerprint of what a user factory
+    (a zero-argument callable) builds, so a different user ``nn.Module`` never shares a cache key."""
+    if isinstance(model, str):
+        return model_fingerprint(model, num_classes, in_shape, **kwargs)
+    import torch
+
+    from unlearnkit.engine.cache import architecture_fingerprint
+
+    with torch.random.fork_rng(devices=[]):
+        built = model()
+    name = f"<factory {getattr(model, '__qualname__', type(model).__name__)}>"
+    return architecture_fingerprint(built, name=name, kwargs=kwargs, num_classes=int(num_classes),
+                                    in_shape=[int(s) for s in in_shape])  # fmt: skip
+
+
 def list_models(pattern: str = "*") -> list[str]:
     """Registered model names matching ``pattern``."""
     return MODELS.list(pattern)

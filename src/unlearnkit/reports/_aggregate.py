@@ -83,7 +83,7 @@ def is_gap_metric(name: str) -> bool:
 
     Every accuracy (``acc_*``) and every registered metric whose goal is to match the retrained model.
     """
-    from unlearnkit.metrics.ensemble_eval import REFERENCE_KEYS  # figures of the references, not of a method
+    from unlearnkit.metrics.epsilon_score import REFERENCE_KEYS  # figures of the references, not of a method
 
     if name.startswith("acc_"):
         return True

@@ -4,7 +4,8 @@ Reference: Carlini, Chien, Nasr, Song, Terzis, Tramèr, "Membership Inference At
 Principles", IEEE S&P 2022, arXiv 2112.03570; reference code ``tensorflow/privacy``,
 ``research/mi_lira_2021/plot.py`` (``generate_ours``, ``generate_ours_offline``, ``sweep``). The unlearning
 variant U-LiRA (Hayes et al., arXiv 2403.01218) uses the same test with different shadow distributions;
-the shadow models themselves live in :mod:`unlearnkit.metrics.lira`.
+the attacks are registered in :mod:`unlearnkit.metrics.shadow_attacks` and the shadow models trained in
+:mod:`unlearnkit.protocols.shadows`.
 
 For each example x, shadow models give samples of the statistic φ(x) (the logit-scaled confidence of
 :func:`unlearnkit.metrics.logit_scaled_confidence`) from models that trained on x ("IN") and from models

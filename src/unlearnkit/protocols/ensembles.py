@@ -1,9 +1,10 @@
-"""The NeurIPS-2023 ε score of a method, with reference ensembles and the ceiling an ideal unlearner reaches.
+"""The ensembles of the NeurIPS-2023 ε score: the ``reference_ensemble`` and ``unlearned_ensemble`` resources.
 
 Reference: Triantafillou et al., "Are we making progress in unlearning? Findings from the first NeurIPS
 unlearning competition", arXiv 2406.09073; the published scorer ``google-deepmind/unlearning_evaluation``
 (``main.py``, ``metric.py``). Evaluation spec §1.1, §1.5–1.8. The scorer itself
-(:func:`~unlearnkit.metrics.forget_quality`) is in ``forget_quality.py``; this module builds its inputs.
+(:func:`~unlearnkit.metrics.forget_quality`) is in ``metrics/forget_quality.py`` and the registered figures
+in ``metrics/epsilon_score.py``; this module trains (and unlearns) the models they compare.
 
 **What is compared** (as ``main.py`` does, N models per side):
 
@@ -49,12 +50,12 @@ which is what the score was built for; use the class-level metrics there.
 **Not computed.** N < 2 (the score needs two models per side), a class request, a method that does not
 apply or fails on any run, or reference training that fails: the affected keys carry
 ``"not computed: <reason>"`` (the method's failure leaves the ceiling and the retrained accuracies intact).
+A model given as a factory callable (not a registered name) is never cached on disk.
 """
 
 from __future__ import annotations
 
 import itertools
-import math
 import traceback
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
@@ -65,11 +66,14 @@ import numpy as np
 import torch
 from torch import nn
 
-from unlearnkit.engine import TrainConfig, compute_context, config_hash, labels_of, predict_logits, resolve_device
+from unlearnkit.engine import TrainConfig, compute_context, config_hash, resolve_device
 from unlearnkit.engine.ensemble import EnsembleCache, Mode, iter_ensemble
 from unlearnkit.errors import UnlearnkitError
-from unlearnkit.metrics._base import EvalContext, MetricUnavailable, NotComputed, register_metric, value_to_json
-from unlearnkit.metrics.forget_quality import final_score, forget_quality, logit_scaled_confidence
+from unlearnkit.methods import METHODS, Method, UnlearnData, create_method
+from unlearnkit.metrics import MetricUnavailable, evaluate, value_to_json
+from unlearnkit.metrics.epsilon_score import KEYS, MemberStats, member_stats
+from unlearnkit.metrics.forget_quality import forget_quality
+from unlearnkit.protocols._base import ModelFactory, ResourceBuilder, ResourceInputs, register_resource
 from unlearnkit.scenario import Scenario
 
 #: seeds of the scenario with seed s: ``s * SEED_STRIDE + offset + i`` for member i
@@ -81,71 +85,10 @@ MAX_MODELS = 10_000  # the offsets above keep the four families apart up to this
 
 #: the pseudo-method of the model before unlearning (the runner's row name)
 ORIGINAL = "original"
-
-#: every key :func:`forget_quality_eval` returns
-KEYS = ("forget_quality", "final_score", "forget_quality_ceiling", "final_score_ceiling", "ensemble_n",
-        "ra_u", "ra_r", "ta_u", "ta_r")  # fmt: skip
-_METHOD_KEYS = ("forget_quality", "final_score", "ra_u", "ta_u")  # what a failed method leaves not computed
-#: keys whose value is the same for every method of a scenario (reference figures, not a gap to retrain)
-REFERENCE_KEYS = ("forget_quality_ceiling", "final_score_ceiling", "ensemble_n", "ra_r", "ta_r")
+#: the pseudo-method of given checkpoints (the runner's audit rows)
+AUDIT = "audit"
 
 Value = float | str  # a number, or "not computed: <reason>"
-
-
-# ---------------------------------------------------------------------------------------------------
-# Registered names (values come from the ensemble evaluation, not from one model)
-# ---------------------------------------------------------------------------------------------------
-
-
-def _needs_ensembles(ctx: EvalContext) -> float:
-    raise MetricUnavailable("needs reference ensembles (set ensemble_n >= 2 in the run config)")
-
-
-for _name, _hib, _desc in (
-    ("forget_quality", True, "NeurIPS-2023 forgetting quality F, N unlearned vs N retrained models (read vs ceiling)"),
-    ("final_score", True, "NeurIPS-2023 score F × (RA_U/RA_R) × (TA_U/TA_R), uncapped"),
-    ("forget_quality_ceiling", None, "F of an independent retrained ensemble vs the retrained one: the best at this N"),
-    ("final_score_ceiling", None, "final score of the independent retrained ensemble (the ideal unlearner)"),
-    ("ensemble_n", None, "models per side N of the forgetting-quality ensembles"),
-    ("ra_u", True, "mean retain accuracy of the N unlearned models (fraction)"),
-    ("ra_r", None, "mean retain accuracy of the N retrained models (fraction)"),
-    ("ta_u", True, "mean test accuracy of the N unlearned models (fraction)"),
-    ("ta_r", None, "mean test accuracy of the N retrained models (fraction)"),
-):
-    register_metric(_name, higher_is_better=_hib, description=_desc)(_needs_ensembles)
-
-
-# ---------------------------------------------------------------------------------------------------
-# Per-model figures
-# ---------------------------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class MemberStats:
-    """What the score needs from one model.
-
-    Attributes:
-        phi: ``[|S|]`` logit-scaled confidence on the forget set, in the set's order.
-        retain_acc: accuracy on D_r (fraction).
-        test_acc: accuracy on the test set (fraction).
-    """
-
-    phi: np.ndarray
-    retain_acc: float
-    test_acc: float
-
-
-def member_stats(model: nn.Module, scenario: Scenario, device: torch.device) -> MemberStats:
-    """φ on D_f and the retain/test accuracies of ``model``."""
-
-    def acc(split: str) -> float:
-        ds = scenario.split(split)
-        logits = predict_logits(model, ds, device=device)
-        return float((logits.argmax(1) == labels_of(ds)).double().mean())
-
-    logits = predict_logits(model, scenario.forget, device=device)
-    phi = logit_scaled_confidence(logits, labels_of(scenario.forget).numpy())
-    return MemberStats(phi=phi, retain_acc=acc("retain"), test_acc=acc("test"))
 
 
 def ensemble_seeds(scenario_seed: int, n: int, offset: int = 0) -> list[int]:
@@ -171,27 +114,51 @@ class _Setup:
     batch_models: int
     mode: Mode
     on_epoch: Callable[[int, int, float], None] | None
+    factory: Callable[[], nn.Module] | None = None  # builds the model (default: the registered ``model_name``)
+    disk: bool = True  # False: members are never written (a factory callable has no stable key)
+
+    @classmethod
+    def of(cls, b: ResourceBuilder) -> _Setup:
+        """The setup of a builder's inputs."""
+        i = b.inputs
+        train = i.require_recipe("the ε score's ensembles")
+        mode: Any = i.ensemble_mode
+        return cls(i.scenario, i.model_name, dict(i.model_kwargs), train, i.device, b.ensemble_cache,
+                   i.ensemble_batch_models, mode, i.on_epoch, i.make_model, b.disk)  # fmt: skip
 
     def make_model(self) -> nn.Module:
+        """A fresh member."""
+        if self.factory is not None:
+            return self.factory()
         from unlearnkit.models import create_model
 
         b = self.scenario.bundle
         return create_model(self.model_name, b.num_classes, b.in_shape, **self.model_kwargs)
 
+    @property
+    def disk_cache(self) -> EnsembleCache | None:
+        """Where members are stored (``None``: not on disk)."""
+        return self.cache if self.disk else None
+
     def key(self, split: str) -> dict[str, Any]:
         """Cache key of models trained on ``split`` ("train" = D, "retain" = D_r), without recipe and seed:
         data and architecture fingerprints, split indices, and the compute context of this process."""
-        from unlearnkit.models import model_fingerprint
-
         s, b = self.scenario, self.scenario.bundle
         compute = compute_context(self.device, threads=torch.get_num_threads(), deterministic=True,
                                   amp=self.train_cfg.amp)  # fmt: skip
         return {
             "ensemble": "forget_quality", "dataset": b.name, "n_train": len(b.train_targets), "data": b.fingerprint(),
             "model": self.model_name, "model_kwargs": self.model_kwargs, "split": split,
-            "arch": model_fingerprint(self.model_name, b.num_classes, b.in_shape, **self.model_kwargs),
+            "arch": self._arch(),
             "idx": config_hash({"i": s.split_indices(split).tolist()}), "compute": compute,
         }  # fmt: skip
+
+    def _arch(self) -> str:
+        """Architecture fingerprint: of the registered model, or of what a user factory builds."""
+        from unlearnkit.models import factory_fingerprint
+
+        b = self.scenario.bundle
+        return factory_fingerprint(self.factory or self.model_name, b.num_classes, b.in_shape, **self.model_kwargs)
 
     def memo_key(self, split: str, seed: int) -> str:
         member = self.cache.member_hash(self.key(split), self.train_cfg, seed)
@@ -204,7 +171,7 @@ class _Setup:
         if need:
             members = iter_ensemble(
                 self.make_model, self.scenario.split(split), self.train_cfg, need, device=self.device,
-                batch_models=self.batch_models, mode=self.mode, cache=self.cache, key=self.key(split),
+                batch_models=self.batch_models, mode=self.mode, cache=self.disk_cache, key=self.key(split),
                 on_epoch=self.on_epoch, where=f"training the {split} ensemble",
             )  # fmt: skip
             for s, model in members:
@@ -215,7 +182,7 @@ class _Setup:
         """The runner's original model: trained on D with the scenario's seed, by the plain loop."""
         seed = self.scenario.seed
         members = iter_ensemble(self.make_model, self.scenario.train, self.train_cfg, [seed], device=self.device,
-                                mode="loop", cache=self.cache, key=self.key("train"), on_epoch=self.on_epoch,
+                                mode="loop", cache=self.disk_cache, key=self.key("train"), on_epoch=self.on_epoch,
                                 where="training the original model")  # fmt: skip
         return next(iter(members))[1]
 
@@ -254,19 +221,6 @@ def unlearn_ensemble(
 # ---------------------------------------------------------------------------------------------------
 
 
-def _nc(reason: str) -> str:
-    return value_to_json(NotComputed(reason))
-
-
-def _all_not_computed(reason: str) -> dict[str, Value]:
-    return {k: _nc(reason) for k in KEYS}
-
-
-def _mean(values: Iterable[float]) -> float:
-    v = list(values)
-    return math.fsum(v) / len(v)
-
-
 def _check_n(n_models: Any) -> str | None:
     """Why ``n_models`` cannot give a score (None if it can); bad values raise."""
     if isinstance(n_models, bool) or not isinstance(n_models, int) or n_models < 0:
@@ -274,7 +228,7 @@ def _check_n(n_models: Any) -> str | None:
     if n_models > MAX_MODELS:
         raise UnlearnkitError(f"ensemble_n must be <= {MAX_MODELS}, got {n_models}")
     if n_models == 0:
-        return "reference ensembles are off (ensemble_n = 0)"
+        return "the ε score is off (ensemble_n = 0; set it >= 2)"
     if n_models == 1:
         return "ensemble_n = 1: the ε score needs at least 2 models per side"
     return None
@@ -291,34 +245,15 @@ def request_unsupported_reason(scenario: Scenario) -> str | None:
 
 
 @dataclass(frozen=True)
-class _References:
-    """The retrained ensemble R, the independent one C, and C's F against R (the ceiling)."""
+class ReferenceEnsembles:
+    """The retrained ensemble R, the independent one C, and C's F against R (the ceiling).
+
+    The value of the ``reference_ensemble`` resource.
+    """
 
     retrained: list[MemberStats]
     ceiling: list[MemberStats]
     ceiling_f: float
-
-
-def _score(unlearned: list[MemberStats] | str, refs: _References) -> dict[str, Value]:
-    """The returned dict from the three ensembles' stats (``unlearned`` may be a not-computed reason)."""
-    retrained, ceiling, f_c = refs.retrained, refs.ceiling, refs.ceiling_f
-    n = len(retrained)
-    phi_r = np.stack([m.phi for m in retrained])
-    ra_r, ta_r = _mean(m.retain_acc for m in retrained), _mean(m.test_acc for m in retrained)
-    ra_c, ta_c = _mean(m.retain_acc for m in ceiling), _mean(m.test_acc for m in ceiling)
-    out: dict[str, Value] = {
-        "forget_quality_ceiling": f_c, "final_score_ceiling": final_score(f_c, ra_c, ra_r, ta_c, ta_r),
-        "ensemble_n": float(n), "ra_r": ra_r, "ta_r": ta_r,
-    }  # fmt: skip
-    if isinstance(unlearned, str):
-        out.update({k: _nc(unlearned) for k in _METHOD_KEYS})
-    else:
-        phi_u = np.stack([m.phi for m in unlearned])
-        ra_u, ta_u = _mean(m.retain_acc for m in unlearned), _mean(m.test_acc for m in unlearned)
-        f = forget_quality(phi_u, phi_r).F
-        out.update({"forget_quality": f, "final_score": final_score(f, ra_u, ra_r, ta_u, ta_r), "ra_u": ra_u,
-                    "ta_u": ta_u})  # fmt: skip
-    return {k: out[k] for k in KEYS}
 
 
 def _failure(what: str, e: Exception) -> str:
@@ -327,7 +262,7 @@ def _failure(what: str, e: Exception) -> str:
     return f"{what}: {type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}{where}"
 
 
-def _references(setup: _Setup, n: int) -> _References | str:
+def _references(setup: _Setup, n: int) -> ReferenceEnsembles | str:
     """R, C and the ceiling F (memoised: the same for every method), or why they could not be trained."""
     r_seeds = ensemble_seeds(setup.scenario.seed, n)
     c_seeds = ensemble_seeds(setup.scenario.seed, n, CEILING_OFFSET)
@@ -344,105 +279,102 @@ def _references(setup: _Setup, n: int) -> _References | str:
         setup.cache.memo[key] = forget_quality(
             np.stack([m.phi for m in ceiling]), np.stack([m.phi for m in retrained])
         ).F
-    return _References(retrained, ceiling, setup.cache.memo[key])
+    return ReferenceEnsembles(retrained, ceiling, setup.cache.memo[key])
 
 
-def forget_quality_eval(
-    scenario: Scenario,
-    method_name: str,
-    params: dict[str, Any] | None,
-    model_name: str,
-    train_cfg: TrainConfig,
-    n_models: int,
-    *,
-    device: str | torch.device = "auto",
-    cache: EnsembleCache | None = None,
-    model_kwargs: dict[str, Any] | None = None,
-    original: nn.Module | None = None,
-    originals: Literal["shared", "per_seed"] = "shared",
-    batch_models: int = 16,
-    mode: Mode = "auto",
-    on_epoch: Callable[[int, int, float], None] | None = None,
-) -> dict[str, Value]:
-    """F, the final score and their ceilings for ``method_name`` on ``scenario`` with N models per side.
+# -- the resources ----------------------------------------------------------------------------------------
 
-    Args:
-        scenario: the scenario (its forget set is S).
-        method_name: a registered method, or ``"original"`` (the model before unlearning).
-        params: the method's hyperparameters (as stored with the run; ``None`` = defaults).
-        model_name: registered model of the ensembles (the run's model).
-        train_cfg: recipe of every trained model (the run's ``train`` section).
-        n_models: N, models per side (0 = off; 1 gives not-computed values).
-        device: where to train and evaluate.
-        cache: where ensemble members are stored (default ``$UNLEARNKIT_CACHE/ensembles``); pass the same
-            object for every method of a run so the reference figures are computed once.
-        model_kwargs: passed to the model factory.
-        original: the runner's original model (trained on D with the scenario's seed); trained and
-            cached here when not given. Used with ``originals="shared"``.
-        originals: ``"shared"`` (every unlearning run starts from ``original``, as published) or
-            ``"per_seed"`` (from N originals, one per run).
-        batch_models, mode: see :func:`~unlearnkit.engine.ensemble.train_ensemble`.
-        on_epoch: progress callback of every training.
 
-    Returns:
-        Every name in :data:`KEYS` mapped to a float, or to ``"not computed: <reason>"``.
+def _given_count(inputs: ResourceInputs) -> int | None:
+    given = inputs.unlearned_models
+    return len(given) if isinstance(given, Sequence) else None
 
-    Raises:
-        UnlearnkitError: bad input (N, unknown method or hyperparameter, unknown ``originals``).
-    """
-    from unlearnkit.methods import METHODS, UnlearnData, create_method
 
-    why = _check_n(n_models)
-    if originals not in ("shared", "per_seed"):
-        raise UnlearnkitError(f"originals must be 'shared' or 'per_seed', got {originals!r}")
+def _method(inputs: ResourceInputs) -> Method | None:
+    """The audited method, instantiated and validated (``None`` for the original row or given models)."""
+    if inputs.unlearned_models is not None or inputs.method in (None, ORIGINAL, AUDIT):
+        return None
+    return create_method(inputs.method, **inputs.params)
+
+
+def _ensemble_check(b: ResourceBuilder) -> str | None:
+    """Why the ε score does not apply to these inputs (checked before any training; bad input raises)."""
+    i = b.inputs
+    if i.ensemble_originals not in ("shared", "per_seed"):
+        raise UnlearnkitError(f"originals must be 'shared' or 'per_seed', got {i.ensemble_originals!r}")
+    why = _check_n(i.ensemble_n)
+    n_given = _given_count(i)
+    if i.ensemble_n != 0 and n_given is not None and n_given < 2:
+        why = f"{n_given} model given: the ε score needs at least 2 unlearned models (N checkpoints of N runs)"
     method = None
-    if method_name != ORIGINAL:
-        setting = METHODS.get(method_name).setting  # unknown names raise
+    if i.method not in (None, ORIGINAL, AUDIT) and i.unlearned_models is None:
+        setting = METHODS.get(i.method).setting  # unknown names raise
         if setting != 1:  # few-shot / concept methods (their run params include e.g. "shots")
-            why = why or f"method {method_name!r} is a setting-{setting} method; only setting-1 methods are ensembled"
+            why = why or f"method {i.method!r} is a setting-{setting} method; only setting-1 methods are ensembled"
         else:
-            method = create_method(method_name, **(params or {}))
-            method.validate_params()
-    why = why or request_unsupported_reason(scenario)
+            method = _method(i)
+            method.validate_params()  # type: ignore[union-attr]
+    why = why or request_unsupported_reason(i.scenario)
     if why is None and method is not None:
-        why = method.unsupported_reason(scenario.request)
-    if why is not None:
-        return _all_not_computed(why)
+        why = method.unsupported_reason(i.scenario.request)
+    return why
 
-    dev = resolve_device(device)
-    setup = _Setup(scenario, model_name, dict(model_kwargs or {}), train_cfg, dev, cache or EnsembleCache(),
-                   batch_models, mode, on_epoch)  # fmt: skip
-    refs = _references(setup, n_models)
+
+@register_resource("reference_ensemble", depends_on=("scenario", "model", "train", "seed", "ensemble_n"),
+                   check=_ensemble_check)  # fmt: skip
+def reference_ensemble(b: ResourceBuilder) -> ReferenceEnsembles:
+    """N models retrained on D_r, an independent ensemble of N more, and the ceiling F (the ε score's references)."""
+    refs = _references(_Setup.of(b), b.inputs.ensemble_n)
     if isinstance(refs, str):
-        return _all_not_computed(refs)
-    run_seeds = ensemble_seeds(scenario.seed, n_models, UNLEARN_OFFSET)
+        raise MetricUnavailable(refs)
+    return refs
 
-    unlearned: list[MemberStats] | str
+
+def _unlearned_key(inputs: ResourceInputs) -> tuple[str, ...]:
+    """Given models are the unlearned side whatever the row's method (an audit set: one key for its rows)."""
+    common = ("scenario", "model", "train", "seed", "ensemble_n")
+    if inputs.unlearned_models is not None:
+        return (*common, "unlearned_models")
+    return (*common, "ensemble_originals", "method", "params", "original")
+
+
+@register_resource("unlearned_ensemble", depends_on=_unlearned_key, check=_ensemble_check, max_kept=1)
+def unlearned_ensemble(b: ResourceBuilder) -> list[MemberStats]:
+    """The N unlearned models' figures: the method run N times (from the shared original), or the given models."""
+    b.get("reference_ensemble")  # trained first: a failure there is every ε figure's reason
+    i = b.inputs
+    setup = _Setup.of(b)
+    n, dev, scenario = i.ensemble_n, i.device, i.scenario
+    if i.unlearned_models is not None:
+        given = i.unlearned_models() if callable(i.unlearned_models) else i.unlearned_models
+        return [member_stats(m, scenario, dev) for m in given]
+    if i.method is None:
+        raise MetricUnavailable(
+            "the ε score needs N unlearned models (unlearned_models=[...]) or a method to run N times (method=...)"
+        )
+    method = _method(i)
+    run_seeds = ensemble_seeds(scenario.seed, n, UNLEARN_OFFSET)
     try:
-        if method_name == "retrain":  # the retrain method, run per seed, batched
-            unlearned = setup.trained_stats("retain", run_seeds)
-        elif originals == "per_seed":
-            starts = ensemble_seeds(scenario.seed, n_models, ORIGINALS_OFFSET)
+        if i.method == "retrain":  # the retrain method, run per seed, batched
+            return setup.trained_stats("retain", run_seeds)
+        if i.ensemble_originals == "per_seed":
+            starts = ensemble_seeds(scenario.seed, n, ORIGINALS_OFFSET)
             if method is None:
-                unlearned = setup.trained_stats("train", starts)
-            else:
-                members = iter_ensemble(setup.make_model, scenario.train, train_cfg, starts, device=dev,
-                                        batch_models=batch_models, mode=mode, cache=setup.cache,
-                                        key=setup.key("train"), on_epoch=on_epoch)  # fmt: skip
-                unlearned = _unlearned_stats(method, _originals(members), setup, run_seeds, UnlearnData)
-        else:
-            start = original if original is not None else setup.original()
-            if method is None:  # N copies of one model: a zero-width sample
-                unlearned = [member_stats(start, scenario, dev)] * n_models
-            else:
-                unlearned = _unlearned_stats(method, start, setup, run_seeds, UnlearnData)
+                return setup.trained_stats("train", starts)
+            members = iter_ensemble(setup.make_model, scenario.train, setup.train_cfg, starts, device=dev,
+                                    batch_models=setup.batch_models, mode=setup.mode, cache=setup.disk_cache,
+                                    key=setup.key("train"), on_epoch=setup.on_epoch)  # fmt: skip
+            return _unlearned_stats(method, _originals(members), setup, run_seeds)
+        start = i.original if i.original is not None else setup.original()
+        if method is None:  # N copies of one model: a zero-width sample
+            return [member_stats(start, scenario, dev)] * n
+        return _unlearned_stats(method, start, setup, run_seeds)
     except (UnlearnkitError, KeyboardInterrupt):
         raise
     except (_MethodFailed, _OriginalsFailed) as e:
-        unlearned = str(e)
+        raise MetricUnavailable(str(e)) from None
     except Exception as e:  # training the original model(s) failed
-        unlearned = _failure("original model training failed", e)
-    return _score(unlearned, refs)
+        raise MetricUnavailable(_failure("original model training failed", e)) from None
 
 
 class _MethodFailed(Exception):
@@ -465,11 +397,11 @@ def _originals(members: Iterable[tuple[int, nn.Module]]) -> Iterator[nn.Module]:
 
 
 def _unlearned_stats(
-    method: Any, originals: nn.Module | Iterable[nn.Module], setup: _Setup, seeds: list[int], data_cls: Any
+    method: Any, originals: nn.Module | Iterable[nn.Module], setup: _Setup, seeds: list[int]
 ) -> list[MemberStats]:
     def data_for(seed: int) -> Any:
-        return data_cls.from_scenario(setup.scenario, make_model=setup.make_model, train_config=setup.train_cfg,
-                                      device=setup.device, seed=seed, on_epoch=setup.on_epoch)  # fmt: skip
+        return UnlearnData.from_scenario(setup.scenario, make_model=setup.make_model, train_config=setup.train_cfg,
+                                         device=setup.device, seed=seed, on_epoch=setup.on_epoch)  # fmt: skip
 
     out = []
     runs = iter(unlearn_ensemble(method, originals, data_for, seeds))
@@ -484,10 +416,73 @@ def _unlearned_stats(
     return out
 
 
+# -- the whole score in one call --------------------------------------------------------------------------
+
+
+def _score(builder: ResourceBuilder) -> dict[str, Value]:
+    """Every key of :data:`~unlearnkit.metrics.epsilon_score.KEYS` through the registered metrics."""
+    # the ε figures read only the resources, never the evaluated model
+    out = evaluate(nn.Identity(), builder.inputs.scenario, metrics=KEYS, resources=builder,
+                   device=builder.inputs.device)  # fmt: skip
+    return {k: value_to_json(v) for k, v in out.items()}
+
+
+def forget_quality_eval(
+    scenario: Scenario,
+    method_name: str,
+    params: dict[str, Any] | None,
+    model_name: ModelFactory,
+    train_cfg: TrainConfig,
+    n_models: int,
+    *,
+    device: str | torch.device = "auto",
+    cache: EnsembleCache | None = None,
+    model_kwargs: dict[str, Any] | None = None,
+    original: nn.Module | None = None,
+    originals: Literal["shared", "per_seed"] = "shared",
+    batch_models: int = 16,
+    mode: Mode = "auto",
+    on_epoch: Callable[[int, int, float], None] | None = None,
+) -> dict[str, Value]:
+    """F, the final score and their ceilings for ``method_name`` on ``scenario`` with N models per side.
+
+    Args:
+        scenario: the scenario (its forget set is S).
+        method_name: a registered method, or ``"original"`` (the model before unlearning).
+        params: the method's hyperparameters (as stored with the run; ``None`` = defaults).
+        model_name: registered model of the ensembles (the run's model), or a zero-argument factory.
+        train_cfg: recipe of every trained model (the run's ``train`` section).
+        n_models: N, models per side (0 = off; 1 gives not-computed values).
+        device: where to train and evaluate.
+        cache: where ensemble members are stored (default ``$UNLEARNKIT_CACHE/ensembles``); pass the same
+            object for every method of a run so the reference figures are computed once.
+        model_kwargs: passed to the model factory.
+        original: the runner's original model (trained on D with the scenario's seed); trained and
+            cached here when not given. Used with ``originals="shared"``.
+        originals: ``"shared"`` (every unlearning run starts from ``original``, as published) or
+            ``"per_seed"`` (from N originals, one per run).
+        batch_models, mode: see :func:`~unlearnkit.engine.ensemble.train_ensemble`.
+        on_epoch: progress callback of every training.
+
+    Returns:
+        Every name in :data:`~unlearnkit.metrics.epsilon_score.KEYS` mapped to a float, or to
+        ``"not computed: <reason>"``.
+
+    Raises:
+        UnlearnkitError: bad input (N, unknown method or hyperparameter, unknown ``originals``).
+    """
+    inputs = ResourceInputs(
+        scenario, model=model_name, model_kwargs=dict(model_kwargs or {}), train=train_cfg, device=device,
+        method=method_name, params=dict(params or {}), original=original, ensemble_n=n_models,
+        ensemble_originals=originals, ensemble_batch_models=batch_models, ensemble_mode=mode, on_epoch=on_epoch,
+    )  # fmt: skip
+    return _score(ResourceBuilder(inputs, ensemble_cache=cache or EnsembleCache()))
+
+
 def forget_quality_of_models(
     scenario: Scenario,
     models: Sequence[nn.Module],
-    model_name: str,
+    model_name: ModelFactory,
     train_cfg: TrainConfig,
     *,
     device: str | torch.device = "auto",
@@ -502,17 +497,10 @@ def forget_quality_of_models(
     N = ``len(models)``; the retrained and ceiling ensembles are trained (or loaded) with that N, using
     ``model_name`` and ``train_cfg`` as the scenario's reference recipe.
     """
-    if len(models) < 2:
-        return _all_not_computed(
-            f"{len(models)} model given: the ε score needs at least 2 unlearned models (N checkpoints of N runs)"
-        )
-    why = _check_n(len(models)) or request_unsupported_reason(scenario)
-    if why is not None:
-        return _all_not_computed(why)
-    dev = resolve_device(device)
-    setup = _Setup(scenario, model_name, dict(model_kwargs or {}), train_cfg, dev, cache or EnsembleCache(),
-                   batch_models, mode, on_epoch)  # fmt: skip
-    refs = _references(setup, len(models))
-    if isinstance(refs, str):
-        return _all_not_computed(refs)
-    return _score([member_stats(m, scenario, dev) for m in models], refs)
+    models = list(models)
+    inputs = ResourceInputs(
+        scenario, model=model_name, model_kwargs=dict(model_kwargs or {}), train=train_cfg,
+        device=resolve_device(device), unlearned_models=models, ensemble_n=max(len(models), 2),
+        ensemble_batch_models=batch_models, ensemble_mode=mode, on_epoch=on_epoch,
+    )  # fmt: skip
+    return _score(ResourceBuilder(inputs, ensemble_cache=cache or EnsembleCache()))

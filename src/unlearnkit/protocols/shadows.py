@@ -1,13 +1,9 @@
-"""LiRA and U-LiRA with shadow models: per-example membership attacks on the forget set.
+"""LiRA / U-LiRA shadow models: the training protocol behind the ``shadow_bank`` and ``unlearned_shadows`` resources.
 
-* **LiRA** — Carlini et al., "Membership Inference Attacks From First Principles", IEEE S&P 2022,
-  arXiv 2112.03570 (evaluation spec §2.1). Does the model under audit still look as if it trained on
-  its forget examples?
-* **U-LiRA** — Hayes, Shumailov, Triantafillou, Khalifa, Papernot, "Inexact Unlearning Needs More
-  Careful Evaluations to Avoid a False Sense of Privacy", SaTML 2025, arXiv 2403.01218 (spec §2.2). The
-  same likelihood-ratio test, re-targeted to "x was trained on and then unlearned *with this method*"
-  versus "x was never trained on". The paper's body was not available to us; the construction below
-  follows the spec's summary and its reimplementations (``LiouTang/Unlearn-Apollo-Attack``).
+The attacks themselves (and their references: Carlini et al. 2022, arXiv 2112.03570; Hayes et al., SaTML
+2025, arXiv 2403.01218; evaluation spec §2.1-2.2) are in :mod:`unlearnkit.metrics.shadow_attacks`; this
+module trains what they compare against. The U-LiRA construction follows the spec's summary and its
+reimplementations (``LiouTang/Unlearn-Apollo-Attack``).
 
 **Scored examples.** The target models' member side is the scenario's forget set D_f, its non-member
 side a held-out split (``nonmember_split``: ``auto`` = the forgotten class's test images for class-level
@@ -22,9 +18,8 @@ examples are paired at random, each pair gets a random pattern with ⌊M/2⌋ on
 every example is IN for ⌊M/2⌋ or ⌈M/2⌉ shadows (the reference ``train.py`` guarantees the same with its
 ``num_experiments`` draw) and every shadow trains on exactly half of the 2k scored examples.
 
-**LiRA (online).** IN = φ(x) of shadows that trained on x, OUT = φ(x) of those that did not; the target's
-φ(x) is scored with the Gaussian log-likelihood ratio of :func:`~unlearnkit.metrics.functional.lira.lira_scores`
-(median μ, σ = std + 1e-30; φ = :func:`~unlearnkit.metrics.logit_scaled_confidence`).
+**LiRA (online).** IN = φ(x) of shadows that trained on x, OUT = φ(x) of those that did not (the
+``shadow_bank`` resource holds both: the untouched shadows' φ and the keep mask).
 
 **U-LiRA.** Every shadow is then unlearned with the method and hyperparameters under audit. Its forget
 set F_m is the half of the scored examples it trained on (k examples, so |F_m| = |D_f| whenever the
@@ -35,19 +30,16 @@ the rest of its half. IN = φ(x) of *unlearned* shadows with x ∈ F_m (every sh
 scored x has unlearned it), OUT = φ(x) of the *untouched* shadows that never trained on x (the "retrain
 without x" distribution; as in Apollo's ``ULiRA.py``). The held-out target models (the audited model,
 never a shadow) are scored on their forget vs non-member examples; we report AUC, TPR at 1% FPR and the
-best balanced attack accuracy (50% = indistinguishable from retraining).
-
-**Reading the numbers.** All six metrics are ``higher_is_better=None``: an unlearned model should score
-what the model retrained on D_r scores (≈ 0.5 AUC, ≈ 1% TPR at 1% FPR), not the extreme; an
-over-forgotten D_f is itself detectable (AUC well below 0.5). Few shadows make the Gaussian fits noisy
-(the LiRA README recommends ``fixed_variance=True`` below ~64 shadows).
+best balanced attack accuracy (50% = indistinguishable from retraining). The ``unlearned_shadows``
+resource is the ``[M, 2k]`` φ of the unlearned shadows.
 
 **Cost and caching.** Shadows are trained one after another with :func:`unlearnkit.engine.train_model`
 (a plain loop: :func:`unlearnkit.engine.ensemble.train_ensemble` trains every member on the same data,
 while each shadow needs its own half of the pool) and
 cached by config hash in a :class:`~unlearnkit.engine.ModelCache` (the pool's exact example identities,
 the keep row, model, recipe and seed); unlearned shadows are cached under the method and its
-hyperparameters as well. Without a cache the untouched shadows are kept in memory for reuse.
+hyperparameters as well. Without a cache the untouched shadows are kept in memory for reuse. A model
+given as a factory callable (not a registered name) is never cached on disk: its name does not identify it.
 """
 
 from __future__ import annotations
@@ -74,59 +66,25 @@ from unlearnkit.engine import (
 )
 from unlearnkit.errors import UnlearnkitError
 from unlearnkit.methods import Method, UnlearnData, create_method
-from unlearnkit.metrics._base import EvalContext, MetricUnavailable, MetricValue, NotComputed, register_metric
+from unlearnkit.metrics import MetricUnavailable, NotComputed
+from unlearnkit.metrics._base import MetricValue
 from unlearnkit.metrics.forget_quality import logit_scaled_confidence
-from unlearnkit.metrics.functional.lira import attack_accuracy, lira_scores, roc_auc, tpr_at_fpr
-from unlearnkit.models import MODELS, create_model, model_fingerprint
+from unlearnkit.metrics.shadow_attacks import LIRA_METRICS, ULIRA_METRICS, attack_figures
+from unlearnkit.models import MODELS, create_model, factory_fingerprint
+from unlearnkit.protocols._base import ModelFactory, ResourceBuilder, register_resource
 from unlearnkit.scenario import Scenario
 
 #: fewest IN and OUT shadow values per example (a standard deviation needs two), so n_shadows >= 4
 MIN_PER_SIDE = 2
-#: the false-positive budget of the ``*_tpr_at_1pct_fpr`` metrics
-FPR_TARGET = 0.01
 NONMEMBER_SPLITS = ("auto", "test", "val", "forget_test")
-
-LIRA_METRICS = ("lira_auc", "lira_tpr_at_1pct_fpr", "lira_acc")
-ULIRA_METRICS = ("ulira_auc", "ulira_tpr_at_1pct_fpr", "ulira_acc")
-#: for the reports: every LiRA figure should *match the retrained model*, not be pushed to an extreme
-HIGHER_IS_BETTER: dict[str, bool | None] = dict.fromkeys(LIRA_METRICS + ULIRA_METRICS)
+#: pseudo-methods of the runner's rows that unlearned nothing
+NO_METHOD_ROWS = ("original", "audit")
 
 Targets = nn.Module | Sequence[nn.Module]
 
 
-# -- registry entries -----------------------------------------------------------------------------------
-# The shadow models are a per-scenario resource that EvalContext does not carry, so the values come from
-# the runner's shadow pass (ShadowBank.lira / .ulira), which overwrites these entries. Registering the
-# names gives the reports their metadata (≈: match retrain; the gap to retrain) and makes every report
-# say why a LiRA figure is absent instead of dropping the key.
-_DESCRIPTIONS = {
-    "auc": "ROC AUC, forget vs held-out examples",
-    "tpr_at_1pct_fpr": "TPR at 1% FPR, forget vs held-out examples",
-    "acc": "best balanced attack accuracy, forget vs held-out examples",
-}
-
-
-def _needs_shadows(ctx: EvalContext) -> float:
-    raise MetricUnavailable("needs shadow models (set lira_shadows >= 4 in the run config)")
-
-
-for _prefix, _what in (("lira", "LiRA (online)"), ("ulira", "U-LiRA (shadows unlearned with the same method)")):
-    for _stat, _desc in _DESCRIPTIONS.items():
-        register_metric(f"{_prefix}_{_stat}", higher_is_better=None, description=f"{_what}: {_desc} (match retrain)")(
-            _needs_shadows
-        )
-
-
 def _not_computed(names: Sequence[str], reason: str) -> dict[str, MetricValue]:
     return {n: NotComputed(reason) for n in names}
-
-
-def _figures(prefix: str, scores: np.ndarray, labels: np.ndarray) -> dict[str, MetricValue]:
-    return {
-        f"{prefix}_auc": roc_auc(scores, labels),
-        f"{prefix}_tpr_at_1pct_fpr": tpr_at_fpr(scores, labels, FPR_TARGET),
-        f"{prefix}_acc": attack_accuracy(scores, labels),
-    }
 
 
 def _paired_keep(n_shadows: int, n_cols: int, rng: np.random.Generator) -> np.ndarray:
@@ -178,6 +136,7 @@ class ShadowBank:
     is_member: np.ndarray
     keep: np.ndarray
     phi_base: np.ndarray | None = None
+    factory: Callable[[], nn.Module] | None = None
     _models: dict[int, nn.Module] = field(default_factory=dict, repr=False)
 
     # -- construction --------------------------------------------------------------------------------
@@ -185,7 +144,7 @@ class ShadowBank:
     def build(
         cls,
         scenario: Scenario,
-        model_name: str,
+        model: ModelFactory,
         train_cfg: TrainConfig,
         n_shadows: int,
         *,
@@ -197,13 +156,23 @@ class ShadowBank:
     ) -> ShadowBank:
         """Draw the pool, the scored examples and the keep mask (no training yet).
 
+        ``model`` is a registered model name or a zero-argument factory of fresh models (then ``cache`` is
+        not used: a callable has no stable identity for a disk key).
+
         Raises:
             UnlearnkitError: bad input (unknown model, n_shadows not an integer >= 0, unknown split).
             MetricUnavailable: too few shadows, or no non-member examples to compare with.
         """
         if isinstance(n_shadows, bool) or not isinstance(n_shadows, (int, np.integer)) or n_shadows < 0:
             raise UnlearnkitError(f"n_shadows must be an integer >= 0, got {n_shadows!r}")
-        MODELS.get(model_name)
+        factory = None if isinstance(model, str) else model
+        if factory is not None:
+            if not callable(factory):
+                raise UnlearnkitError(f"model must be a registered name or a callable, got {type(model).__name__}")
+            model_name, cache = f"<factory {getattr(factory, '__qualname__', type(factory).__name__)}>", None
+        else:
+            model_name = model
+            MODELS.get(model_name)
         if not isinstance(train_cfg, TrainConfig):
             raise UnlearnkitError(f"train_cfg must be a TrainConfig, got {type(train_cfg).__name__}")
         if nonmember_split not in NONMEMBER_SPLITS:
@@ -211,10 +180,11 @@ class ShadowBank:
                 f"unknown nonmember_split {nonmember_split!r}; expected one of {', '.join(NONMEMBER_SPLITS)}"
             )
         b = scenario.bundle
-        try:
-            create_model(model_name, b.num_classes, b.in_shape, **dict(model_kwargs or {}))
-        except TypeError as e:
-            raise UnlearnkitError(f"model {model_name!r} rejects its model_kwargs: {e}") from None
+        if factory is None:
+            try:
+                create_model(model_name, b.num_classes, b.in_shape, **dict(model_kwargs or {}))
+            except TypeError as e:
+                raise UnlearnkitError(f"model {model_name!r} rejects its model_kwargs: {e}") from None
         device = resolve_device(device)
         seed = scenario.seed if seed is None else int(seed)
         if n_shadows == 0:
@@ -262,12 +232,14 @@ class ShadowBank:
             scenario=scenario, model_name=model_name, model_kwargs=dict(model_kwargs or {}), train_cfg=train_cfg,
             n_shadows=int(n_shadows), seed=seed, device=device, cache=cache, nonmember_split=split, pool=pool,
             pool_labels=pool_labels, pool_id=pool_id, forget_pos=forget_pos, scored=scored, is_member=is_member,
-            keep=keep,
+            keep=keep, factory=factory,
         )  # fmt: skip
 
     # -- models ---------------------------------------------------------------------------------------
     def make_model(self) -> nn.Module:
         """A freshly initialised model of the audited architecture."""
+        if self.factory is not None:
+            return self.factory()
         b = self.scenario.bundle
         return create_model(self.model_name, b.num_classes, b.in_shape, **self.model_kwargs)
 
@@ -281,7 +253,8 @@ class ShadowBank:
             "role": "lira_shadow", "pool": self.pool_id,
             "keep": config_hash({"i": np.flatnonzero(self.keep[m]).tolist()}),
             "data": b.fingerprint(), "model": self.model_name, "model_kwargs": self.model_kwargs,
-            "arch": model_fingerprint(self.model_name, b.num_classes, b.in_shape, **self.model_kwargs),
+            "arch": factory_fingerprint(self.factory or self.model_name, b.num_classes, b.in_shape,
+                                        **self.model_kwargs),
             "train": self.train_cfg.to_dict(), "seed": _shadow_seed(self.seed, m), "compute": compute,
         }  # fmt: skip
 
@@ -312,7 +285,7 @@ class ShadowBank:
             self._models[m] = model
         return model
 
-    def _phi(self, model: nn.Module) -> np.ndarray:
+    def phi(self, model: nn.Module) -> np.ndarray:
         """φ of ``model`` on the scored examples ``[2k]``."""
         logits = predict_logits(model, Subset(self.pool, self.scored.tolist()), device=self.device)
         return logit_scaled_confidence(logits, self.pool_labels[self.scored])
@@ -320,7 +293,7 @@ class ShadowBank:
     def base_phi(self) -> np.ndarray:
         """``[M, 2k]`` φ of the untouched shadows (trains or loads them on first use)."""
         if self.phi_base is None:
-            self.phi_base = np.stack([self._phi(self.shadow(m)) for m in range(self.n_shadows)])
+            self.phi_base = np.stack([self.phi(self.shadow(m)) for m in range(self.n_shadows)])
         return self.phi_base
 
     def forget_set(self, m: int) -> np.ndarray:
@@ -349,19 +322,12 @@ class ShadowBank:
         self, prefix: str, models: list[nn.Module], in_phi: np.ndarray, *, online: bool, fixed_variance: bool
     ) -> dict[str, MetricValue]:
         try:
-            t_phis = [self._phi(t) for t in models]
+            t_phis = [self.phi(t) for t in models]
         except UnlearnkitError as e:  # e.g. NaN logits
             names = LIRA_METRICS if prefix == "lira" else ULIRA_METRICS
             return _not_computed(names, f"the target model's outputs on the scored examples: {e}")
-        in_mask = self.keep[:, self.scored]
-        out_phi = self.base_phi()
-        scores = np.concatenate([
-            lira_scores(t, in_phi, out_phi, in_mask=in_mask, out_mask=~in_mask, online=online,
-                        fixed_variance=fixed_variance)
-            for t in t_phis
-        ])  # fmt: skip
-        labels = np.tile(self.is_member, len(t_phis))
-        return _figures(prefix, scores, labels)
+        return dict(attack_figures(prefix, t_phis, in_phi, self.base_phi(), self.keep[:, self.scored], self.is_member,
+                                   online=online, fixed_variance=fixed_variance))  # fmt: skip
 
     def lira(
         self, target_model: Targets, *, online: bool = True, fixed_variance: bool = False
@@ -390,19 +356,30 @@ class ShadowBank:
         if reason is not None:
             return _not_computed(ULIRA_METRICS, reason)
         try:
-            base = self.base_phi()
+            self.base_phi()
         except Exception as e:
             return _not_computed(ULIRA_METRICS, f"training the LiRA shadow models failed: {type(e).__name__}: {e}")
-        unlearned = np.empty_like(base)
+        try:
+            unlearned = self.unlearned_phi(m_obj)
+        except MetricUnavailable as e:
+            return _not_computed(ULIRA_METRICS, str(e))
+        return self._attack("ulira", models, unlearned, online=True, fixed_variance=fixed_variance)
+
+    def unlearned_phi(self, method: Method) -> np.ndarray:
+        """``[M, 2k]`` φ of every shadow after unlearning its forget set with ``method`` (cached models).
+
+        Raises:
+            MetricUnavailable: unlearning a shadow failed (the reason names the shadow and the error).
+        """
+        unlearned = np.empty((self.n_shadows, len(self.scored)))
         for m in range(self.n_shadows):
             try:
-                unlearned[m] = self._phi(self._unlearned_shadow(m_obj, m))
-            except Exception as e:
-                return _not_computed(
-                    ULIRA_METRICS,
-                    f"unlearning shadow model {m} with {m_obj.name} failed: {type(e).__name__}: {e}",
-                )
-        return self._attack("ulira", models, unlearned, online=True, fixed_variance=fixed_variance)
+                unlearned[m] = self.phi(self._unlearned_shadow(method, m))
+            except Exception as e:  # a NaN loss, or the method rejecting the shadow's data
+                raise MetricUnavailable(
+                    f"unlearning shadow model {m} with {method.name} failed: {type(e).__name__}: {e}"
+                ) from None
+        return unlearned
 
     def _unlearned_shadow(self, method: Method, m: int) -> nn.Module:
         forget = self.forget_set(m)
@@ -455,7 +432,7 @@ def _on_bank(
 
 def run_lira(
     scenario: Scenario,
-    model_name: str,
+    model_name: ModelFactory,
     train_cfg: TrainConfig,
     n_shadows: int,
     *,
@@ -473,7 +450,8 @@ def run_lira(
 
     Args:
         scenario: the scenario (D, D_f and the non-member split).
-        model_name: registered architecture of the audited model (shadows use the same).
+        model_name: registered architecture of the audited model (shadows use the same), or a zero-argument
+            factory of fresh models.
         train_cfg: the recipe the audited model's original was trained with.
         n_shadows: number of shadow models M (>= 4; 0 = off).
         target_model: the model under audit (or several, pooled).
@@ -500,7 +478,7 @@ def run_ulira(
     scenario: Scenario,
     method_name: str,
     params: Mapping[str, Any] | None,
-    model_name: str,
+    model_name: ModelFactory,
     train_cfg: TrainConfig,
     n_shadows: int,
     *,
@@ -529,3 +507,66 @@ def run_ulira(
         scenario, model_name, train_cfg, n_shadows, device=device, seed=seed, cache=cache,
         model_kwargs=model_kwargs, nonmember_split=nonmember_split,
     )  # fmt: skip
+
+
+# -- the resources ----------------------------------------------------------------------------------------
+# Key construction of the shadows on disk stays in ShadowBank (_base_key, pool_id); the in-memory key of the
+# resources is the hash of the inputs named in depends_on (protocols._base.resource_key).
+
+_BANK_INPUTS = ("scenario", "model", "train", "seed", "lira_shadows", "lira_nonmember_split")
+
+
+def _bank(b: ResourceBuilder) -> ShadowBank:
+    """The shadow bank of ``b``'s inputs, drawn but not trained (raises MetricUnavailable when off)."""
+    i = b.inputs
+    if not i.lira_shadows:
+        raise MetricUnavailable("LiRA is off (lira_shadows = 0; set it >= 4)")
+    train = i.require_recipe("LiRA's shadow models")
+    return ShadowBank.build(
+        i.scenario, i.model if i.model is not None else "", train, i.lira_shadows, device=i.device, seed=i.seed,
+        cache=b.model_cache, model_kwargs=i.model_kwargs, nonmember_split=i.lira_nonmember_split,
+    )  # fmt: skip
+
+
+def _bank_parts(b: ResourceBuilder) -> int:
+    return int(b.inputs.lira_shadows)
+
+
+def _bank_part(b: ResourceBuilder, m: int) -> None:
+    """Train untouched shadow ``m`` into the model cache (the Ray backend's shadow task)."""
+    _bank(b).shadow(m)
+
+
+@register_resource("shadow_bank", depends_on=_BANK_INPUTS, parts=_bank_parts, build_part=_bank_part, max_kept=1)
+def shadow_bank(b: ResourceBuilder) -> ShadowBank:
+    """LiRA's M shadow models of the scenario, trained (φ of the untouched shadows on the scored examples)."""
+    bank = _bank(b)
+    try:
+        bank.base_phi()
+    except Exception as e:  # a shadow failed to train (e.g. NaN loss)
+        raise MetricUnavailable(f"training the LiRA shadow models failed: {type(e).__name__}: {e}") from None
+    return bank
+
+
+def _ulira_check(b: ResourceBuilder) -> str | None:
+    i = b.inputs
+    if i.method is None:
+        return "U-LiRA audits an unlearning method; none was given (method=...)"
+    if i.method in NO_METHOD_ROWS:
+        return f"U-LiRA audits an unlearning method; the {i.method} row has none"
+    if i.shots is not None:
+        return "U-LiRA's shadows unlearn full forget sets, not k-shot ones"
+    return None
+
+
+@register_resource("unlearned_shadows", depends_on=(*_BANK_INPUTS, "method", "params"), check=_ulira_check, max_kept=2)
+def unlearned_shadows(b: ResourceBuilder) -> np.ndarray:
+    """U-LiRA: ``[M, 2k]`` φ of the shadows after unlearning with the audited method and hyperparameters."""
+    i = b.inputs
+    method = create_method(i.method or "", **i.params)
+    method.validate_params()
+    reason = method.unsupported_reason(i.scenario.request)
+    if reason is not None:
+        raise MetricUnavailable(reason)
+    bank = b.get("shadow_bank")
+    return bank.unlearned_phi(method)
