@@ -200,6 +200,8 @@ class Hyperparameters:
     """
 
     name: ClassVar[str] = ""
+    #: the paper the method implements (authors, venue, year, arXiv id); shown by `unlearnkit list methods --cite`
+    paper: ClassVar[str] = ""
     _parameter_constraints: ClassVar[dict[str, list[Any]]] = {}
     #: the talk's setting: 1 = forget/retain data available, 2 = no retain data (few-shot), 3 = concept (CLIP)
     setting: ClassVar[int] = 1
