@@ -64,7 +64,7 @@ class TinyNet(nn.Module):
 def trained(digits_class_scenario) -> dict[str, nn.Module]:
     """One tiny model per example architecture, trained through ``uk.train`` (so each remembers its recipe)."""
     cfgs = {"mlp": RECIPE, "small_cnn": TrainConfig(epochs=1), "vit_digits": TrainConfig(epochs=1)}
-    names = {METHODS.get(n).example_model for n in list_methods()} | {"mlp"}
+    names = {METHODS.get(n).example_model for n in list_methods(modality="classifier")} | {"mlp"}
     return {n: uk.train(n, digits_class_scenario, config=cfgs.get(n, RECIPE), device="cpu") for n in sorted(names)}
 
 
@@ -72,7 +72,7 @@ def trained(digits_class_scenario) -> dict[str, nn.Module]:
 def seen(monkeypatch) -> dict[str, UnlearnData]:
     """Records the ``UnlearnData`` every method's ``_unlearn`` receives (by method name)."""
     got: dict[str, UnlearnData] = {}
-    for name in list_methods():
+    for name in list_methods(modality="classifier"):
         cls = METHODS.get(name)
         inner = cls._unlearn
 

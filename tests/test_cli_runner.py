@@ -121,6 +121,16 @@ def test_list_commands():
         assert res.exit_code == 0 and all(e in res.output for e in expect), (what, res.output)
 
 
+def test_list_shows_each_entrys_setting():
+    """One registry per kind: CLIP entries are rows of the same table, with their setting (and modality)."""
+    rows = {line.split("│")[1].strip(): line for line in _invoke(["list", "methods"]).output.splitlines()
+            if line.count("│") > 2}  # fmt: skip
+    assert "│ 3 " in rows["safe_clip"] and "clip" in rows["safe_clip"] and "│ 1 " in rows["neggrad"]
+    rows = {line.split("│")[1].strip(): line for line in _invoke(["list", "metrics"]).output.splitlines()
+            if line.count("│") > 2}  # fmt: skip
+    assert "│ 3 " in rows["t2v_r1"] and "│ 1,2 " in rows["acc_forget"]
+
+
 def test_help_has_examples():
     res = _invoke(["--help"])
     assert res.exit_code == 0 and "unlearnkit run" in res.output
@@ -348,5 +358,28 @@ def test_cli_runs_a_setting3_config_and_refuses_its_bad_input(tmp_path):
     for extra, msg in [(["--methods", "safe_clipp"], "safe_clipp"), (["--forget", "class:3"], "--forget")]:
         out = tmp_path / "bad"
         res = _invoke(["run", "--config", str(path), "--out", str(out), "--quiet", *extra])
+        assert res.exit_code == 2 and msg in res.output and len(res.output.strip().splitlines()) == 1, res.output
+        assert _rows(out / "results.db") == 0
+
+
+def test_cli_audits_an_exported_clip_folder_against_a_setting3_scenario(tmp_path):
+    """A save_models export (safetensors + config + word_tokenizer.json) scored beside the seed's original CLIP."""
+    path = tmp_path / "concept.yaml"
+    path.write_text(yaml.safe_dump({**TINY_CONCEPT, "save_models": True, "cache_dir": str(tmp_path / "cache")}))
+    assert _invoke(["run", "--config", str(path), "--out", str(tmp_path / "run"), "--quiet"]).exit_code == 0
+    (folder,) = (tmp_path / "run" / "models").iterdir()
+    assert {p.name for p in folder.iterdir()} >= {"model.safetensors", "config.json", "word_tokenizer.json"}
+    res = _invoke(["audit", "--model", str(folder), "--config", str(path), "--out", str(tmp_path / "a"), "--quiet"])
+    assert res.exit_code == 0, res.output
+    audited = {r["method"]: r for r in ResultsStore(tmp_path / "a" / "results.db").runs()}
+    stored = {r["method"]: r for r in ResultsStore(tmp_path / "run" / "results.db").runs()}
+    assert sorted(audited) == ["audit", "original"] and audited["audit"]["params"]["checkpoint"] == str(folder)
+    assert audited["audit"]["scenario"] == stored["unsafe_projection"]["scenario"]
+    for name in ("t2v_r1", "tstar_to_v_union_r1", "unsafe_rate_tstar", "zero_shot_acc"):  # the export's own figures
+        assert audited["audit"]["metrics"][name] == stored["unsafe_projection"]["metrics"][name], name
+    assert audited["original"]["metrics"]["t2v_r1"] == stored["original"]["metrics"]["t2v_r1"]
+    for bad, msg in [(folder / "model.safetensors", "takes a CLIP folder"), (tmp_path / "run", "no config.json")]:
+        out = tmp_path / "bad"
+        res = _invoke(["audit", "--model", str(bad), "--config", str(path), "--out", str(out), "--quiet"])
         assert res.exit_code == 2 and msg in res.output and len(res.output.strip().splitlines()) == 1, res.output
         assert _rows(out / "results.db") == 0

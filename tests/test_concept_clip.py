@@ -11,7 +11,6 @@ from transformers import CLIPModel, CLIPTextModel
 from unlearnkit.concept import (
     ConceptUnlearnData,
     WorldConfig,
-    create_concept_method,
     encode_images,
     encode_texts,
     load_clip,
@@ -21,6 +20,7 @@ from unlearnkit.concept import (
 )
 from unlearnkit.concept._method import check_lora_targets
 from unlearnkit.errors import UnlearnkitError
+from unlearnkit.methods import create_method
 
 
 @pytest.fixture(scope="module")
@@ -69,7 +69,7 @@ def test_lora_target_matching_nothing_fails_before_work(method, clip, world, mon
     import unlearnkit.concept._method as cm
 
     monkeypatch.setattr(cm, "add_lora", lambda *a, **k: pytest.fail("LoRA was injected before the check"))
-    m = create_concept_method(method, lora_targets=("k_proj", "q_porj"))
+    m = create_method(method, lora_targets=("k_proj", "q_porj"))
     with pytest.raises(UnlearnkitError, match="LoRA target 'q_porj' matches no layer") as e:
         m.unlearn(clip, ConceptUnlearnData(world.train, world.tokenizer))
     assert "\n" not in str(e.value)

@@ -1,4 +1,4 @@
-"""Contract tests generated from the concept-method registry (the setting-3 twin of test_methods_contract.py).
+"""Contract tests generated from the method registry's setting-3 (CLIP) entries (twin of test_methods_contract.py).
 
 Every registered concept method must: be default-constructible with hyperparameters stored verbatim;
 round-trip ``get_params``/``set_params``; refuse invalid hyperparameters (and non-CLIP models) before any
@@ -16,16 +16,13 @@ import torch
 from torch import nn
 from transformers import CLIPModel
 
-from unlearnkit.concept import (
-    CONCEPT_METHODS,
-    ConceptUnlearnData,
-    WorldConfig,
-    create_concept_method,
-    make_concept_world,
-)
+import unlearnkit as uk
+from unlearnkit.concept import ConceptUnlearnData, WorldConfig, make_concept_world
 from unlearnkit.errors import UnlearnkitError
+from unlearnkit.methods import METHODS, create_method, list_methods
+from unlearnkit.metrics import METRICS
 
-NAMES = CONCEPT_METHODS.list()
+NAMES = list_methods(setting=3)
 
 
 @pytest.fixture(scope="module")
@@ -38,16 +35,54 @@ def _data(world, seed=0):
 
 
 def _quick(name):
-    return create_concept_method(name, **CONCEPT_METHODS.get(name).quick_params)
+    return create_method(name, **METHODS.get(name).quick_params)
 
 
 def test_registry_has_the_three_methods():
     assert {"safe_clip", "neg_contrastive", "unsafe_projection"} <= set(NAMES)
+    assert NAMES == list_methods(modality="clip") and not set(NAMES) & set(list_methods(modality="classifier"))
+    assert "neggrad" in uk.list_methods() and "safe_clip" in uk.list_methods()  # one registry for every setting
+
+
+def test_one_metric_registry_each_evaluator_refuses_the_other_modality(world, clip):
+    """CLIP metrics sit in the one METRICS registry; evaluate and evaluate_concept each take only their own."""
+    from unlearnkit.concept import evaluate_concept
+
+    clip_names = uk.list_metrics(setting=3)
+    assert {"t2v_r1", "unsafe_rate_tstar", "zero_shot_acc"} <= set(clip_names)
+    assert all(METRICS.get(n).modality == "clip" and METRICS.get(n).settings == (3,) for n in clip_names)
+    assert all(METRICS.get(n).needs <= {"classes"} for n in clip_names)  # what the concept data may lack
+    assert "acc_forget" in uk.list_metrics(setting=1) and "t2v_r1" not in uk.list_metrics(setting=2)
+    assert set(evaluate_concept(clip, world)) == set(clip_names)  # by default, only its own modality
+    with pytest.raises(UnlearnkitError, match=r"metric 'acc_forget' scores a classifier model.*evaluate_concept"):
+        evaluate_concept(clip, world, metrics=["t2v_r1", "acc_forget"])
+    scenario = uk.Scenario(dataset="digits", forget="class:3", seed=0)
+    with pytest.raises(UnlearnkitError, match=r"metric 't2v_r1' scores a clip model.*evaluate computes classifier"):
+        uk.evaluate(nn.Linear(64, 10), scenario, metrics=["t2v_r1"])
+
+
+def test_a_clip_method_in_a_classifier_config_is_named_as_such_in_a_fresh_process():
+    """Without unlearnkit.concept imported beforehand, a CLIP method in a classifier config is still recognised."""
+    import subprocess
+    import sys
+
+    cfg = {"forget": ["class:3"], "methods": ["safe_clip"], "device": "cpu"}
+    code = f"from unlearnkit.experiments import parse_config, validate_config\nvalidate_config(parse_config({cfg!r}))"
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert proc.returncode != 0 and "method 'safe_clip' unlearns a clip model (setting 3)" in proc.stderr
+
+
+def test_a_clip_method_in_a_classifier_config_is_refused_in_one_line():
+    from unlearnkit.experiments import parse_config, validate_config
+
+    cfg = parse_config({"forget": ["class:3"], "methods": ["safe_clip"], "device": "cpu"})
+    with pytest.raises(UnlearnkitError, match=r"method 'safe_clip' unlearns a clip model .*classifier methods: "):
+        validate_config(cfg)
 
 
 @pytest.mark.parametrize("name", NAMES)
 def test_default_constructible_and_params_verbatim(name):
-    cls = CONCEPT_METHODS.get(name)
+    cls = METHODS.get(name)
     m = cls()
     sig = inspect.signature(cls.__init__)
     for p, v in m.get_params().items():
@@ -59,7 +94,7 @@ def test_default_constructible_and_params_verbatim(name):
     with pytest.raises(UnlearnkitError, match="has no hyperparameter"):
         m.set_params(not_a_param=1)
     with pytest.raises(UnlearnkitError, match="has no hyperparameter"):
-        create_concept_method(name, not_a_param=1)
+        create_method(name, not_a_param=1)
 
 
 @pytest.mark.parametrize("name", NAMES)
@@ -67,7 +102,7 @@ def test_invalid_params_raise_before_work(name, clip, world, monkeypatch):
     import unlearnkit.concept._method as cm
 
     monkeypatch.setattr(cm, "seed_everything", lambda s: pytest.fail("work started before validation"))
-    cls = CONCEPT_METHODS.get(name)
+    cls = METHODS.get(name)
     first = next(iter(cls._parameter_constraints))
     m = cls().set_params(**{first: "not-valid"})
     with pytest.raises(UnlearnkitError, match=f"parameter '{first}'"):

@@ -19,17 +19,13 @@ from PIL import Image
 from transformers import CLIPImageProcessor, CLIPModel, CLIPTokenizer, CLIPTokenizerFast
 from transformers.convert_slow_tokenizer import bytes_to_unicode
 
-from unlearnkit.concept import (
-    encode_texts,
-    evaluate_concept,
-    parse_concept_config,
-    run_concept_benchmark,
-)
+from unlearnkit.concept import encode_texts, evaluate_concept
 from unlearnkit.concept.clip import small_clip_config
-from unlearnkit.concept.runner import load_concept_data
+from unlearnkit.concept.sources import load_concept_data
 from unlearnkit.concept.visu import HFTokenizer
 from unlearnkit.errors import UnlearnkitError
-from unlearnkit.experiments import ResultsStore
+from unlearnkit.experiments import ResultsStore, run_benchmark
+from unlearnkit.experiments.config import ConceptRunConfig, parse_concept_config
 
 IMAGE_SIZE, MAX_LENGTH = 32, 16
 SCENES = ["a dog on a beach", "a man in a kitchen", "two cats on a sofa", "a plate of pasta", "a boy with a kite",
@@ -110,6 +106,12 @@ def _config(root: Path, clip_dir: Path, **extra):
     })  # fmt: skip
 
 
+def _data(cfg: ConceptRunConfig, seed: int):
+    """The config's concept data through the runner's building block."""
+    visu = cfg.visu.model_dump() if cfg.visu else None
+    return load_concept_data(cfg.dataset, seed, visu=visu, clip=cfg.clip.model_dump())
+
+
 @pytest.fixture(scope="module")
 def world(tmp_path_factory):
     root = tmp_path_factory.mktemp("pretrained_path")
@@ -135,7 +137,7 @@ def test_the_directory_loads_offline_in_the_real_formats(world):
 def test_visu_with_from_pretrained_runs_stores_and_exports(world, tmp_path):
     root, vocab = world
     cfg = _config(root, root / "clip", save_models=True)
-    data = load_concept_data(cfg, 0)
+    data = _data(cfg, 0)
     assert isinstance(data.tokenizer, HFTokenizer)  # the checkpoint's own tokenizer, not a word vocabulary
     ids, mask = data.tokenizer([data.test.unsafe_text[0]])
     want = [vocab["<|startoftext|>"], *(vocab[w + "</w>"] for w in data.test.unsafe_text[0].split())]
@@ -144,7 +146,7 @@ def test_visu_with_from_pretrained_runs_stores_and_exports(world, tmp_path):
     assert mask[0].tolist() == [1] * len(want) + [0] * (MAX_LENGTH - len(want))
     assert data.test.safe_image.batch([0]).shape == (1, 3, IMAGE_SIZE, IMAGE_SIZE)  # the processor's size
 
-    res = run_concept_benchmark(cfg, tmp_path / "out")
+    res = run_benchmark(cfg, tmp_path / "out")
     assert (res.ran, res.failed, res.trained_models) == (3, 0, 0)  # nothing pretrained: the weights are given
     runs = {r["method"]: r for r in ResultsStore(tmp_path / "out" / "results.db").runs()}
     assert sorted(runs) == ["original", "safe_clip", "unsafe_projection"]
@@ -170,7 +172,7 @@ def test_visu_with_from_pretrained_runs_stores_and_exports(world, tmp_path):
         # the tokenizer and image processor travel with it: the export is a complete CLIP checkpoint
         assert CLIPTokenizerFast.from_pretrained(path, local_files_only=True)(["a dog"]).input_ids == tok_ids
         assert CLIPImageProcessor.from_pretrained(path, local_files_only=True).to_dict() == proc_dict
-    reused = load_concept_data(_config(root, exported[0]), 0)  # and it runs through clip.from_pretrained again
+    reused = _data(_config(root, exported[0]), 0)  # and it runs through clip.from_pretrained again
     assert reused.test.safe_image.batch([0]).shape == (1, 3, IMAGE_SIZE, IMAGE_SIZE)
 
 
@@ -180,16 +182,16 @@ def test_model_without_tokenizer_files_fails_in_one_line_before_work(world, tmp_
         clip_dir = tmp_path / name
         _write_clip_dir(clip_dir, tokenizer=False, processor=processor)
         with pytest.raises(UnlearnkitError, match="has no tokenizer files") as e:
-            run_concept_benchmark(_config(root, clip_dir), tmp_path / "out")
+            run_benchmark(_config(root, clip_dir), tmp_path / "out")
         assert "\n" not in str(e.value) and str(clip_dir) in str(e.value), name
         assert not (tmp_path / "out").exists()
     # past the file check (a Hub name is not checked on disk), transformers' tokenizer of special tokens only
     # (what it builds when the files are missing) is refused too, instead of tokenizing every caption alike
     with pytest.raises(UnlearnkitError, match="has no vocabulary: no tokenizer files were found"):
-        load_concept_data(_config(root, tmp_path / "model_and_processor"), 0)
+        _data(_config(root, tmp_path / "model_and_processor"), 0)
     _write_clip_dir(tmp_path / "no_processor", processor=False)
     with pytest.raises(UnlearnkitError, match=r"has no image processor file \(preprocessor_config.json\)"):
-        run_concept_benchmark(_config(root, tmp_path / "no_processor"), tmp_path / "out")
+        run_benchmark(_config(root, tmp_path / "no_processor"), tmp_path / "out")
     assert not (tmp_path / "out").exists()
 
 
@@ -198,10 +200,10 @@ def test_checkpoint_mismatches_fail_in_one_line_before_work(world, tmp_path):
     cfg = _config(root, root / "clip").model_dump()
     too_long = parse_concept_config({**cfg, "clip": {"from_pretrained": str(root / "clip"), "max_length": 77}})
     with pytest.raises(UnlearnkitError, match=f"clip.max_length 77 exceeds the {MAX_LENGTH} positions of"):
-        run_concept_benchmark(too_long, tmp_path / "out")
+        run_benchmark(too_long, tmp_path / "out")
     clip_dir = tmp_path / "clip_224"
     _write_clip_dir(clip_dir)
     CLIPImageProcessor().save_pretrained(clip_dir)  # transformers' default: 224 px, for a 32 px vision tower
     with pytest.raises(UnlearnkitError, match=f"makes 224px images; its model expects {IMAGE_SIZE}px") as e:
-        run_concept_benchmark(_config(root, clip_dir), tmp_path / "out")
+        run_benchmark(_config(root, clip_dir), tmp_path / "out")
     assert "\n" not in str(e.value) and not (tmp_path / "out").exists()

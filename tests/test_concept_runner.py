@@ -1,4 +1,5 @@
-"""The setting-3 runner end to end on a tiny concept world, its config schema, and the pretraining target."""
+"""Setting 3 on the one run path (plan -> run_cell -> store -> reports) on a tiny concept world, its config
+kind, and the pretraining target."""
 
 from __future__ import annotations
 
@@ -11,21 +12,19 @@ import torch
 from unlearnkit.concept import (
     ConceptUnlearnData,
     WorldConfig,
-    config_setting,
     encode_images,
     encode_texts,
     evaluate_concept,
-    load_concept_config,
+    load_concept_data,
     make_concept_world,
-    parse_concept_config,
     pretrain_clip,
-    run_concept_benchmark,
     small_clip,
 )
 from unlearnkit.concept.retrieval import recall_at_k
 from unlearnkit.concept.safe_clip import SafeCLIP
 from unlearnkit.errors import ConfigError, UnlearnkitError
-from unlearnkit.experiments import ResultsStore
+from unlearnkit.experiments import ResultsStore, run_benchmark
+from unlearnkit.experiments.config import load_config, parse_concept_config
 
 TINY = {
     "name": "tiny", "setting": 3, "dataset": "concept_world",
@@ -39,7 +38,7 @@ TINY = {
 
 def test_runs_stores_reports_and_resumes(tmp_path):
     cfg = parse_concept_config({**TINY, "cache_dir": str(tmp_path / "cache")})
-    res = run_concept_benchmark(cfg, tmp_path / "out")
+    res = run_benchmark(cfg, tmp_path / "out")
     assert (res.ran, res.failed, res.trained_models) == (4, 0, 1)
     runs = ResultsStore(tmp_path / "out" / "results.db").runs()
     assert sorted(r["method"] for r in runs) == ["neg_contrastive", "original", "safe_clip", "unsafe_projection"]
@@ -53,7 +52,7 @@ def test_runs_stores_reports_and_resumes(tmp_path):
     md = (tmp_path / "out" / "report.md").read_text()
     assert "tstar_to_v_union_r1" in md and "Talk layout: concept redirection in CLIP (setting 3)" in md
     assert "| talk, ViSU/ViT-L/14 (reference) | safe_clip | 45.9 |" in md  # the talk's row beside ours
-    again = run_concept_benchmark(cfg, tmp_path / "out")  # stored runs are skipped; nothing is trained
+    again = run_benchmark(cfg, tmp_path / "out")  # stored runs are skipped; nothing is trained
     assert (again.ran, again.skipped, again.trained_models) == (0, 4, 0)
 
 
@@ -66,7 +65,7 @@ def test_exports_carry_the_word_vocabulary(tmp_path):
 
     cfg = parse_concept_config({**TINY, "methods": {"unsafe_projection": {}}, "save_models": True,
                                 "cache_dir": str(tmp_path / "cache")})  # fmt: skip
-    run_concept_benchmark(cfg, tmp_path / "out")
+    run_benchmark(cfg, tmp_path / "out")
     (folder,) = (tmp_path / "out" / "models").iterdir()
     tok = WordTokenizer.load(folder)
     world = make_concept_world(0, WorldConfig(**cfg.world.model_dump()))
@@ -84,7 +83,7 @@ def test_a_failing_method_is_recorded(tmp_path, monkeypatch):
 
     monkeypatch.setattr(SafeCLIP, "_unlearn", boom)
     cfg = parse_concept_config({**TINY, "methods": {"safe_clip": {}}, "cache_dir": str(tmp_path / "c")})
-    res = run_concept_benchmark(cfg, tmp_path / "out")
+    res = run_benchmark(cfg, tmp_path / "out")
     assert (res.ran, res.failed) == (2, 1)
     failed = ResultsStore(tmp_path / "out" / "results.db").runs(status="failed")
     assert failed[0]["method"] == "safe_clip" and "RuntimeError: diverged" in failed[0]["error"]
@@ -103,30 +102,28 @@ def test_bad_configs(change, msg):
 
 
 def test_world_twin_reaches_the_data_and_its_cache_key():
-    from unlearnkit.concept.runner import load_concept_data
-
-    default = load_concept_data(parse_concept_config(TINY), 0)
-    overlay = load_concept_data(parse_concept_config({**TINY, "world": {**TINY["world"], "twin": "overlay"}}), 0)
+    default = load_concept_data("concept_world", 0, world=parse_concept_config(TINY).world.model_dump())
+    overlay_cfg = parse_concept_config({**TINY, "world": {**TINY["world"], "twin": "overlay"}})
+    overlay = load_concept_data("concept_world", 0, world=overlay_cfg.world.model_dump())
     assert default.spec["twin"] == "independent" and overlay.spec["twin"] == "overlay"  # part of the cache key
     assert torch.equal(default.test.safe_image.pixels, overlay.test.safe_image.pixels)
     assert not torch.equal(default.test.unsafe_image.pixels, overlay.test.unsafe_image.pixels)
 
 
 def test_bad_input_fails_before_writing(tmp_path):
-    for change, msg in [({"methods": ["safe_clipp"]}, "unknown concept method 'safe_clipp'"),
+    for change, msg in [({"methods": ["safe_clipp"]}, "unknown method 'safe_clipp'"),
                         ({"methods": {"safe_clip": {"lr": -1}}}, "parameter 'lr'"),
-                        ({"metrics": ["t2v_r3"]}, "unknown concept metric"),
+                        ({"metrics": ["t2v_r3"]}, "unknown metric 't2v_r3'"),
                         ({"clip": {"config": "clip_huge"}}, "unknown small CLIP config")]:  # fmt: skip
         with pytest.raises(UnlearnkitError, match=msg):
-            run_concept_benchmark(parse_concept_config({**TINY, **change}), tmp_path / "out")
+            run_benchmark(parse_concept_config({**TINY, **change}), tmp_path / "out")
         assert not (tmp_path / "out").exists()
 
 
 def test_yaml_configs_dispatch_on_setting():
     root = Path(__file__).resolve().parents[1] / "benchmarks"
     for path in (root / "setting3_concept_world.yaml", root / "setting3_visu_clip_vit_l14.yaml"):
-        assert config_setting(path) == 3
-        cfg = load_concept_config(path)
+        cfg = load_config(path)
         assert cfg.setting == 3 and {m.name for m in cfg.method_specs()} >= {"safe_clip"}
 
 
@@ -156,29 +153,43 @@ def test_pretraining_reaches_the_retrieval_target_and_safe_clip_redirects():
     assert after["t2v_r1"] >= before["t2v_r1"] - 0.05
 
 
-def test_cli_entry_applies_overrides_and_refuses_classifier_options(tmp_path):
+def test_cli_run_applies_overrides_and_refuses_classifier_options(tmp_path):
     import yaml
+    from typer.testing import CliRunner
 
-    from unlearnkit.concept.runner import run_concept_cli
+    from unlearnkit.cli import app
 
     path = tmp_path / "s3.yaml"
     path.write_text(yaml.safe_dump({**TINY, "cache_dir": str(tmp_path / "cache")}))
-    with pytest.raises(UnlearnkitError, match="option --forget does not apply to a setting-3"):
-        run_concept_cli(path, tmp_path / "out", not_applicable={"--forget": ["class:3"]})
-    res = run_concept_cli(
-        path, tmp_path / "out", overrides={"methods": ["unsafe_projection"], "seeds": [1], "threads": 1}, epochs=1
-    )
+    res = CliRunner().invoke(app, ["run", "-c", str(path), "--out", str(tmp_path / "out"), "-q", "--forget", "class:3"])
+    assert res.exit_code == 2 and "option --forget does not apply to a setting-3" in res.output
+    assert not (tmp_path / "out").exists()
+    args = ["run", "-c", str(path), "--out", str(tmp_path / "out"), "-q", "--methods", "unsafe_projection",
+            "--seeds", "1", "--threads", "1", "--epochs", "1"]  # fmt: skip
+    res = CliRunner().invoke(app, args)
+    assert res.exit_code == 0, res.output
     runs = ResultsStore(tmp_path / "out" / "results.db").runs()
-    assert res.ran == 2 and {r["seed"] for r in runs} == {1}
+    assert len(runs) == 2 and {r["seed"] for r in runs} == {1}
     assert {r["method"] for r in runs} == {"original", "unsafe_projection"}
-    assert runs[0]["config"]["pretrain"]["epochs"] == 1
+    assert runs[0]["config"]["concept"]["pretrain"]["epochs"] == 1
 
 
 def test_talk_layout_section_only_for_concept_runs():
-    from unlearnkit.concept.report import talk_layout_concept
+    from unlearnkit.reports.concept import talk_layout_concept
 
     assert talk_layout_concept([{"scenario": {"dataset": "digits", "forget": "class:3"}, "method": "x"}]) is None
     run = {"scenario": {"dataset": "concept_world", "forget": "concept:unsafe"}, "method": "original", "model": "m",
            "seed": 0, "params": {}, "metrics": {"t2v_r1": 0.5, "unsafe_rate_tstar": 1.0}}  # fmt: skip
     sec = talk_layout_concept([run])
     assert sec is not None and "| measured: concept_world/m | original | 50.0 |" in sec.markdown
+
+
+def test_load_config_returns_the_kind_its_setting_names():
+    from unlearnkit.experiments.config import ConceptRunConfig, RunConfig, load_config, parse_config
+
+    root = Path(__file__).resolve().parents[1] / "benchmarks"
+    assert type(load_config(root / "setting3_concept_world.yaml")) is ConceptRunConfig
+    assert type(load_config(root / "setting1_digits.yaml")) is RunConfig
+    assert type(parse_config(TINY)) is ConceptRunConfig
+    with pytest.raises(ConfigError, match="world: unknown key"):  # a setting-1 config has no CLIP sections
+        parse_config({k: v for k, v in TINY.items() if k != "setting"})

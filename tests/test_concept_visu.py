@@ -85,8 +85,8 @@ def test_missing_image_file_and_bad_json(visu):
 
 
 def test_visu_benchmark_with_a_small_clip(visu, tmp_path):
-    from unlearnkit.concept import parse_concept_config, run_concept_benchmark
-    from unlearnkit.experiments import ResultsStore
+    from unlearnkit.experiments import ResultsStore, run_benchmark
+    from unlearnkit.experiments.config import parse_concept_config
 
     cfg = parse_concept_config({
         "setting": 3, "dataset": "visu", "device": "cpu", "cache_dir": str(tmp_path / "cache"),
@@ -94,7 +94,7 @@ def test_visu_benchmark_with_a_small_clip(visu, tmp_path):
         "clip": {"config": "clip_tiny", "image_size": 16, "max_length": 12}, "pretrain": {"epochs": 1, "batch_size": 4},
         "methods": ["unsafe_projection"],
     })  # fmt: skip
-    res = run_concept_benchmark(cfg, tmp_path / "out")
+    res = run_benchmark(cfg, tmp_path / "out")
     assert (res.ran, res.failed) == (2, 0)
     runs = ResultsStore(tmp_path / "out" / "results.db").runs()
     assert {r["scenario"]["dataset"] for r in runs} == {"visu"} and {r["scenario"]["n_test"] for r in runs} == {3}

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import re
 import sys
 import tomllib
@@ -24,12 +25,10 @@ ARXIV = re.compile(r"arXiv[: ](\d{4}\.\d{4,5})")
 
 
 def _method_classes() -> dict[str, type]:
-    classes = {n: METHODS.get(n) for n in METHODS.list()}
-    try:
-        import unlearnkit.concept as concept
-    except ImportError:  # setting 3 needs transformers
-        return classes
-    return classes | {n: concept.CONCEPT_METHODS.get(n) for n in concept.CONCEPT_METHODS.list()}
+    """Every registered method, the setting-3 (CLIP) ones included when transformers is installed."""
+    with contextlib.suppress(ImportError):  # setting 3 needs transformers
+        import unlearnkit.concept  # noqa: F401  (registers the CLIP methods in the one registry)
+    return {n: METHODS.get(n) for n in METHODS.list()}
 
 
 def _constraints() -> dict[str, str]:

@@ -355,3 +355,96 @@ def test_report_marks_rows_with_fewer_seeds_than_asked():
     assert "[1] neggrad: 1 of 3 seeds asked (failed: 1; not run: 2)" in md
     assert "[2] fewer seeds than asked: 1 of 3" in md
     assert "Mean ± 95% CI" not in render_markdown(runs[:1])  # one seed everywhere: no CI table
+
+
+# -- setting 3 (CLIP concept unlearning) on the same sweep path ------------------------------------------------
+
+
+def tiny_concept(**over) -> dict:
+    """A setting-3 grid of seconds per cell: a tiny CLIP pretrained 1 epoch on a tiny concept world."""
+    base = {
+        "name": "tiny_concept", "setting": 3, "world": {"n_train": 32, "n_val": 8, "n_test": 16},
+        "clip": {"config": "clip_tiny"}, "pretrain": {"epochs": 1, "batch_size": 16}, "seeds": [0, 1],
+        "methods": {"safe_clip": {"lambda_unsafe_negatives": [0.25, 0.5], "epochs": 1, "batch_size": 16}},
+        "device": "cpu", "metrics": ["t2v_r1", "tstar_to_v_union_r1", "unsafe_rate_tstar"],
+    }  # fmt: skip
+    return {**base, **over}
+
+
+def test_setting3_grid_plans_cells_like_any_other():
+    pytest.importorskip("transformers")
+    sp = plan_sweep(parse_sweep(tiny_concept()))
+    assert sorted((c.seed, c.method, c.params.get("lambda_unsafe_negatives")) for c in sp.cells) == [
+        (s, m, lam) for s in (0, 1) for m, lam in (("original", None), ("safe_clip", 0.25), ("safe_clip", 0.5))
+    ]
+    assert all(c.setting == 3 and c.forget == "concept:unsafe" and c.model == "clip_tiny" for c in sp.cells)
+    assert len({c.key for c in sp.cells}) == 6
+    (bigger,) = [c for c in plan_sweep(parse_sweep(tiny_concept(world={"n_train": 48}))).cells
+                 if c.seed == 0 and c.method == "original"]  # fmt: skip
+    assert bigger.key not in {c.key for c in sp.cells}  # the CLIP sections are part of a cell's identity
+    saving = plan_sweep(parse_sweep(tiny_concept(save_models=True))).cells
+    assert {c.key for c in saving} == {c.key for c in sp.cells}  # where exports go is not
+    classifier = plan_sweep(parse_sweep(tiny())).cells  # classifier keys stay what they were before CLIP cells
+    assert all(c.setting == 1 and not {"setting", "concept"} & set(c.identity()) for c in classifier)
+    with pytest.raises(UnlearnkitError, match="method 'neggrad' unlearns a classifier model"):
+        plan_sweep(parse_sweep(tiny_concept(methods={"neggrad": {}})))
+    with pytest.raises(UnlearnkitError, match=r"methods\.safe_clip\.lr_x: method 'safe_clip' has no hyperparameter"):
+        parse_sweep(tiny_concept(methods={"safe_clip": {"lr_x": [1, 2]}}))
+
+
+def test_setting3_sweep_in_process_stores_resumes_and_retries_failed(tmp_path, monkeypatch):
+    pytest.importorskip("transformers")
+    from unlearnkit.concept.safe_clip import SafeCLIP
+
+    sw = parse_sweep(tiny_concept(artifacts=str(tmp_path / "art")))
+    real = SafeCLIP._unlearn
+
+    def boom(self, model, data, generator):
+        raise RuntimeError("diverged")
+
+    monkeypatch.setattr(SafeCLIP, "_unlearn", boom)
+    res = run_sweep(sw, tmp_path / "out")
+    assert (res.ran, res.failed, res.trained_models) == (6, 4, 2)  # one original CLIP pretrained per seed
+    failed = ResultsStore(tmp_path / "out" / "results.db").runs(status="failed")
+    assert {r["method"] for r in failed} == {"safe_clip"}
+    assert all("RuntimeError: diverged" in r["error"] for r in failed)
+    again = run_sweep(sw, tmp_path / "out")
+    assert (again.ran, again.skipped) == (0, 6)
+    monkeypatch.setattr(SafeCLIP, "_unlearn", real)
+    retry = run_sweep(sw, tmp_path / "out", retry_failed=True)
+    assert (retry.ran, retry.failed, retry.skipped, retry.trained_models) == (4, 0, 2, 0)  # originals cached
+    runs = ResultsStore(tmp_path / "out" / "results.db").runs()
+    assert len(runs) == 6 and all(r["status"] == "ok" for r in runs)
+    lams = sorted(r["params"]["lambda_unsafe_negatives"] for r in runs if r["method"] == "safe_clip")
+    assert lams == [0.25, 0.25, 0.5, 0.5]
+    assert "Talk layout: concept redirection in CLIP (setting 3)" in (tmp_path / "out" / "report.md").read_text()
+
+
+def test_setting3_sigkill_mid_sweep_resumes_to_the_full_set(tmp_path):
+    pytest.importorskip("transformers")
+    cfg = tiny_concept(artifacts=str(tmp_path / "art"))
+    before = _kill_after_first_rows(tmp_path, cfg, "inprocess")
+    _check_resume(tmp_path, cfg, before)
+
+
+def test_setting3_sweep_on_ray_equals_in_process(local_ray, tmp_path):
+    pytest.importorskip("transformers")
+    runs = {}
+    for backend in ("inprocess", "ray"):
+        cfg = tiny_concept(seeds=[0], artifacts=str(tmp_path / backend / "art"), ray={"num_cpus": 1})
+        res = run_sweep(parse_sweep(cfg), tmp_path / backend / "out", backend=backend)
+        assert (res.ran, res.failed, res.trained_models) == (3, 0, 1), backend  # the original CLIP trained once
+        runs[backend] = {r["key"]: r for r in ResultsStore(tmp_path / backend / "out" / "results.db").runs()}
+    assert set(runs["ray"]) == set(runs["inprocess"])
+    for key, rec in runs["ray"].items():
+        assert _metrics_without_timing(rec) == _metrics_without_timing(runs["inprocess"][key]), rec["method"]
+        assert rec["scenario"] == runs["inprocess"][key]["scenario"]
+
+
+@pytest.mark.slow
+def test_setting3_killed_ray_driver_resumes_to_the_full_set(tmp_path):
+    pytest.importorskip("ray")
+    pytest.importorskip("transformers")
+    cfg = tiny_concept(artifacts=str(tmp_path / "art"))
+    before = _kill_after_first_rows(tmp_path, cfg, "ray")
+    _check_resume(tmp_path, cfg, before, backend="ray", ray_init={"num_cpus": 2})

@@ -1,7 +1,7 @@
 """What every config kind shares: the strict pydantic base, one-line errors, a bounded YAML reader, the limits.
 
 Every config class (the classifier :class:`~unlearnkit.experiments.config.RunConfig`, the sweep's sections,
-the setting-3 :class:`~unlearnkit.concept.runner.ConceptRunConfig`) derives from :class:`StrictModel`, so an
+the setting-3 :class:`~unlearnkit.experiments.config.ConceptRunConfig`) derives from :class:`StrictModel`, so an
 unknown key is an error, and reports a validation problem as one line (:func:`one_line`).
 
 YAML is read through :func:`read_yaml` / :func:`load_yaml_text` only, with limits on the file size, the

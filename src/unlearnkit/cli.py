@@ -13,7 +13,6 @@ from datetime import datetime
 from enum import StrEnum
 from importlib import resources
 from pathlib import Path
-from types import ModuleType
 from typing import TYPE_CHECKING, Annotated, TextIO
 
 import typer
@@ -113,13 +112,6 @@ Overrides = Annotated[
 ]
 
 
-def _config_setting(path: Path) -> int | None:
-    """The ``setting:`` a YAML config declares (``None`` when absent); read errors raise UnlearnkitError."""
-    from unlearnkit.concept.runner import config_setting
-
-    return config_setting(path)
-
-
 def _checkpoint_paths(given: list[Path]) -> list[Path]:
     """``--model`` values: files as given, folders replaced by their ``*.safetensors`` files (sorted)."""
     out: list[Path] = []
@@ -132,15 +124,6 @@ def _checkpoint_paths(given: list[Path]) -> list[Path]:
         else:
             out.append(p)
     return out
-
-
-def _concept_registries() -> ModuleType | None:
-    """The ``unlearnkit.concept`` module (setting 3), or ``None`` when its dependency (transformers) is missing."""
-    try:
-        import unlearnkit.concept as concept
-    except ImportError:
-        return None
-    return concept
 
 
 def _csv_ints(value: str, what: str) -> list[int]:
@@ -203,22 +186,17 @@ def run(
         if allow_long:
             flags["allow_long"] = True
         with _config_warnings():
-            if config is not None and _config_setting(config) == 3:  # CLIP concept unlearning: its own scenario type
-                from unlearnkit.concept.runner import load_concept_config, run_concept_cli
-
-                if overrides:  # applied to the validated file's mapping; the concept runner merges top-level keys
-                    data = {**load_concept_config(config).model_dump(), **flags}
-                    if epochs is not None:
-                        data["pretrain"]["epochs"] = epochs
-                    flags, epochs = apply_overrides(data, overrides, str(config)), None
-                res = run_concept_cli(
-                    config, out_dir, progress=progress, overrides=flags, epochs=epochs,
-                    not_applicable={"--dataset": dataset, "--data-root": data_root, "--download": download or None,
-                                    "--model": model, "--forget": forget or None},
-                )  # fmt: skip
+            source = str(config) if config is not None else "default config"
+            data = read_yaml(config) if config is not None else default_config_data()
+            data = apply_overrides(data, [], source)  # a copy; refuses a document that is not a mapping
+            concept = data.get("setting") == 3  # CLIP concept unlearning: --epochs is the small CLIP's pretraining
+            classifier_only = {"--dataset": dataset, "--data-root": data_root, "--download": download or None,
+                               "--model": model, "--forget": forget or None}  # fmt: skip
+            if concept:
+                for flag, value in classifier_only.items():
+                    if value:
+                        raise UnlearnkitError(f"option {flag} does not apply to a setting-3 (concept) config: {config}")
             else:
-                source = str(config) if config is not None else "default config"
-                data = read_yaml(config) if config is not None else default_config_data()
                 if dataset is not None:
                     flags["dataset"] = dataset
                 if data_root is not None:
@@ -229,16 +207,15 @@ def run(
                     flags["model"] = model
                 if forget:
                     flags["forget"] = list(forget)
-                data = apply_overrides(data, [], source)  # a copy; refuses a document that is not a mapping
-                data.update(flags)
-                if epochs is not None:
-                    data = apply_overrides(data, [f"train.epochs={epochs}"])
-                data = apply_overrides(data, overrides or [], source)
-                if overrides or flags or epochs is not None:
-                    source += " with the command-line options"
-                cfg = parse_config(data, source)
-                res = run_benchmark(cfg, out_dir, progress=progress, max_cells=None if yes else MAX_CELLS,
-                                    retry_failed=retry_failed)  # fmt: skip
+            data.update(flags)
+            if epochs is not None:
+                data = apply_overrides(data, [f"{'pretrain' if concept else 'train'}.epochs={epochs}"])
+            data = apply_overrides(data, overrides or [], source)
+            if overrides or flags or epochs is not None:
+                source += " with the command-line options"
+            cfg = parse_config(data, source)
+            res = run_benchmark(cfg, out_dir, progress=progress, max_cells=None if yes else MAX_CELLS,
+                                retry_failed=retry_failed)  # fmt: skip
     except UnlearnkitError as e:
         _fail(str(e))
         return
@@ -333,7 +310,8 @@ def audit(
             "--model",
             "-m",
             help="A model to audit (.safetensors), or a folder of them; repeatable. N >= 2 models (N runs of one "
-            "algorithm) also get the NeurIPS-2023 ε score as a set.",
+            "algorithm) also get the NeurIPS-2023 ε score as a set. With a setting-3 config: a CLIP folder "
+            "(save_pretrained export).",
         ),
     ],
     config: Annotated[Path, typer.Option("--config", "-c", help="YAML scenario: dataset, model, forget, seeds.")],
@@ -342,13 +320,13 @@ def audit(
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress display.")] = False,
 ) -> None:
     """Evaluate any model (also one made outside unlearnkit) against a scenario's references."""
-    from unlearnkit.experiments.config import load_config, parse_config
+    from unlearnkit.experiments.config import ConceptRunConfig, load_config, parse_config
     from unlearnkit.experiments.progress import NullProgress, RichProgress
     from unlearnkit.experiments.runner import run_audit
 
     try:
-        models = _checkpoint_paths(model)
         cfg = load_config(config)
+        models = list(model) if isinstance(cfg, ConceptRunConfig) else _checkpoint_paths(model)  # CLIP: folders
         if device is not None:
             cfg = parse_config({**cfg.model_dump(), "device": device}, "options")
         out_dir = out or Path("runs") / datetime.now().strftime("audit-%Y%m%d-%H%M%S")
@@ -433,47 +411,46 @@ def list_(
 ) -> None:
     """List registered methods, metrics, datasets or models."""
     import unlearnkit as uk
+    from unlearnkit.experiments.config import load_concept_entries
     from unlearnkit.methods import METHODS
     from unlearnkit.metrics import METRICS
 
-    concept = _concept_registries()  # setting 3 (CLIP): None when transformers is not installed
+    clip = load_concept_entries()  # registers the setting-3 (CLIP) entries; False when transformers is missing
     if cite:  # plain lines (no table, no wrapping), so they can be copied or grepped
         if what is not ListWhat.methods:
             _fail("--cite lists the papers of methods: unlearnkit list methods --cite")
-        pairs = [(n, METHODS.get(n)) for n in uk.list_methods()]
-        pairs += [(n, concept.CONCEPT_METHODS.get(n)) for n in concept.CONCEPT_METHODS.list()] if concept else []
-        for n, cls in pairs:
-            typer.echo(f"{n:<18} {cls.paper or '-'}")
+        for n in uk.list_methods():
+            typer.echo(f"{n:<18} {METHODS.get(n).paper or '-'}")
         return
     table = Table(title=what.value)
     if what is ListWhat.methods:
-        table.add_column("method")
-        table.add_column("setting")
-        table.add_column("needs")
-        table.add_column("requests")
+        table.add_column("method", no_wrap=True, min_width=max(map(len, uk.list_methods())))
+        for col in ("setting", "modality", "needs", "requests"):
+            table.add_column(col)
         for n in uk.list_methods():
             cls = METHODS.get(n)
-            table.add_row(n, str(cls.setting), ",".join(sorted(cls.needs)), ",".join(sorted(cls.requests)))
-        for n in concept.CONCEPT_METHODS.list() if concept else []:
-            table.add_row(n, "3", "quadruplets (s,v,u,g)", "concept")
+            table.add_row(
+                n, str(cls.setting), cls.modality, ",".join(sorted(cls.needs)), ",".join(sorted(cls.requests))
+            )
     elif what is ListWhat.metrics:
-        table.add_column("metric")
-        table.add_column("better")
-        table.add_column("needs")
-        table.add_column("description")
-        pairs = [(n, METRICS.get(n)) for n in uk.list_metrics()]
-        pairs += [(n, concept.CONCEPT_METRICS.get(n)) for n in concept.CONCEPT_METRICS.list()] if concept else []
-        for n, m in pairs:
+        table.add_column("metric", no_wrap=True, min_width=max(map(len, uk.list_metrics())))
+        for col in ("setting", "better", "needs", "description"):
+            table.add_column(col)
+        for n in uk.list_metrics():
+            m = METRICS.get(n)
             arrow = {True: "higher", False: "lower", None: "match retrain"}[m.higher_is_better]
-            table.add_row(n, arrow, ",".join(sorted(m.needs)), m.description)
+            table.add_row(n, ",".join(map(str, m.settings)), arrow, ",".join(sorted(m.needs)), m.description)
     else:
         table.add_column(what.value[:-1])
         names = list(uk.list_datasets() if what is ListWhat.datasets else uk.list_models())
-        if concept:  # the setting-3 data and the small CLIP configs (any CLIP loads with clip.from_pretrained)
-            names += ["concept_world", "visu"] if what is ListWhat.datasets else concept.CLIP_CONFIGS.list()
+        if clip:  # the setting-3 data and the small CLIP configs (any CLIP loads with clip.from_pretrained)
+            from unlearnkit.concept import CLIP_CONFIGS
+            from unlearnkit.concept.sources import CONCEPT_DATASETS
+
+            names += list(CONCEPT_DATASETS) if what is ListWhat.datasets else CLIP_CONFIGS.list()
         for n in names:
             table.add_row(n)
-    if concept is None and what in (ListWhat.methods, ListWhat.metrics, ListWhat.models):
+    if not clip and what in (ListWhat.methods, ListWhat.metrics, ListWhat.models):
         table.caption = "setting-3 (CLIP) entries need transformers: pip install 'unlearnkit[clip]'"
     console.print(table)
 
@@ -490,7 +467,9 @@ def report(directory: Annotated[Path, typer.Argument(help="A run directory conta
             raise UnlearnkitError(f"no results.db in {directory}")
         runs = ResultsStore(db, readonly=True).runs()
         if any(str(r["scenario"].get("forget", "")).startswith("concept:") for r in runs):
-            import unlearnkit.concept  # noqa: F401  (registers the setting-3 metrics and report section)
+            from unlearnkit.experiments.config import load_concept_entries
+
+            load_concept_entries()  # registers the setting-3 metrics and report section
         paths = write_reports(runs, directory)
     except UnlearnkitError as e:
         _fail(str(e))

@@ -3,23 +3,24 @@
 Only the concept is known: a pretrained vision-language model (CLIP) must stop associating unsafe content
 with its meaning while safe retrieval stays as it was. Pieces::
 
+    import unlearnkit as uk
     from unlearnkit import concept as uc
     data = uc.make_concept_world(seed=0)                       # offline safe/unsafe twins (or uc.load_visu)
     clip = uc.small_clip("clip_small", vocab_size=len(data.tokenizer), max_length=16)
     uc.pretrain_clip(clip, data.train, data.tokenizer)         # the "original" model
-    safe = uc.create_concept_method("safe_clip", epochs=10).unlearn(
+    safe = uk.create_method("safe_clip", epochs=10).unlearn(
         clip, uc.ConceptUnlearnData(data.train, data.tokenizer, data.val))
     print(uc.evaluate_concept(safe, data))                     # R@K safe/redirected, unsafe rates, zero-shot
     uc.save_clip(safe, "safe-clip/")                           # CLIPModel.from_pretrained("safe-clip/")
 
-Benchmarks run through :func:`run_concept_benchmark` (configs with ``setting: 3``).
+Benchmarks of ``setting: 3`` configs run through the one runner (:func:`unlearnkit.experiments.run_benchmark`,
+sweeps, ``audit``); this package holds only what is specific to CLIP.
 """
 
 from __future__ import annotations
 
 from unlearnkit.concept import neg_contrastive as _neg_contrastive  # noqa: F401  (registers)
 from unlearnkit.concept import projection as _projection  # noqa: F401  (registers)
-from unlearnkit.concept import report as _report  # noqa: F401  (registers the report section)
 from unlearnkit.concept import safe_clip as _safe_clip  # noqa: F401  (registers)
 from unlearnkit.concept._data import (
     ConceptData,
@@ -29,14 +30,7 @@ from unlearnkit.concept._data import (
     Tokenizer,
     WordTokenizer,
 )
-from unlearnkit.concept._method import (
-    CONCEPT_METHODS,
-    ConceptMethod,
-    ConceptUnlearnData,
-    create_concept_method,
-    list_concept_methods,
-    register_concept_method,
-)
+from unlearnkit.concept._method import ConceptMethod, ConceptUnlearnData
 from unlearnkit.concept.clip import (
     CLIP_CONFIGS,
     encode_images,
@@ -46,31 +40,18 @@ from unlearnkit.concept.clip import (
     small_clip,
     small_clip_config,
 )
-from unlearnkit.concept.metrics import (
-    CONCEPT_METRICS,
-    ConceptEvalContext,
-    evaluate_concept,
-    list_concept_metrics,
-)
-from unlearnkit.concept.pretrain import clip_loss, pretrain_clip
-from unlearnkit.concept.runner import (
-    ConceptRunConfig,
-    config_setting,
-    load_concept_config,
-    parse_concept_config,
-    run_concept_benchmark,
-)
+from unlearnkit.concept.metrics import ConceptEvalContext, evaluate_concept
+from unlearnkit.concept.pretrain import clip_loss, original_clip, pretrain_clip
+from unlearnkit.concept.sources import FORGET, check_clip_source, export_clip, load_concept_data
 from unlearnkit.concept.visu import load_visu
 from unlearnkit.concept.world import WorldConfig, make_concept_world
 
 __all__ = [
     "CLIP_CONFIGS",
-    "CONCEPT_METHODS",
-    "CONCEPT_METRICS",
+    "FORGET",
     "ConceptData",
     "ConceptEvalContext",
     "ConceptMethod",
-    "ConceptRunConfig",
     "ConceptUnlearnData",
     "FileImages",
     "Quadruplets",
@@ -78,22 +59,18 @@ __all__ = [
     "Tokenizer",
     "WordTokenizer",
     "WorldConfig",
+    "check_clip_source",
     "clip_loss",
-    "config_setting",
-    "create_concept_method",
     "encode_images",
     "encode_texts",
     "evaluate_concept",
-    "list_concept_methods",
-    "list_concept_metrics",
+    "export_clip",
     "load_clip",
-    "load_concept_config",
+    "load_concept_data",
     "load_visu",
     "make_concept_world",
-    "parse_concept_config",
+    "original_clip",
     "pretrain_clip",
-    "register_concept_method",
-    "run_concept_benchmark",
     "save_clip",
     "small_clip",
     "small_clip_config",

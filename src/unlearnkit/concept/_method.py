@@ -4,7 +4,8 @@ Concept methods follow the same rules as :class:`unlearnkit.methods.Method` (sci
 rules): keyword-only hyperparameters stored verbatim in ``__init__``, ``_parameter_constraints`` checked on
 entry to :meth:`ConceptMethod.unlearn`, which deep-copies its input and never mutates it. They take a
 :class:`transformers.CLIPModel` and the concept's quadruplets instead of a classifier and class splits, so
-they live in their own registry, :data:`CONCEPT_METHODS`.
+they are registered in the one method registry (:data:`unlearnkit.methods.METHODS`) with ``setting = 3``
+and ``modality = "clip"``, by :func:`unlearnkit.methods.register_method`.
 """
 
 from __future__ import annotations
@@ -21,12 +22,11 @@ import torch.nn.functional as F
 from torch import nn
 from transformers import CLIPModel
 
-from unlearnkit._registry import Registry
 from unlearnkit.concept._data import Quadruplets, Tokenizer
 from unlearnkit.concept.clip import image_features, text_features
 from unlearnkit.engine import resolve_device, seed_everything
 from unlearnkit.errors import UnlearnkitError
-from unlearnkit.methods._base import Hyperparameters, instantiate, register_in
+from unlearnkit.methods._base import Hyperparameters
 
 
 @dataclass(frozen=True)
@@ -68,10 +68,19 @@ class ConceptMethod(Hyperparameters):
     """Base class of concept (setting-3) methods. Subclasses implement :meth:`_unlearn`."""
 
     setting: ClassVar[int] = 3
+    modality: ClassVar[str] = "clip"
+    #: the concept's training quadruplets (safe/unsafe caption and image twins)
+    needs: ClassVar[frozenset[str]] = frozenset({"quadruplets"})
+    requests: ClassVar[frozenset[str]] = frozenset({"concept"})
     #: whether the method trains (False: training-free, e.g. a projection)
     trains: ClassVar[bool] = True
     #: small overrides the contract tests use so a tiny run finishes in seconds (never used otherwise)
     quick_params: ClassVar[dict[str, Any]] = {}
+
+    @classmethod
+    def unsupported_reason(cls, request: Any) -> str | None:
+        """Why this method cannot serve ``request``: a concept method serves no classifier forget request."""
+        return f"method {cls.name!r} unlearns a concept in CLIP (setting 3); it does not serve {request}"
 
     def check_model(self, model: nn.Module) -> None:
         """Refuse, before any work, a model this method cannot unlearn (subclasses add checks)."""
@@ -94,24 +103,6 @@ class ConceptMethod(Hyperparameters):
 
     def _unlearn(self, model: CLIPModel, data: ConceptUnlearnData, generator: torch.Generator) -> CLIPModel:
         raise NotImplementedError
-
-
-CONCEPT_METHODS: Registry[type[ConceptMethod]] = Registry("concept method")
-
-
-def register_concept_method(name: str) -> Callable[[type[ConceptMethod]], type[ConceptMethod]]:
-    """Class decorator: register a :class:`ConceptMethod` subclass under ``name``."""
-    return register_in(CONCEPT_METHODS, name)
-
-
-def create_concept_method(name: str, **params: Any) -> ConceptMethod:
-    """Instantiate the registered concept method ``name`` with ``params`` (unknown names raise)."""
-    return instantiate(CONCEPT_METHODS, name, **params)
-
-
-def list_concept_methods(pattern: str = "*") -> list[str]:
-    """Registered concept-method names matching ``pattern``."""
-    return CONCEPT_METHODS.list(pattern)
 
 
 # -- LoRA (peft) ----------------------------------------------------------------------------------------

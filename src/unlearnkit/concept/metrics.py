@@ -1,8 +1,8 @@
 """Registered concept (setting-3) metrics: retrieval recalls, unsafe rates, zero-shot accuracy.
 
-Each entry of :data:`CONCEPT_METRICS` is a :class:`unlearnkit.metrics.Metric` (name, ``fn``,
-``higher_is_better``, ``needs``, description) whose ``fn`` reads a :class:`ConceptEvalContext` instead of
-the classifier :class:`~unlearnkit.metrics.EvalContext`. The figures come from the pure functions of
+Each is registered in the one metric registry (:data:`unlearnkit.metrics.METRICS`) with
+``modality="clip"`` (setting 3); its ``fn`` reads a :class:`ConceptEvalContext` instead of the classifier
+:class:`~unlearnkit.metrics.EvalContext`. The figures come from the pure functions of
 :mod:`unlearnkit.concept.retrieval`; the four test embeddings (s, v, u, g) are computed once per model.
 """
 
@@ -14,14 +14,11 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
-from unlearnkit._registry import Registry
 from unlearnkit.concept._data import ConceptData
 from unlearnkit.concept.clip import encode_images, encode_texts
 from unlearnkit.concept.retrieval import KS, concept_retrieval, zero_shot_accuracy
 from unlearnkit.errors import UnlearnkitError
-from unlearnkit.metrics import Metric, MetricUnavailable, NotComputed
-
-CONCEPT_METRICS: Registry[Metric] = Registry("concept metric")
+from unlearnkit.metrics import MetricUnavailable, NotComputed, register_metric, select_metrics
 
 
 @dataclass
@@ -55,7 +52,7 @@ class ConceptEvalContext:
 
 def _register(name: str, fn: Callable[[ConceptEvalContext], float], higher: bool | None, desc: str,
               needs: Iterable[str] = ()) -> None:  # fmt: skip
-    CONCEPT_METRICS.add(name, Metric(name, fn, higher, frozenset(needs), desc))
+    register_metric(name, higher_is_better=higher, needs=needs, description=desc, modality="clip")(fn)
 
 
 def _retrieval_metric(key: str) -> Callable[[ConceptEvalContext], float]:
@@ -90,21 +87,17 @@ _register("zero_shot_acc", _zero_shot, True, "zero-shot classification accuracy 
           needs=("classes",))  # fmt: skip
 
 
-def list_concept_metrics(pattern: str = "*") -> list[str]:
-    """Registered concept-metric names matching ``pattern``."""
-    return CONCEPT_METRICS.list(pattern)
-
-
 def evaluate_concept(
     model: nn.Module, data: ConceptData, *, metrics: Iterable[str] | None = None, batch_size: int = 256
 ) -> dict[str, float | NotComputed]:
-    """Compute ``metrics`` (default: every registered concept metric) of ``model`` on ``data.test``.
+    """Compute ``metrics`` (default: every registered CLIP metric) of ``model`` on ``data.test``.
+
+    Classifier (setting 1/2) metric names raise in one line.
 
     Returns:
         name -> float, or :class:`~unlearnkit.metrics.NotComputed` with the reason.
     """
-    names = list(metrics) if metrics is not None else CONCEPT_METRICS.list()
-    chosen = [CONCEPT_METRICS.get(n) for n in names]
+    chosen = select_metrics(metrics, "clip", "evaluate_concept")
     ctx = ConceptEvalContext(model, data, batch_size)
     out: dict[str, float | NotComputed] = {}
     for m in chosen:

@@ -34,15 +34,14 @@ from unlearnkit.concept._method import (
     cos_distance,
     merge_lora,
     quad_batches,
-    register_concept_method,
     trainable,
 )
 from unlearnkit.concept.safe_clip import SAFE_CLIP_LORA_TARGETS
 from unlearnkit.engine import check_finite
-from unlearnkit.methods._base import BOOLEAN, NON_NEGATIVE, POSITIVE, POSITIVE_INT, Interval
+from unlearnkit.methods._base import BOOLEAN, NON_NEGATIVE, POSITIVE, POSITIVE_INT, Interval, register_method
 
 
-@register_concept_method("neg_contrastive")
+@register_method("neg_contrastive")
 class NegContrastive(ConceptMethod):
     """Minimise the similarity of unsafe pairs (u, g) while preserving and anchoring safe pairs (s, v).
 

@@ -13,15 +13,18 @@ batch now and then, to tell a render with the unsafe marker from one without it)
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+import time
+from collections.abc import Callable, Mapping
+from typing import Any
 
 import torch
 import torch.nn.functional as F
 from transformers import CLIPModel
 
-from unlearnkit.concept._data import Quadruplets, Tokenizer
-from unlearnkit.concept.clip import image_features, model_device, text_features
-from unlearnkit.engine import check_finite
+from unlearnkit.concept._data import ConceptData, Quadruplets, Tokenizer, WordTokenizer
+from unlearnkit.concept.clip import image_features, load_clip, model_device, small_clip, text_features
+from unlearnkit.engine import ModelCache, check_finite, config_hash, seed_everything
+from unlearnkit.engine.cache import architecture_fingerprint, compute_context
 from unlearnkit.errors import UnlearnkitError
 
 
@@ -95,3 +98,64 @@ def pretrain_clip(
             on_epoch(epoch + 1, epochs, last)
     model.eval()
     return {"loss": last}
+
+
+def original_clip(
+    data: ConceptData,
+    clip: Mapping[str, Any],
+    pretrain: Mapping[str, Any],
+    seed: int,
+    *,
+    cache: ModelCache,
+    device: torch.device,
+    on_start: Callable[[str], None] | None = None,
+    on_epoch: Callable[[int, int, float], None] | None = None,
+) -> tuple[CLIPModel, dict[str, Any], bool]:
+    """The model before unlearning: a small CLIP pretrained on ``data.train`` (once, then from ``cache``), or
+    the ``clip.from_pretrained`` weights.
+
+    Args:
+        data: the concept data (its tokenizer sizes the small CLIP's vocabulary).
+        clip: ``config`` (a small config name) or ``from_pretrained``, and ``image_size``.
+        pretrain: :func:`pretrain_clip`'s ``epochs``, ``lr``, ``batch_size``, ``weight_decay``.
+        seed: the initial weights and the batch order.
+        cache: where pretrained small CLIPs are kept (keyed by config, vocabulary, data and its fingerprint,
+            architecture fingerprint, recipe, seed and compute context).
+        device: where to train and return the model.
+        on_start: called with a label when pretraining starts (not on a cache hit).
+        on_epoch: progress callback ``(epoch, total, loss)``.
+
+    Returns:
+        ``(model, info, trained_now)``; ``info`` holds what pretraining measured (``time_s``, ``loss``).
+    """
+    if clip.get("from_pretrained") is not None:
+        return load_clip(str(clip["from_pretrained"])).to(device), {}, False
+    tok = data.tokenizer
+    if not isinstance(tok, WordTokenizer):
+        raise UnlearnkitError("a small CLIP config needs a word tokenizer")
+    vocab, max_len = len(tok), tok.max_length
+    name = str(clip.get("config") or "")
+    image_size = data.spec.get("image_size", clip.get("image_size", 32))
+    recipe = dict(pretrain)
+
+    def make() -> CLIPModel:
+        return small_clip(name, vocab_size=vocab, max_length=max_len, image_size=image_size, seed=seed)
+
+    with torch.random.fork_rng(devices=[]):
+        arch = architecture_fingerprint(make(), clip=name, vocab_size=vocab, max_length=max_len, image_size=image_size)
+    compute = compute_context(device, threads=torch.get_num_threads(), deterministic=True, amp=False)
+    key = {"role": "concept_original", "clip": name, "vocab": config_hash({"v": getattr(tok, "vocab", [])}),
+           "max_length": max_len, "image_size": image_size, "data": data.spec, "pretrain": recipe,
+           "seed": seed, "data_fingerprint": data.fingerprint(), "arch": arch, "compute": compute}  # fmt: skip
+
+    def train(model: CLIPModel) -> dict[str, Any]:
+        if on_start is not None:
+            on_start(f"pretrain {name}")
+        gen = seed_everything(seed)
+        t0 = time.perf_counter()
+        info = pretrain_clip(model.to(device), data.train, data.tokenizer, generator=gen, on_epoch=on_epoch, **recipe)
+        return {"time_s": time.perf_counter() - t0, "loss": info["loss"], "device": str(device)}
+
+    seed_everything(seed)
+    model, info, trained = cache.get_or_train(key, make, train)
+    return model.to(device).eval(), info, trained

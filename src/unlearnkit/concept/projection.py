@@ -23,9 +23,9 @@ import torch
 import torch.nn.functional as F
 from transformers import CLIPModel
 
-from unlearnkit.concept._method import ConceptMethod, ConceptUnlearnData, register_concept_method
+from unlearnkit.concept._method import ConceptMethod, ConceptUnlearnData
 from unlearnkit.concept.clip import encode_images, encode_texts
-from unlearnkit.methods._base import BOOLEAN, POSITIVE_INT
+from unlearnkit.methods._base import BOOLEAN, POSITIVE_INT, register_method
 
 
 def unsafe_directions(safe: torch.Tensor, unsafe: torch.Tensor, k: int = 1) -> torch.Tensor:
@@ -47,7 +47,7 @@ def projector(directions: torch.Tensor) -> torch.Tensor:
     return (torch.eye(d.shape[1], dtype=torch.float64) - d.T @ d).float()
 
 
-@register_concept_method("unsafe_projection")
+@register_method("unsafe_projection")
 class UnsafeProjection(ConceptMethod):
     """Project the unsafe direction(s) out of both modalities' embeddings (training-free).
 

@@ -72,14 +72,22 @@ from unlearnkit.concept._method import (
     cos_distance,
     merge_lora,
     quad_batches,
-    register_concept_method,
     trainable,
 )
 from unlearnkit.concept.clip import encode_images, encode_texts
 from unlearnkit.concept.retrieval import recall_at_k
 from unlearnkit.engine import check_finite
 from unlearnkit.errors import UnlearnkitError
-from unlearnkit.methods._base import BOOLEAN, NON_NEGATIVE, NONE, POSITIVE, POSITIVE_INT, Interval, Options
+from unlearnkit.methods._base import (
+    BOOLEAN,
+    NON_NEGATIVE,
+    NONE,
+    POSITIVE,
+    POSITIVE_INT,
+    Interval,
+    Options,
+    register_method,
+)
 
 #: the spec's LoRA targets for both CLIP towers
 SAFE_CLIP_LORA_TARGETS = ("k_proj", "v_proj", "out_proj", "fc1", "fc2", "patch_embedding")
@@ -148,7 +156,7 @@ def validation_recall_sum(model: nn.Module, data: ConceptUnlearnData) -> float:
     return sum(recall_at_k(a @ b.T, idx, (1,))[1] for a, b in pairs)
 
 
-@register_concept_method("safe_clip")
+@register_method("safe_clip")
 class SafeCLIP(ConceptMethod):
     """Safe-CLIP's eight-term redirection/preservation fine-tuning of both encoders (see the module doc).
 

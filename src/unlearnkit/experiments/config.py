@@ -19,6 +19,7 @@ hyperparameters whose names end in ``epochs`` / ``steps``) below 10,000 / 1,000,
 
 from __future__ import annotations
 
+import importlib
 from pathlib import Path
 from typing import Any, Literal
 
@@ -35,10 +36,28 @@ from unlearnkit._config import (
     validate_model,
 )
 from unlearnkit.engine import TrainConfig
+from unlearnkit.errors import ConfigError
 
 #: old private names, kept for imports elsewhere
 _Strict = StrictModel
 _one_line = one_line
+
+
+def load_concept_entries(*, required: bool = False) -> bool:
+    """Import :mod:`unlearnkit.concept`, which registers the CLIP (setting-3) methods and metrics.
+
+    Returns ``False`` when its optional dependency (transformers) is missing; with ``required``, that
+    raises a one-line :class:`ConfigError` instead.
+    """
+    try:
+        importlib.import_module("unlearnkit.concept")
+    except ImportError as e:
+        if required:
+            raise ConfigError(
+                f"setting 3 (CLIP) needs transformers and peft: pip install 'unlearnkit[clip]' ({e})"
+            ) from None
+        return False
+    return True
 
 
 class TrainSection(StrictModel):
@@ -140,11 +159,165 @@ class RunConfig(StrictModel):
         return [m if isinstance(m, MethodSpec) else MethodSpec(name=m) for m in self.methods]
 
 
-def parse_config(data: dict[str, Any] | None, source: str = "config") -> RunConfig:
-    """Validate a mapping into a :class:`RunConfig`; problems raise :class:`ConfigError` (one line)."""
+class RaySection(StrictModel):
+    """Resources of the Ray tasks (each cell and each reference model is one task).
+
+    Attributes:
+        num_cpus: CPUs reserved per task; the task's torch uses this many threads.
+        num_gpus: GPUs per task; a fraction (e.g. 0.25) packs several small tasks on one GPU.
+        reference_num_cpus, reference_num_gpus: overrides for the reference-model (training) tasks.
+        max_retries: how often Ray reruns a task whose worker died (a failed cell is not retried).
+        connect_timeout_s: how long to wait for ``--ray-address`` to answer before giving up.
+    """
+
+    num_cpus: float = Field(1.0, gt=0)
+    num_gpus: float = Field(0.0, ge=0)
+    reference_num_cpus: float | None = Field(None, gt=0)
+    reference_num_gpus: float | None = Field(None, ge=0)
+    max_retries: int = Field(1, ge=0)
+    connect_timeout_s: float = Field(10.0, gt=0)
+
+    def task_resources(self, reference: bool) -> dict[str, float]:
+        """``{"num_cpus", "num_gpus"}`` of a cell task or a reference task."""
+        if reference:
+            cpus = self.num_cpus if self.reference_num_cpus is None else self.reference_num_cpus
+            gpus = self.num_gpus if self.reference_num_gpus is None else self.reference_num_gpus
+            return {"num_cpus": cpus, "num_gpus": gpus}
+        return {"num_cpus": self.num_cpus, "num_gpus": self.num_gpus}
+
+
+# -- setting 3: concept unlearning in CLIP ------------------------------------------------------------------
+
+
+class WorldSection(StrictModel):
+    """Sizes of the generated concept world (see :class:`~unlearnkit.concept.world.WorldConfig`)."""
+
+    n_train: int = Field(1536, ge=1)
+    n_val: int = Field(128, ge=0)
+    n_test: int = Field(256, ge=2)
+    image_size: int = Field(32, ge=16)
+    noise: float = Field(0.06, ge=0, lt=1)
+    #: how the unsafe image is made: its own render of the content ("independent") or v plus the marker
+    twin: Literal["independent", "overlay"] = "independent"
+
+
+class VisuSection(StrictModel):
+    """ViSU files (JSON/JSONL) and image folders (see :func:`~unlearnkit.concept.visu.load_visu`)."""
+
+    train: str
+    test: str
+    val: str | None = None
+    coco_dir: str | None = None
+    nsfw_dir: str | None = None
+    coco_pattern: str = "{coco_id:012d}.jpg"
+    max_train: int | None = Field(None, ge=1)
+    max_val: int | None = Field(None, ge=1)
+    max_test: int | None = Field(None, ge=2)
+
+
+class ClipSection(StrictModel):
+    """Either a small random-weight config (``config``, pretrained here) or ``from_pretrained`` weights."""
+
+    config: str | None = None
+    from_pretrained: str | None = None
+    image_size: int = Field(32, ge=8)
+    max_length: int = Field(77, ge=3)
+
+    @model_validator(mode="after")
+    def _one_source(self) -> ClipSection:
+        if (self.config is None) == (self.from_pretrained is None):
+            raise ValueError("give exactly one of clip.config (a small config name) or clip.from_pretrained")
+        return self
+
+    @property
+    def label(self) -> str:
+        """The model name recorded with each run."""
+        return self.config if self.config is not None else str(self.from_pretrained)
+
+
+class PretrainSection(StrictModel):
+    """Contrastive pretraining of a small CLIP on the training pairs (ignored for ``from_pretrained``)."""
+
+    epochs: int = Field(30, ge=1)  # above MAX_EPOCHS needs allow_long
+    lr: float = Field(2e-3, gt=0)
+    batch_size: int = Field(128, ge=2)
+    weight_decay: float = Field(0.05, ge=0)
+
+
+class ConceptRunConfig(StrictModel):
+    """A setting-3 benchmark: concept data × CLIP × methods × seeds (``setting: 3`` in the YAML)."""
+
+    name: str = "setting3"
+    setting: Literal[3]
+    dataset: Literal["concept_world", "visu"] = "concept_world"
+    world: WorldSection = Field(default_factory=WorldSection)
+    visu: VisuSection | None = None
+    clip: ClipSection = Field(default_factory=lambda: ClipSection(config="clip_small"))
+    pretrain: PretrainSection = Field(default_factory=PretrainSection)
+    methods: Literal["all"] | list[str | MethodSpec] | dict[str, dict[str, Any] | None] = "all"
+    seeds: Seeds = Field(default_factory=lambda: [0], min_length=1)
+    metrics: list[str] | None = None
+    device: str = "auto"
+    cache_dir: str | None = None
+    eval_batch_size: int = Field(256, ge=1)
+    #: torch intra-op threads on CPU (0: torch's default), as in :class:`RunConfig`
+    threads: Threads = 1
+    #: export every unlearned CLIP (``save_pretrained`` + tokenizer) under ``OUT/models/<method>-<key>``
+    save_models: bool = False
+    #: lift the ceilings on epochs and steps (pretrain.epochs and method hyperparameters)
+    allow_long: bool = False
+
+    @model_validator(mode="after")
+    def _dataset_sources(self) -> ConceptRunConfig:
+        if self.dataset == "visu" and self.visu is None:
+            raise ValueError("dataset: visu needs a visu section (train, test, coco_dir, ...)")
+        if self.dataset == "concept_world" and self.clip.from_pretrained is not None:
+            raise ValueError("the concept world has its own word vocabulary: use a small clip.config with it")
+        specs = [] if self.methods == "all" else self.method_specs()
+        check_run_length([("pretrain.epochs", self.pretrain.epochs), *param_lengths((m.name, m.params) for m in specs)],
+                         self.allow_long)  # fmt: skip
+        return self
+
+    def method_specs(self) -> list[MethodSpec]:
+        """Explicit methods as specs (``all``: every registered CLIP method with its defaults)."""
+        if self.methods == "all":
+            from unlearnkit.methods import list_methods
+
+            load_concept_entries(required=True)
+            return [MethodSpec(name=n) for n in list_methods(modality="clip")]
+        if isinstance(self.methods, dict):
+            return [MethodSpec(name=k, params=v or {}) for k, v in self.methods.items()]
+        return [m if isinstance(m, MethodSpec) else MethodSpec(name=m) for m in self.methods]
+
+    def concept_payload(self) -> dict[str, Any]:
+        """The CLIP-specific sections as plain data (what a setting-3 run cell carries)."""
+        return {
+            "world": self.world.model_dump() if self.dataset == "concept_world" else None,
+            "visu": self.visu.model_dump() if self.visu is not None else None,
+            "clip": self.clip.model_dump(),
+            "pretrain": self.pretrain.model_dump() if self.clip.config is not None else None,
+            "eval_batch_size": self.eval_batch_size,
+            "save_models": self.save_models,
+        }
+
+
+#: every config kind :func:`load_config` returns (chosen by the ``setting:`` key)
+AnyRunConfig = RunConfig | ConceptRunConfig
+
+
+def parse_config(data: dict[str, Any] | None, source: str = "config") -> AnyRunConfig:
+    """Validate a mapping into the config kind its ``setting:`` names: a :class:`ConceptRunConfig` for
+    ``setting: 3``, else a :class:`RunConfig`; problems raise :class:`ConfigError` (one line)."""
+    if isinstance(data, dict) and data.get("setting") == 3:
+        return validate_model(ConceptRunConfig, data, source)
     return validate_model(RunConfig, data, source)
 
 
-def load_config(path: str | Path) -> RunConfig:
-    """Read and validate a YAML config file."""
+def parse_concept_config(data: dict[str, Any] | None, source: str = "config") -> ConceptRunConfig:
+    """Validate a mapping into a :class:`ConceptRunConfig` (``setting: 3`` required); one-line :class:`ConfigError`."""
+    return validate_model(ConceptRunConfig, data, source)
+
+
+def load_config(path: str | Path) -> AnyRunConfig:
+    """Read and validate a YAML config file: a :class:`RunConfig`, or a :class:`ConceptRunConfig` for ``setting: 3``."""
     return parse_config(read_yaml(path), str(Path(path)))

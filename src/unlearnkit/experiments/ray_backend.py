@@ -38,11 +38,13 @@ import torch
 
 from unlearnkit.engine import ModelCache, config_hash, resolve_device
 from unlearnkit.errors import UnlearnkitError
+from unlearnkit.experiments.config import RaySection
 from unlearnkit.experiments.progress import ProgressSink
 from unlearnkit.experiments.record import RunRecord
 from unlearnkit.experiments.runner import (
     Cell,
     _bundle,
+    concept_data_of,
     load_or_train_reference,
     new_record,
     reference_keys,
@@ -56,8 +58,6 @@ try:
     from ray.exceptions import GetTimeoutError, RayError, RayTaskError
 except ImportError:  # pragma: no cover - depends on the environment
     raise UnlearnkitError("the Ray backend needs the 'ray' package: pip install 'unlearnkit[ray]'") from None
-
-from unlearnkit.experiments.sweep import RaySection
 
 ROLES = ("original", "retrain")
 SHADOW = "lira_shadow"
@@ -78,11 +78,14 @@ def train_reference(cell: Cell, role: str, *, cache_dir: str | Path, device: str
     """Train (or find in the cache) the ``role`` reference model of ``cell``; never raises on NaN.
 
     Uses :func:`~unlearnkit.experiments.runner.load_or_train_reference`, as ``run_cell`` does, so a model
-    trained here is bit-identical to one trained in-process with the same thread count.
+    trained here is bit-identical to one trained in-process with the same thread count. A setting-3 cell's
+    one reference is its original CLIP (:func:`~unlearnkit.concept.original_clip`, as ``run_cell`` gets it).
 
     Returns:
         ``{"role", "ok", "error", "cached"}``; ``error`` is ``"TypeName: message"`` when training failed.
     """
+    if cell.setting == 3:
+        return _train_concept_original(cell, cache_dir=cache_dir, device=device)
     bundle = _bundle(cell.dataset, cell.data_root, cell.download)
     scenario = Scenario(bundle, cell.forget, cell.seed, val_fraction=cell.val_fraction)
     dev = resolve_device(device)
@@ -101,6 +104,34 @@ def train_reference(cell: Cell, role: str, *, cache_dir: str | Path, device: str
     except Exception as e:  # NaN loss or another training failure: the cells get it as their error
         out.update(ok=False, error=f"{type(e).__name__}: {e}")
     return out
+
+
+def _train_concept_original(cell: Cell, *, cache_dir: str | Path, device: str) -> dict[str, Any]:
+    from unlearnkit.concept import original_clip
+
+    p = cell.concept or {}
+    dev = resolve_device(device)
+    if dev.type == "cpu" and cell.threads:  # as run_cell does: the thread count is part of the cache key
+        torch.set_num_threads(cell.threads)
+    out: dict[str, Any] = {"role": "original", "ok": True, "error": None, "cached": False}
+    try:
+        _, _, trained = original_clip(
+            concept_data_of(cell), p["clip"], p.get("pretrain") or {}, cell.seed,
+            cache=ModelCache(Path(cache_dir) / "models"), device=dev,
+        )  # fmt: skip
+        out["cached"] = not trained
+    except UnlearnkitError:
+        raise
+    except Exception as e:  # NaN loss or another pretraining failure: the cells get it as their error
+        out.update(ok=False, error=f"{type(e).__name__}: {e}")
+    return out
+
+
+def concept_original_id(cell: Cell) -> str:
+    """Identity of the original CLIP a setting-3 cell starts from (one reference task per identity)."""
+    p = cell.concept or {}
+    return config_hash({"role": "concept_original", "dataset": cell.dataset, "seed": cell.seed,
+                        **{k: p.get(k) for k in ("world", "visu", "clip", "pretrain")}})  # fmt: skip
 
 
 def wants_shadows(cell: Cell) -> bool:
@@ -192,7 +223,7 @@ class _Tracker:
 # -- the driver side -----------------------------------------------------------------------------------------
 
 
-def failed_record(cell: Cell, scenario: Scenario, error: str) -> RunRecord:
+def failed_record(cell: Cell, scenario: Scenario | None, error: str) -> RunRecord:
     """The record of a cell that could not run, from the one record builder (``runner.new_record``)."""
     return new_record(cell, scenario).failed(error)
 
@@ -284,19 +315,23 @@ class RayExecutor:
         ref_fn, cell_fn = ray.remote(_reference_task), ray.remote(_cell_task)
         tracker = ray.remote(num_cpus=0)(_Tracker).remote()
 
-        scenarios: dict[tuple, Scenario] = {}
+        scenarios: dict[tuple, Scenario | None] = {}
         references: dict[str, ray.ObjectRef] = {}  # cache-key hash -> reference task
-        pending: dict[ray.ObjectRef, tuple[Cell, Scenario, list[str]]] = {}
+        pending: dict[ray.ObjectRef, tuple[Cell, Scenario | None, list[str]]] = {}
         for cell in cells:
             sk = (cell.dataset, cell.data_root, cell.download, cell.forget, cell.seed, cell.val_fraction)
-            if sk not in scenarios:
-                bundle = _bundle(cell.dataset, cell.data_root, cell.download)
-                scenarios[sk] = Scenario(bundle, cell.forget, cell.seed, val_fraction=cell.val_fraction)
-            threads = cell.threads or max(1, int(ref_opts["num_cpus"]))  # what the reference task will use
-            keys = reference_keys(cell, scenarios[sk], device=resolve_device(self.device), threads=threads,
-                                  deterministic=getattr(cell, "deterministic", True))  # fmt: skip
-            hashes = [config_hash(key) for key in keys]
-            roles = dict(zip(hashes, ROLES, strict=True))
+            if cell.setting == 3:  # one reference: the seed's original CLIP
+                scenarios[sk], hashes = None, [concept_original_id(cell)]
+                roles = {hashes[0]: "original"}
+            else:
+                if sk not in scenarios:
+                    bundle = _bundle(cell.dataset, cell.data_root, cell.download)
+                    scenarios[sk] = Scenario(bundle, cell.forget, cell.seed, val_fraction=cell.val_fraction)
+                threads = cell.threads or max(1, int(ref_opts["num_cpus"]))  # what the reference task will use
+                keys = reference_keys(cell, scenarios[sk], device=resolve_device(self.device), threads=threads,
+                                      deterministic=getattr(cell, "deterministic", True))  # fmt: skip
+                hashes = [config_hash(key) for key in keys]
+                roles = dict(zip(hashes, ROLES, strict=True))
             if wants_shadows(cell):
                 fp = scenarios[sk].bundle.fingerprint()
                 roles.update({shadow_key(cell, m, data=fp, threads=threads): f"{SHADOW}:{m}"
@@ -350,7 +385,7 @@ class RayExecutor:
             references(done, total, failed)
 
     @staticmethod
-    def _record(ref: ray.ObjectRef, cell: Cell, scenario: Scenario) -> RunRecord:
+    def _record(ref: ray.ObjectRef, cell: Cell, scenario: Scenario | None) -> RunRecord:
         """The record a finished task returned, or a failed record when its worker died."""
         try:
             out = ray.get(ref)

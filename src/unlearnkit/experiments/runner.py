@@ -19,7 +19,9 @@ The in-process executor is the default; :mod:`unlearnkit.experiments` sweeps han
 
 from __future__ import annotations
 
+import dataclasses
 import functools
+import json
 import os
 import tempfile
 import time
@@ -51,13 +53,13 @@ from unlearnkit.engine.cache import compute_context
 from unlearnkit.engine.checks import collapse_flag, nonfinite_reason
 from unlearnkit.engine.seed import preserved_global_state
 from unlearnkit.errors import ConfigError, UnlearnkitError
-from unlearnkit.experiments.config import RunConfig
+from unlearnkit.experiments.config import AnyRunConfig, ConceptRunConfig, RunConfig, load_concept_entries
 from unlearnkit.experiments.memory import peak_memory
 from unlearnkit.experiments.progress import NullProgress, ProgressSink
 from unlearnkit.experiments.record import RunRecord, clean_metric
 from unlearnkit.experiments.store import ResultsStore, writer_lock
-from unlearnkit.methods import METHODS, Method, UnlearnData, create_method
-from unlearnkit.metrics import METRICS, evaluate
+from unlearnkit.methods import METHODS, Method, UnlearnData, check_method_modality, create_method
+from unlearnkit.metrics import evaluate, select_metrics
 from unlearnkit.metrics.epsilon_score import KEYS as ENSEMBLE_KEYS
 from unlearnkit.models import MODELS, create_model, model_fingerprint
 from unlearnkit.protocols import ResourceBuilder, ResourceInputs, ResourceMemo
@@ -113,6 +115,11 @@ class Cell:
     ensemble_n: int = 0
     ensemble_batch_models: int = 16
     ensemble_originals: str = "shared"
+    #: which run path: 3 for a CLIP concept run (its CLIP-specific config sections in ``concept``), else 1 (the
+    #: classifier path of settings 1 and 2; a record's own setting comes from its method)
+    setting: int = 1
+    #: setting 3: ``world``, ``visu``, ``clip``, ``pretrain``, ``eval_batch_size``, ``save_models`` (plain data)
+    concept: dict[str, Any] | None = None
     key: str = ""
 
     @property
@@ -132,6 +139,11 @@ class Cell:
         if not d["lira_shadows"]:  # LiRA off: keys stay what they were before LiRA existed
             for k in ("lira_shadows", "lira_fixed_variance", "lira_nonmember_split", "ulira_out"):
                 d.pop(k)
+        if d["setting"] != 3:  # classifier runs: keys stay what they were before CLIP runs were cells
+            d.pop("setting")
+            d.pop("concept")
+        else:  # where an export goes does not change the result
+            d["concept"] = {k: v for k, v in d["concept"].items() if k not in ("save_models", "export_dir")}
         return d
 
 
@@ -202,7 +214,9 @@ def resolve_methods(cfg: RunConfig) -> list[Method]:
     names = [s.name for s in specs]
     if len(set(names)) != len(names):
         raise ConfigError(f"a method is listed twice in {names}")
-    methods = [create_method(s.name, **s.params) for s in specs]
+    if any(n not in METHODS for n in names):  # perhaps a CLIP method: registered, so the message can say so
+        load_concept_entries()
+    methods = [create_method(check_method_modality(s.name, "classifier").name, **s.params) for s in specs]
     if "retrain" not in names:
         methods.insert(0, create_method("retrain"))
     for m in methods:
@@ -216,8 +230,8 @@ def validate_config(cfg: RunConfig) -> tuple[list[Method], list[ForgetRequest], 
     MODELS.get(cfg.model)
     requests = [ForgetRequest.parse(f) for f in cfg.forget]
     methods = resolve_methods(cfg)
-    for name in cfg.metrics or []:
-        METRICS.get(name)
+    if cfg.metrics is not None:
+        select_metrics(cfg.metrics, "classifier", "a setting-1/2 config")
     device = resolve_device(cfg.device)
     if cfg.methods != "all":
         for m in methods:
@@ -227,13 +241,19 @@ def validate_config(cfg: RunConfig) -> tuple[list[Method], list[ForgetRequest], 
 
 
 def plan(
-    cfg: RunConfig, bundle: DatasetBundle | None = None, *, max_cells: int | None = None
+    cfg: AnyRunConfig, bundle: DatasetBundle | None = None, *, max_cells: int | None = None
 ) -> tuple[list[Cell], list[str]]:
     """Validate ``cfg`` and expand it into cells; also return why some (method, request) pairs were skipped.
 
     Every scenario is built here (so an unknown class or an empty forget set fails before any work).
-    With ``max_cells``, the number of cells is counted first (without data) and refused above it.
+    With ``max_cells``, the number of cells is counted first (without data) and refused above it. A
+    setting-3 config gives an ``original`` cell per seed and one cell per method variant and seed.
     """
+    if isinstance(cfg, ConceptRunConfig):
+        cells = plan_concept(cfg)
+        if max_cells is not None:
+            check_cell_count(len(cells), max_cells)
+        return cells, []
     methods, requests, _ = validate_config(cfg)
     if max_cells is not None:
         per_seed = sum(1 + sum(len(cfg.shots) if m.setting == 2 else 1 for m in methods if not m.unsupported_reason(r))
@@ -272,6 +292,59 @@ def plan(
     return cells, skipped
 
 
+def validate_concept_config(cfg: ConceptRunConfig) -> list[Any]:
+    """Everything a setting-3 config can have checked without data: methods, metrics, device, the CLIP source."""
+    load_concept_entries(required=True)
+    from unlearnkit.concept.sources import check_clip_source
+
+    specs = cfg.method_specs()
+    if not specs:
+        raise ConfigError("no methods selected")
+    methods = [create_method(check_method_modality(s.name, "clip").name, **s.params) for s in specs]
+    seen = [config_hash({"m": m.name, "p": m.get_params()}) for m in methods]
+    if len(set(seen)) != len(seen):  # the same method may run with different hyperparameters, not twice alike
+        raise ConfigError(f"a method is listed twice with the same hyperparameters in {[s.name for s in specs]}")
+    for m in methods:
+        m.validate_params()
+    if cfg.metrics is not None:
+        select_metrics(cfg.metrics, "clip", "a setting-3 config")
+    resolve_device(cfg.device)
+    check_clip_source(cfg.clip.model_dump(), cfg.dataset)
+    return methods
+
+
+def plan_concept(cfg: ConceptRunConfig, *, with_methods: bool = True) -> list[Cell]:
+    """The cells of a setting-3 config: per seed, the original CLIP, then each method variant.
+
+    ViSU files (and the checkpoint's tokenizer/processor) are read here once, so a missing file fails
+    before any work. ``with_methods=False`` plans only the original cells (``audit``).
+    """
+    methods = validate_concept_config(cfg)
+    from unlearnkit.concept.sources import FORGET
+
+    common: dict[str, Any] = {
+        "dataset": cfg.dataset, "forget": FORGET, "model": cfg.clip.label, "train": {}, "metrics": cfg.metrics,
+        "threads": cfg.threads, "setting": 3,
+    }  # fmt: skip
+    cells: list[Cell] = []
+    for seed in cfg.seeds:
+        for name, params in [(ORIGINAL, {}), *((m.name, m.get_params()) for m in methods if with_methods)]:
+            cells.append(Cell(seed=seed, method=name, params=params, concept=cfg.concept_payload(), **common))
+    for c in cells:
+        c.key = config_hash(c.identity())
+    if cfg.dataset == "visu" and cells:
+        concept_data_of(cells[0])
+    return cells
+
+
+def with_export_dir(cells: list[Cell], out: Path) -> list[Cell]:
+    """Point the setting-3 cells that export their models (``save_models``) at ``out/models``."""
+    for c in cells:
+        if c.concept is not None and c.concept.get("save_models"):
+            c.concept["export_dir"] = str(out / "models")
+    return cells
+
+
 # -- executing one cell ---------------------------------------------------------------------------------------
 
 
@@ -282,6 +355,23 @@ def _bundle(dataset: str, root: str | None, download: bool) -> DatasetBundle:
 
 def _versions() -> dict[str, str]:
     return {"unlearnkit": unlearnkit.__version__, "torch": torch.__version__}
+
+
+@functools.lru_cache(maxsize=2)
+def _concept_data(dataset: str, seed: int, sections: str) -> Any:
+    """The concept data for a dataset, seed and the JSON of the ``world``/``visu``/``clip`` sections (cached)."""
+    from unlearnkit.concept.sources import load_concept_data
+
+    p = json.loads(sections)
+    return load_concept_data(dataset, seed, world=p["world"], visu=p["visu"], clip=p["clip"])
+
+
+def concept_data_of(cell: Cell) -> Any:
+    """The :class:`~unlearnkit.concept.ConceptData` a setting-3 cell runs on (cached per process)."""
+    p = cell.concept or {}
+    seed = cell.seed if cell.dataset == "concept_world" else 0  # ViSU is the same for every seed
+    sections = {k: p.get(k) for k in ("world", "visu", "clip")}
+    return _concept_data(cell.dataset, seed, json.dumps(sections, sort_keys=True))
 
 
 def reference_keys(
@@ -349,23 +439,34 @@ def load_or_train_reference(
     return cache.get_or_train(key, make_model, train)
 
 
-def new_record(cell: Cell, scenario: Scenario) -> RunRecord:
+def new_record(cell: Cell, scenario: Scenario | None = None) -> RunRecord:
     """The record of ``cell`` before it runs: the one place a run record is built (status ``ok``, no metrics).
 
     Every executor (in-process, Ray workers, the Ray driver for a lost worker) starts from it, so a stored row has
     the same fields whoever produced it. The method's ``setting`` and ``needs`` are recorded with it, so reports
-    never consult the method registry of the installation that reads the store.
+    never consult the method registry of the installation that reads the store. A setting-3 cell's scenario is
+    its concept data's (``scenario`` is not used); every row of a setting-3 run records setting 3.
     """
     setting: int | None = None
     needs: tuple[str, ...] = ()
     if cell.method in METHODS:
         cls = METHODS.get(cell.method)
         setting, needs = int(cls.setting), tuple(sorted(cls.needs))
+    if cell.setting == 3:
+        from unlearnkit.concept.sources import scenario_spec
+
+        data = concept_data_of(cell)
+        spec, splits_hash, splits = scenario_spec(data, cell.seed), config_hash({"data": data.spec}), None
+        setting, versions = 3, _concept_versions()
+    elif scenario is None:
+        raise ValueError("new_record needs the scenario of a setting-1/2 cell")
+    else:
+        spec, splits_hash, splits = scenario.spec(), scenario.splits_hash(), scenario.splits_dict()
+        versions = _versions()
     return RunRecord(
-        key=cell.key, scenario=scenario.spec(), model=cell.model, method=cell.method, seed=cell.seed,
-        params=dict(cell.params), config={**cell.identity(), "splits_hash": scenario.splits_hash()},
-        setting=setting, needs=needs, splits_hash=scenario.splits_hash(), splits=scenario.splits_dict(),
-        versions=_versions(),
+        key=cell.key, scenario=spec, model=cell.model, method=cell.method, seed=cell.seed, params=dict(cell.params),
+        config={**cell.identity(), "splits_hash": splits_hash}, setting=setting, needs=needs, splits_hash=splits_hash,
+        splits=splits, versions=versions,
     )  # fmt: skip
 
 
@@ -412,6 +513,8 @@ def torch_threads(n: int) -> Iterator[None]:
 def _run_cell(
     cell: Cell, cache_dir: str | Path | None, dev: torch.device, progress: ProgressSink, bundle: DatasetBundle | None
 ) -> RunRecord:
+    if cell.setting == 3:
+        return run_concept_cell(cell, cache_dir=cache_dir, device=dev, progress=progress)
     bundle = bundle if bundle is not None else _bundle(cell.dataset, cell.data_root, cell.download)
     scenario = Scenario(bundle, cell.forget, cell.seed, val_fraction=cell.val_fraction)
     record = new_record(cell, scenario)
@@ -485,6 +588,65 @@ def _run_cell(
     except Exception as e:
         return record.failed(_error_line(e))
     return record
+
+
+def run_concept_cell(
+    cell: Cell, *, cache_dir: str | Path | None, device: torch.device, progress: ProgressSink
+) -> RunRecord:
+    """Run one setting-3 cell: the concept data, the original CLIP (cached), the method (or the original
+    itself, or an audited CLIP folder), every CLIP metric on the test quadruplets; ``save_models`` exports."""
+    from unlearnkit.concept import ConceptUnlearnData, WordTokenizer, evaluate_concept, load_clip
+    from unlearnkit.concept.pretrain import original_clip
+    from unlearnkit.concept.sources import export_clip
+
+    p = cell.concept or {}
+    data = concept_data_of(cell)
+    record = new_record(cell)
+    record.config["threads_used"] = torch.get_num_threads()  # what ran, beside what the key asked for
+    cache = ModelCache(Path(cache_dir) / "models" if cache_dir else None)
+    label = f"{data.name} {cell.forget} s{cell.seed}"
+    try:
+        original, info, trained = original_clip(
+            data, p["clip"], p.get("pretrain") or {}, cell.seed, cache=cache, device=device,
+            on_start=lambda what: progress.run_started(f"{label} {what}"), on_epoch=progress.epoch,
+        )  # fmt: skip
+    except (UnlearnkitError, KeyboardInterrupt):
+        raise
+    except Exception as e:  # NaN loss or another failure while pretraining the original
+        return record.failed(f"pretraining the original CLIP failed: {type(e).__name__}: {e}")
+    record.trained_models += int(trained)
+    progress.run_started(cell.label)
+    try:
+        extra: dict[str, Any] = {}
+        if cell.method == ORIGINAL:  # the model before unlearning; its cost is that of pretraining it
+            model = original
+            extra = {"time_s": float(info["time_s"])} if "time_s" in info else {}
+        elif cell.method == AUDIT:  # a CLIP folder made anywhere, scored on this scenario's test quadruplets
+            folder = Path(cell.params["checkpoint"])
+            model = load_clip(folder).to(device)
+            if (folder / WordTokenizer.FILE).is_file():  # its own vocabulary encodes the captions
+                data = dataclasses.replace(data, tokenizer=WordTokenizer.load(folder))
+        else:
+            method = create_method(cell.method, **cell.params)
+            udata = ConceptUnlearnData(data.train, data.tokenizer, data.val, device=device, seed=cell.seed,
+                                       on_epoch=progress.epoch)  # fmt: skip
+            model = method.unlearn(original, udata)
+            extra = {"time_s": method.elapsed_s_, **{k: float(v) for k, v in getattr(method, "report_", {}).items()}}
+        values = evaluate_concept(model, data, metrics=cell.metrics, batch_size=int(p.get("eval_batch_size", 256)))
+        record.metrics = {**values, **extra}
+        if p.get("export_dir") and cell.method not in (ORIGINAL, AUDIT):
+            export_clip(model, data, Path(p["export_dir"]) / f"{cell.method}-{cell.key}")
+    except (KeyboardInterrupt, UnlearnkitError):
+        raise
+    except Exception as e:
+        return record.failed(_error_line(e))
+    return record
+
+
+def _concept_versions() -> dict[str, str]:
+    import transformers
+
+    return {**_versions(), "transformers": transformers.__version__}
 
 
 @functools.lru_cache(maxsize=4)
@@ -617,7 +779,7 @@ def drive(
 
 
 def run_benchmark(
-    cfg: RunConfig,
+    cfg: AnyRunConfig,
     out_dir: str | Path,
     *,
     progress: ProgressSink | None = None,
@@ -642,6 +804,7 @@ def run_benchmark(
     cells, skipped = plan(cfg, bundle, max_cells=max_cells)
     check_locations(out_dir, cfg.cache_dir)
     out = ensure_writable_dir(out_dir)
+    with_export_dir(cells, out)
     result = BenchmarkResult(out_dir=out, not_applicable=skipped)
     executor = executor or InProcessExecutor(cache_dir=cfg.cache_dir, device=cfg.device, bundle=bundle)
     with writer_lock(out):  # a second process on the same out is refused here, before any work
@@ -653,7 +816,7 @@ def run_benchmark(
 
 
 def audit_cells(
-    cfg: RunConfig, checkpoints: str | Path | Sequence[str | Path], bundle: DatasetBundle | None = None
+    cfg: AnyRunConfig, checkpoints: str | Path | Sequence[str | Path], bundle: DatasetBundle | None = None
 ) -> list[Cell]:
     """Cells that evaluate the models in ``checkpoints`` on every (forget request, seed) of ``cfg``.
 
@@ -662,6 +825,8 @@ def audit_cells(
     With N ≥ 2 checkpoints (N runs of one unlearning algorithm, e.g. from N seeds), they are also the
     unlearned side of the NeurIPS-2023 ε score (forget quality F against N retrained models), whatever
     ``cfg.ensemble_n`` says; every audit row of the set carries the set's F.
+
+    For a setting-3 config, each checkpoint is a CLIP folder (see :func:`concept_audit_cells`).
     """
     import hashlib
 
@@ -670,6 +835,8 @@ def audit_cells(
     paths = [Path(checkpoints)] if isinstance(checkpoints, str | Path) else [Path(p) for p in checkpoints]
     if not paths:
         raise UnlearnkitError("audit needs at least one checkpoint")
+    if isinstance(cfg, ConceptRunConfig):
+        return concept_audit_cells(cfg, paths)
     validate_config(cfg)
     bundle = bundle if bundle is not None else _bundle(cfg.dataset, cfg.data_root, cfg.download)
     probe = create_model(cfg.model, bundle.num_classes, bundle.in_shape, **cfg.model_kwargs)
@@ -701,8 +868,42 @@ def audit_cells(
     return out
 
 
+def concept_audit_cells(cfg: ConceptRunConfig, folders: Sequence[Path]) -> list[Cell]:
+    """Cells that score the CLIP folders ``folders`` (``save_pretrained`` exports, e.g. ``save_models``) on every
+    seed of the setting-3 config ``cfg``, beside that seed's original CLIP.
+
+    Each folder must load as a CLIP checkpoint (checked here, before any work); the SHA-256 of its files goes
+    into the run key. A folder holding ``word_tokenizer.json`` encodes the captions with that vocabulary.
+    """
+    import hashlib
+
+    from unlearnkit.concept import load_clip
+
+    shas: list[str] = []
+    for folder in folders:
+        if folder.is_file() and folder.suffix == ".safetensors":
+            raise UnlearnkitError(f"a setting-3 audit takes a CLIP folder (save_pretrained), not the file {folder}")
+        load_clip(folder)  # not a CLIP folder / not loadable -> one-line error
+        digest = hashlib.sha256()
+        for f in sorted(p for p in folder.iterdir() if p.is_file()):
+            digest.update(f.name.encode() + b"\0" + f.read_bytes())
+        shas.append(digest.hexdigest())
+    if len(set(shas)) != len(shas):
+        twice = next(p for p, h in zip(folders, shas, strict=True) if shas.count(h) > 1)
+        raise UnlearnkitError(f"CLIP folder {twice} is given twice (same contents): the audited models must differ")
+    out: list[Cell] = []
+    for c in plan_concept(cfg, with_methods=False):
+        out.append(c)
+        for folder, sha in zip(folders, shas, strict=True):
+            params = {"checkpoint": str(folder), "sha256": sha}
+            cell = Cell(**{**c.__dict__, "method": AUDIT, "params": params, "concept": dict(c.concept or {})})
+            cell.key = config_hash({**cell.identity(), "params": {"sha256": sha}})
+            out.append(cell)
+    return out
+
+
 def run_audit(
-    cfg: RunConfig,
+    cfg: AnyRunConfig,
     checkpoints: str | Path | Sequence[str | Path],
     out_dir: str | Path,
     *,

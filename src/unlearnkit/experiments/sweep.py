@@ -15,6 +15,14 @@ A sweep config is a :class:`~unlearnkit.experiments.config.RunConfig` whose grid
     out: runs/neggrad_lr                # results.db + reports (``--out`` overrides)
     ray: {num_cpus: 1, num_gpus: 0.25}  # resources of each Ray task (``--ray`` / ``--ray-address``)
 
+A ``setting: 3`` sweep (CLIP concept unlearning) is a setting-3 config with the same ``methods``, ``seeds``,
+``artifacts``, ``out`` and ``ray`` grid keys and no model axis (its ``clip`` section names the CLIP)::
+
+    setting: 3
+    world: {n_train: 256}
+    methods: {safe_clip: {lambda_unsafe_negatives: [0.25, 0.5], epochs: 1}}
+    seeds: [0, 1]
+
 Expansion is the cartesian product of the axes; because a method's cells depend only on its own
 hyperparameters, it is computed per method (model × that method's value combinations), which gives the
 same union of cells as the full product without planning duplicates. Every resulting ``RunConfig`` goes
@@ -38,15 +46,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import Field, ValidationError
+from pydantic import ValidationError
 from rich.console import Console
 from rich.progress import TaskID
 
-from unlearnkit._config import MAX_CELLS, MAX_SEEDS, SEED_LIMIT, StrictModel, check_cell_count, one_line, read_yaml
+from unlearnkit._config import MAX_CELLS, MAX_SEEDS, SEED_LIMIT, check_cell_count, one_line, read_yaml
 from unlearnkit.engine import default_cache_dir
 from unlearnkit.engine.device import DEVICES
 from unlearnkit.errors import ConfigError, UnlearnkitError, suggest
-from unlearnkit.experiments.config import RunConfig, parse_config
+from unlearnkit.experiments.config import AnyRunConfig, RaySection, RunConfig, load_concept_entries, parse_config
 from unlearnkit.experiments.progress import NullProgress, ProgressSink, progress_bars
 from unlearnkit.experiments.runner import (
     BenchmarkResult,
@@ -56,6 +64,7 @@ from unlearnkit.experiments.runner import (
     drive,
     ensure_writable_dir,
     plan,
+    with_export_dir,
     write_reports_from,
 )
 from unlearnkit.experiments.store import ResultsStore, check_unlocked, writer_lock
@@ -69,33 +78,6 @@ LIST_AXES = ("forget", "seeds", "shots")
 Backend = Literal["inprocess", "ray"]
 
 
-class RaySection(StrictModel):
-    """Resources of the Ray tasks (each cell and each reference model is one task).
-
-    Attributes:
-        num_cpus: CPUs reserved per task; the task's torch uses this many threads.
-        num_gpus: GPUs per task; a fraction (e.g. 0.25) packs several small tasks on one GPU.
-        reference_num_cpus, reference_num_gpus: overrides for the reference-model (training) tasks.
-        max_retries: how often Ray reruns a task whose worker died (a failed cell is not retried).
-        connect_timeout_s: how long to wait for ``--ray-address`` to answer before giving up.
-    """
-
-    num_cpus: float = Field(1.0, gt=0)
-    num_gpus: float = Field(0.0, ge=0)
-    reference_num_cpus: float | None = Field(None, gt=0)
-    reference_num_gpus: float | None = Field(None, ge=0)
-    max_retries: int = Field(1, ge=0)
-    connect_timeout_s: float = Field(10.0, gt=0)
-
-    def task_resources(self, reference: bool) -> dict[str, float]:
-        """``{"num_cpus", "num_gpus"}`` of a cell task or a reference task."""
-        if reference:
-            cpus = self.num_cpus if self.reference_num_cpus is None else self.reference_num_cpus
-            gpus = self.num_gpus if self.reference_num_gpus is None else self.reference_num_gpus
-            return {"num_cpus": cpus, "num_gpus": gpus}
-        return {"num_cpus": self.num_cpus, "num_gpus": self.num_gpus}
-
-
 @dataclass
 class SweepConfig:
     """A validated sweep: a base RunConfig mapping plus the grid axes.
@@ -103,7 +85,7 @@ class SweepConfig:
     Attributes:
         name: the sweep's name (default output folder ``runs/<name>``).
         base: RunConfig fields shared by every benchmark of the grid (``model``/``methods`` excluded).
-        models: the model axis.
+        models: the model axis (``None`` for a setting-3 grid: its CLIP is the ``clip`` section of ``base``).
         methods: ``"all"``, or ``(name, {param: [values]})`` per method entry (fixed values are one-element lists).
         artifacts: the model cache directory (absolute), or ``None`` for the default cache.
         out: the output directory from the config, or ``None``.
@@ -113,7 +95,7 @@ class SweepConfig:
 
     name: str
     base: dict[str, Any]
-    models: list[str]
+    models: list[str] | None
     methods: Literal["all"] | list[tuple[str, dict[str, list[Any]]]]
     artifacts: str | None = None
     out: str | None = None
@@ -130,19 +112,19 @@ class SweepConfig:
         """The configured device (resolved where the cell runs)."""
         return str(self.base.get("device", "auto"))
 
-    def run_configs(self) -> list[RunConfig]:
-        """Expand the grid into RunConfigs (one per model × method value combination)."""
+    def run_configs(self) -> list[AnyRunConfig]:
+        """Expand the grid into run configs (one per model × method value combination)."""
         out = []
-        for model in self.models:
+        for model in self.models if self.models is not None else [None]:
+            fixed = {**self.base, "model": model} if model is not None else dict(self.base)
             if self.methods == "all":
-                out.append(parse_config({**self.base, "model": model, "methods": "all"}, self.source))
+                out.append(parse_config({**fixed, "methods": "all"}, self.source))
                 continue
             for name, grid in self.methods:
                 keys = list(grid)
                 for values in itertools.product(*(grid[k] for k in keys)):
                     params = dict(zip(keys, values, strict=True))
-                    data = {**self.base, "model": model, "methods": [{"name": name, "params": params}]}
-                    out.append(parse_config(data, self.source))
+                    out.append(parse_config({**fixed, "methods": [{"name": name, "params": params}]}, self.source))
         return out
 
 
@@ -252,14 +234,18 @@ def parse_sweep(data: Any, source: str = "sweep config") -> SweepConfig:
     for axis in LIST_AXES:
         if axis in data and isinstance(data[axis], list) and not data[axis]:
             raise ConfigError(f"{source}: {axis}: empty grid (give at least one value)")
-    models = [str(m) for m in _grid_values(data.pop("model", "small_cnn"), f"{source}: model")]
-    if len(set(models)) != len(models):
+    concept = data.get("setting") == 3  # a CLIP grid: no model axis (the clip section names the CLIP)
+    if concept:
+        load_concept_entries(required=True)  # registers the CLIP methods the grid names
+    models = None if concept else [str(m) for m in _grid_values(data.pop("model", "small_cnn"), f"{source}: model")]
+    if models is not None and len(set(models)) != len(models):
         raise ConfigError(f"{source}: model: a model is listed twice in {models}")
     methods = _method_entries(data.pop("methods", "all"), source)
     if data.get("data_root"):
         data["data_root"] = str(Path(data["data_root"]).expanduser().resolve())  # workers may run elsewhere
     # validate the base (every field but the grid axes) once, with a representative model and method
-    base = parse_config({**data, "model": models[0]}, source).model_dump(exclude={"model", "methods", "cache_dir"})
+    first = {**data, "model": models[0]} if models is not None else data
+    base = parse_config(first, source).model_dump(exclude={"model", "methods", "cache_dir"})
     base = {k: v for k, v in base.items() if k in data}  # keep only what the user set (defaults stay defaults)
     sweep = SweepConfig(
         name=str(data.get("name", "sweep")), base=base, models=models, methods=methods,
@@ -447,8 +433,12 @@ def run_sweep(
     if on_ray and sweep.device.startswith("cuda") and sweep.ray.num_gpus == 0:
         raise ConfigError(f"{sweep.source}: device {sweep.device!r} on Ray needs ray.num_gpus > 0 (GPUs per task)")
     # every model x request x seed has its own original cell: refuse a huge grid before planning it
-    n_forget = len(sweep.base.get("forget") or RunConfig().forget)
-    check_cell_count(len(sweep.models) * n_forget * len(sweep.seeds), max_cells, at_least=True)
+    if sweep.models is None:  # setting 3: one original CLIP cell per seed
+        n_originals = len(sweep.seeds)
+    else:
+        n_forget = len(sweep.base.get("forget") or RunConfig().forget)
+        n_originals = len(sweep.models) * n_forget * len(sweep.seeds)
+    check_cell_count(n_originals, max_cells, at_least=True)
     sp = plan_sweep(sweep, device_check=not on_ray)
     check_cell_count(len(sp.cells), max_cells)
     out = check_writable(out_dir or sweep.out or Path("runs") / sweep.name, "output directory")
@@ -461,7 +451,7 @@ def run_sweep(
         ensure_writable_dir(cache_dir)
         with writer_lock(out):
             store = ResultsStore(out / "results.db")
-            drive(sp.cells, store, ex, progress, result, retry_failed=retry_failed)
+            drive(with_export_dir(sp.cells, out), store, ex, progress, result, retry_failed=retry_failed)
             result.reports = write_reports_from(store, out)
     result.wall_s = time.perf_counter() - t_start
     return result

@@ -29,9 +29,18 @@ from unlearnkit.methods._base import (
     METHODS,
     Method,
     UnlearnData,
+    check_method_modality,
     create_method,
     list_methods,
     register_method,
 )
 
-__all__ = ["METHODS", "Method", "UnlearnData", "create_method", "list_methods", "register_method"]
+__all__ = [
+    "METHODS",
+    "Method",
+    "UnlearnData",
+    "check_method_modality",
+    "create_method",
+    "list_methods",
+    "register_method",
+]

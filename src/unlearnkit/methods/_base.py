@@ -203,6 +203,14 @@ class Hyperparameters:
     #: the paper the method implements (authors, venue, year, arXiv id); shown by `unlearnkit list methods --cite`
     paper: ClassVar[str] = ""
     _parameter_constraints: ClassVar[dict[str, list[Any]]] = {}
+    #: the talk's setting: 1 = forget/retain data available, 2 = no retain data (few-shot), 3 = concept (CLIP)
+    setting: ClassVar[int] = 1
+    #: the kind of model the method unlearns: ``"classifier"`` (settings 1 and 2) or ``"clip"`` (setting 3)
+    modality: ClassVar[str] = "classifier"
+    #: data/resources required (recorded with each run so reports never consult the live registry)
+    needs: ClassVar[frozenset[str]] = frozenset()
+    #: forget-request kinds the method can serve
+    requests: ClassVar[frozenset[str]] = frozenset()
 
     @classmethod
     def _get_param_names(cls) -> list[str]:
@@ -251,8 +259,6 @@ class Method(Hyperparameters):
     requests: ClassVar[frozenset[str]] = frozenset(KINDS)
     #: whether ``class:a,b`` (several classes at once) is supported
     multi_class: ClassVar[bool] = True
-    #: the talk's setting: 1 = forget/retain data available, 2 = no retain data (few-shot), 3 = concept (CLIP)
-    setting: ClassVar[int] = 1
     #: the registered model (built for digits, 1x8x8) that the contract tests train a tiny instance of
     example_model: ClassVar[str] = "mlp"
     #: False when ``unlearn`` returns a different module (a wrapper or an ensemble), not the input architecture
@@ -302,7 +308,9 @@ def _unknown_param_msg(method: str, key: str, valid: list[str]) -> str:
     )
 
 
-METHODS: Registry[type[Method]] = Registry("method")
+#: every method of every setting (classifier methods here; CLIP concept methods register when
+#: :mod:`unlearnkit.concept` is imported); filter with :func:`list_methods` ``(setting=, modality=)``
+METHODS: Registry[type[Any]] = Registry("method")
 
 
 def register_in(registry: Registry[Any], name: str) -> Callable[[type], type]:
@@ -326,16 +334,32 @@ def instantiate(registry: Registry[Any], name: str, **params: Any) -> Any:
     return cls(**params)
 
 
-def register_method(name: str) -> Callable[[type[Method]], type[Method]]:
-    """Class decorator: register a :class:`Method` subclass under ``name``."""
+def register_method(name: str) -> Callable[[type[Any]], type[Any]]:
+    """Class decorator: register a method class (a :class:`Method`, or a concept method) under ``name``."""
     return register_in(METHODS, name)
 
 
-def create_method(name: str, **params: Any) -> Method:
-    """Instantiate the registered method ``name`` with ``params`` (unknown names raise)."""
+def create_method(name: str, **params: Any) -> Any:
+    """Instantiate the registered method ``name`` (any setting) with ``params`` (unknown names raise)."""
     return instantiate(METHODS, name, **params)
 
 
-def list_methods(pattern: str = "*") -> list[str]:
-    """Registered method names matching ``pattern``."""
-    return METHODS.list(pattern)
+def list_methods(pattern: str = "*", *, setting: int | None = None, modality: str | None = None) -> list[str]:
+    """Registered method names matching ``pattern``, optionally only those of one ``setting`` or ``modality``."""
+    return [
+        n for n in METHODS.list(pattern)
+        if (setting is None or METHODS.get(n).setting == setting)
+        and (modality is None or METHODS.get(n).modality == modality)
+    ]  # fmt: skip
+
+
+def check_method_modality(name: str, modality: str) -> type[Any]:
+    """The registered method class ``name``; one that unlearns another kind of model raises in one line."""
+    cls = METHODS.get(name)
+    if cls.modality != modality:
+        own = ", ".join(list_methods(modality=modality)) or "none"
+        raise UnlearnkitError(
+            f"method {name!r} unlearns a {cls.modality} model (setting {cls.setting}), not a {modality} model; "
+            f"the {modality} methods: {own}"
+        )
+    return cls

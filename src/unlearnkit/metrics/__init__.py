@@ -25,6 +25,7 @@ from unlearnkit.metrics._base import (
     is_not_computed,
     list_metrics,
     register_metric,
+    select_metrics,
     value_to_json,
 )
 from unlearnkit.metrics.forget_quality import (
@@ -51,5 +52,6 @@ __all__ = [
     "list_metrics",
     "logit_scaled_confidence",
     "register_metric",
+    "select_metrics",
     "value_to_json",
 ]

@@ -54,40 +54,88 @@ MetricValue = float | NotComputed | dict[str, Any]
 STRUCTURED_VALUES = True
 
 
+#: the settings whose runs a metric of each modality scores
+MODALITY_SETTINGS: dict[str, tuple[int, ...]] = {"classifier": (1, 2), "clip": (3,)}
+
+
 @dataclass(frozen=True)
 class Metric:
-    """A registered metric: its function and metadata."""
+    """A registered metric: its function and metadata.
+
+    ``modality`` is the kind of model it scores: ``"classifier"`` (settings 1 and 2, ``fn`` reads an
+    :class:`EvalContext`) or ``"clip"`` (setting 3, ``fn`` reads the concept package's evaluation context).
+    """
 
     name: str
-    fn: Callable[[EvalContext], float]
+    fn: Callable[[Any], float]
     higher_is_better: bool | None
     needs: frozenset[str]
     description: str
+    modality: str = "classifier"
+
+    @property
+    def settings(self) -> tuple[int, ...]:
+        """The settings whose runs this metric scores."""
+        return MODALITY_SETTINGS[self.modality]
 
 
+#: every metric of every setting (classifier metrics here; CLIP concept metrics register when
+#: :mod:`unlearnkit.concept` is imported); filter with :func:`list_metrics` ``(setting=, modality=)``
 METRICS: Registry[Metric] = Registry("metric")
 
 
 def register_metric(
-    name: str, *, higher_is_better: bool | None, needs: Iterable[str] = (), description: str = ""
-) -> Callable[[Callable[[EvalContext], float]], Callable[[EvalContext], float]]:
-    """Decorator registering ``fn(ctx) -> float`` as metric ``name``."""
+    name: str,
+    *,
+    higher_is_better: bool | None,
+    needs: Iterable[str] = (),
+    description: str = "",
+    modality: str = "classifier",
+) -> Callable[[Callable[[Any], float]], Callable[[Any], float]]:
+    """Decorator registering ``fn(ctx) -> float`` as metric ``name`` of ``modality``."""
     needs = frozenset(needs)
+    if modality not in MODALITY_SETTINGS:
+        raise ValueError(f"metric {name!r}: unknown modality {modality!r}; known: {', '.join(MODALITY_SETTINGS)}")
     bad = sorted(n for n in needs if not isinstance(n, str) or not n.isidentifier())
     if bad:
         raise ValueError(f"metric {name!r} declares needs that are not names: {bad}")
 
-    def deco(fn: Callable[[EvalContext], float]) -> Callable[[EvalContext], float]:
+    def deco(fn: Callable[[Any], float]) -> Callable[[Any], float]:
         doc = description or (fn.__doc__ or "").strip().splitlines()[0:1]
-        METRICS.add(name, Metric(name, fn, higher_is_better, needs, doc if isinstance(doc, str) else "".join(doc)))
+        text = doc if isinstance(doc, str) else "".join(doc)
+        METRICS.add(name, Metric(name, fn, higher_is_better, needs, text, modality))
         return fn
 
     return deco
 
 
-def list_metrics(pattern: str = "*") -> list[str]:
-    """Registered metric names matching ``pattern``."""
-    return METRICS.list(pattern)
+def list_metrics(pattern: str = "*", *, setting: int | None = None, modality: str | None = None) -> list[str]:
+    """Registered metric names matching ``pattern``, optionally only those of one ``setting`` or ``modality``."""
+    return [
+        n for n in METRICS.list(pattern)
+        if (setting is None or setting in METRICS.get(n).settings)
+        and (modality is None or METRICS.get(n).modality == modality)
+    ]  # fmt: skip
+
+
+def select_metrics(names: Iterable[str] | None, modality: str, evaluator: str) -> list[Metric]:
+    """The metrics called ``names`` (default: every ``modality`` metric); another modality's name raises.
+
+    Args:
+        names: metric names, or ``None`` for every registered metric of ``modality``.
+        modality: the kind of model being scored.
+        evaluator: how the messages name the function that scores it (e.g. ``"evaluate"``).
+    """
+    if names is None:
+        return [METRICS.get(n) for n in list_metrics(modality=modality)]
+    chosen = [METRICS.get(n) for n in names]  # unknown names raise with suggestions
+    for m in chosen:
+        if m.modality != modality:
+            raise UnlearnkitError(
+                f"metric {m.name!r} scores a {m.modality} model (setting {'/'.join(map(str, m.settings))}); "
+                f"{evaluator} computes {modality} metrics only"
+            )
+    return chosen
 
 
 @dataclass
@@ -194,12 +242,12 @@ def _check_needs(metric: Metric, ctx: EvalContext) -> str | None:
 
 
 def evaluate_context(ctx: EvalContext, names: Iterable[str] | None = None) -> dict[str, MetricValue]:
-    """Compute ``names`` (default: every registered metric) on a prepared context.
+    """Compute ``names`` (default: every registered classifier metric) on a prepared context.
 
     Metrics that need no built resource run first, then the others in registry order, so building
     resources (which trains and reseeds) never runs between two plain metrics.
     """
-    chosen = [METRICS.get(n) for n in (list(names) if names is not None else METRICS.list())]
+    chosen = [METRICS.get(n) for n in (list(names) if names is not None else list_metrics(modality="classifier"))]
     out: dict[str, MetricValue] = {}
     for m in sorted(chosen, key=lambda m: bool(needs_resources(m))):  # stable: given order within each group
         reason = _check_needs(m, ctx)
@@ -232,7 +280,7 @@ def evaluate(
     resources: ResourceProvider | None = None,
     options: Mapping[str, Any] | None = None,
 ) -> dict[str, MetricValue]:
-    """Compute ``metrics`` (default: every registered one) for ``model`` on ``scenario``.
+    """Compute ``metrics`` (default: every registered classifier metric) for ``model`` on ``scenario``.
 
     This is the metrics layer's entry point; :func:`unlearnkit.evaluate` wraps it and builds the resources
     (shadow models, reference ensembles) from a model factory and a training recipe.
@@ -243,7 +291,7 @@ def evaluate(
         reference: the model retrained on D_r (needed by divergence metrics).
         random_model: randomly initialised model of the same architecture (ZRF).
         original: the model before unlearning.
-        metrics: names to compute; unknown names raise.
+        metrics: names to compute; unknown names, and CLIP (setting-3) metric names, raise.
         timing: measured costs (``time_s``, ``retrain_time_s``, ``peak_mem_mb``).
         device: where to run the forward passes.
         resources: builds the resources metrics need (``None``: those metrics are not computed).
@@ -252,9 +300,7 @@ def evaluate(
     Returns:
         name -> float, or :class:`NotComputed` with the reason.
     """
-    names = list(metrics) if metrics is not None else METRICS.list()
-    for n in names:
-        METRICS.get(n)  # unknown names raise before any work
+    names = [m.name for m in select_metrics(metrics, "classifier", "evaluate")]  # refuses other modalities' names
     ctx = EvalContext(
         model=model, scenario=scenario, device=resolve_device(device), retrained=reference,
         random_model=random_model, original=original, timing=dict(timing or {}), resources=resources,

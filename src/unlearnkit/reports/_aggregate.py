@@ -67,14 +67,7 @@ def order_metrics(names: Iterable[str]) -> list[str]:
 
 def metric_meta(name: str) -> Metric | None:
     """The registered :class:`~unlearnkit.metrics.Metric` called ``name``, or ``None`` when unknown."""
-    if name in METRICS:
-        return METRICS.get(name)
-    import sys
-
-    concept = sys.modules.get("unlearnkit.concept.metrics")  # setting-3 metrics, when that package is loaded
-    if concept is not None and name in concept.CONCEPT_METRICS:
-        return concept.CONCEPT_METRICS.get(name)
-    return None
+    return METRICS.get(name) if name in METRICS else None  # CLIP metrics are there once unlearnkit.concept loads
 
 
 def metric_arrow(name: str) -> str:

@@ -4,7 +4,7 @@ The talk shows Safe-CLIP's retrieval on ViSU as one table: method | T→V R@1/10
 V*→T∪T* (percent). This section lays out the runs of ``concept:unsafe`` requests the same way, one table
 per (dataset, model), with the unsafe rates added; the talk's rows (``safe_clip_retrieval_visu`` of
 ``reference/talk_tables.json``, shipped with the reports) follow, labelled as references and never mixed
-into the measured means. Registered on import of :mod:`unlearnkit.concept`.
+into the measured means. Needs no CLIP dependency: it reads stored records only.
 """
 
 from __future__ import annotations
