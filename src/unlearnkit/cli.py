@@ -184,6 +184,7 @@ def run(
     """
     from unlearnkit._config import MAX_CELLS, apply_overrides, read_yaml
     from unlearnkit.experiments import parse_config, run_benchmark
+    from unlearnkit.experiments.config import FLAT_KEYS, sectioned, set_flat
     from unlearnkit.experiments.progress import NullProgress, RichProgress
 
     progress = NullProgress() if quiet else RichProgress()
@@ -229,11 +230,12 @@ def run(
                     flags["model"] = model
                 if forget:
                     flags["forget"] = list(forget)
-                data = apply_overrides(data, [], source)  # a copy; refuses a document that is not a mapping
-                data.update(flags)
+                data = sectioned(apply_overrides(data, [], source), source)  # a copy, flat keys in their sections
+                for key, value in flags.items():
+                    set_flat(data, key, value)
                 if epochs is not None:
                     data = apply_overrides(data, [f"train.epochs={epochs}"])
-                data = apply_overrides(data, overrides or [], source)
+                data = apply_overrides(data, overrides or [], source, aliases=FLAT_KEYS)
                 if overrides or flags or epochs is not None:
                     source += " with the command-line options"
                 cfg = parse_config(data, source)
@@ -342,7 +344,7 @@ def audit(
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress display.")] = False,
 ) -> None:
     """Evaluate any model (also one made outside unlearnkit) against a scenario's references."""
-    from unlearnkit.experiments.config import load_config, parse_config
+    from unlearnkit.experiments.config import load_config
     from unlearnkit.experiments.progress import NullProgress, RichProgress
     from unlearnkit.experiments.runner import run_audit
 
@@ -350,7 +352,7 @@ def audit(
         models = _checkpoint_paths(model)
         cfg = load_config(config)
         if device is not None:
-            cfg = parse_config({**cfg.model_dump(), "device": device}, "options")
+            cfg = cfg.replace(device=device)
         out_dir = out or Path("runs") / datetime.now().strftime("audit-%Y%m%d-%H%M%S")
         res = run_audit(cfg, models, out_dir, progress=NullProgress() if quiet else RichProgress())
     except UnlearnkitError as e:
@@ -391,6 +393,7 @@ def sweep(
     KEY=VALUE arguments set config keys before validation, as for run (a list value is a grid axis).
     """
     from unlearnkit._config import MAX_CELLS, apply_overrides, read_yaml
+    from unlearnkit.experiments.config import FLAT_KEYS, sectioned
     from unlearnkit.experiments.progress import NullProgress
     from unlearnkit.experiments.sweep import SweepProgress, parse_sweep, run_sweep
 
@@ -399,7 +402,9 @@ def sweep(
             source = str(config)
             data = read_yaml(config, "sweep config")
             if overrides or allow_long:
-                data = apply_overrides(data, [*(overrides or []), *(["allow_long=true"] if allow_long else [])], source)
+                data = sectioned(apply_overrides(data, [], source), source)
+                more = [*(overrides or []), *(["allow_long=true"] if allow_long else [])]
+                data = apply_overrides(data, more, source, aliases=FLAT_KEYS)
                 source += " with the command-line options"
             sw = parse_sweep(data, source)
             res = run_sweep(
