@@ -321,13 +321,17 @@ def _set_path(data: dict[str, Any], path: list[str], value: Any, item: str) -> N
     node[path[-1]] = value
 
 
-def apply_overrides(data: Any, items: Iterable[str], source: str = "config") -> dict[str, Any]:
+def apply_overrides(
+    data: Any, items: Iterable[str], source: str = "config", *, aliases: Mapping[str, Iterable[str]] | None = None
+) -> dict[str, Any]:
     """A copy of the config mapping ``data`` with ``KEY=VALUE`` overrides applied (before validation).
 
     ``KEY`` is a dotted path (``train.epochs``, ``seeds``); ``VALUE`` is read as YAML (``5``, ``1e-3``,
     ``[0, 1]``, ``{lr: 0.1}``). ``methods.NAME.PARAM=VALUE`` sets a hyperparameter of the configured method
     ``NAME`` (refused when it is not configured). Unknown keys are left to the config's validation.
     ``source`` names the config in the message when ``data`` is not a mapping (``None`` is an empty one).
+    ``aliases`` maps a first key to the path it stands for (a flat name to its section: ``dataset`` ->
+    ``data.dataset``), so old flat keys set the sectioned field.
     """
     if data is None:
         data = {}
@@ -340,6 +344,9 @@ def apply_overrides(data: Any, items: Iterable[str], source: str = "config") -> 
         if not eq or not all(p.strip() for p in path):
             raise ConfigError(f"expected KEY=VALUE (e.g. train.epochs=5), got {item!r}")
         path = [p.strip() for p in path]
+        target = list(aliases[path[0]]) if aliases is not None and path[0] in aliases else None
+        if target is not None and (len(path) == 1 or target[0] != path[0]):  # model=x is model.name; model.kwargs stays
+            path = [*target, *path[1:]]
         value = load_yaml_text(text, f"override {item!r}")
         if path[0] == "methods" and len(path) > 1:
             _set_method(out, path[1], path[2:], value, item)

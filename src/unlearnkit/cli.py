@@ -167,6 +167,7 @@ def run(
     """
     from unlearnkit._config import MAX_CELLS, apply_overrides, read_yaml
     from unlearnkit.experiments import parse_config, run_benchmark
+    from unlearnkit.experiments.config import FLAT_KEYS, sectioned, set_flat
     from unlearnkit.experiments.progress import NullProgress, RichProgress
 
     progress = NullProgress() if quiet else RichProgress()
@@ -207,10 +208,15 @@ def run(
                     flags["model"] = model
                 if forget:
                     flags["forget"] = list(forget)
-            data.update(flags)
+            if not concept:  # the classifier config is in sections: flat keys and flags go to their section
+                data = sectioned(data, source)
+                for key, value in flags.items():
+                    set_flat(data, key, value)
+            else:
+                data.update(flags)
             if epochs is not None:
                 data = apply_overrides(data, [f"{'pretrain' if concept else 'train'}.epochs={epochs}"])
-            data = apply_overrides(data, overrides or [], source)
+            data = apply_overrides(data, overrides or [], source, aliases=None if concept else FLAT_KEYS)
             if overrides or flags or epochs is not None:
                 source += " with the command-line options"
             cfg = parse_config(data, source)
@@ -320,7 +326,7 @@ def audit(
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress display.")] = False,
 ) -> None:
     """Evaluate any model (also one made outside unlearnkit) against a scenario's references."""
-    from unlearnkit.experiments.config import ConceptRunConfig, load_config, parse_config
+    from unlearnkit.experiments.config import ConceptRunConfig, load_config
     from unlearnkit.experiments.progress import NullProgress, RichProgress
     from unlearnkit.experiments.runner import run_audit
 
@@ -328,7 +334,7 @@ def audit(
         cfg = load_config(config)
         models = list(model) if isinstance(cfg, ConceptRunConfig) else _checkpoint_paths(model)  # CLIP: folders
         if device is not None:
-            cfg = parse_config({**cfg.model_dump(), "device": device}, "options")
+            cfg = cfg.replace(device=device)
         out_dir = out or Path("runs") / datetime.now().strftime("audit-%Y%m%d-%H%M%S")
         res = run_audit(cfg, models, out_dir, progress=NullProgress() if quiet else RichProgress())
     except UnlearnkitError as e:
@@ -369,6 +375,7 @@ def sweep(
     KEY=VALUE arguments set config keys before validation, as for run (a list value is a grid axis).
     """
     from unlearnkit._config import MAX_CELLS, apply_overrides, read_yaml
+    from unlearnkit.experiments.config import FLAT_KEYS, sectioned
     from unlearnkit.experiments.progress import NullProgress
     from unlearnkit.experiments.sweep import SweepProgress, parse_sweep, run_sweep
 
@@ -377,7 +384,9 @@ def sweep(
             source = str(config)
             data = read_yaml(config, "sweep config")
             if overrides or allow_long:
-                data = apply_overrides(data, [*(overrides or []), *(["allow_long=true"] if allow_long else [])], source)
+                data = sectioned(apply_overrides(data, [], source), source)
+                more = [*(overrides or []), *(["allow_long=true"] if allow_long else [])]
+                data = apply_overrides(data, more, source, aliases=FLAT_KEYS)
                 source += " with the command-line options"
             sw = parse_sweep(data, source)
             res = run_sweep(

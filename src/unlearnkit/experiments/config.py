@@ -19,7 +19,9 @@ hyperparameters whose names end in ``epochs`` / ``steps``) below 10,000 / 1,000,
 
 from __future__ import annotations
 
+import copy
 import importlib
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal
 
@@ -85,31 +87,28 @@ class MethodSpec(StrictModel):
     params: dict[str, Any] = Field(default_factory=dict)
 
 
-class RunConfig(StrictModel):
-    """A benchmark: dataset × model × forget requests × methods × seeds."""
+class DataSection(StrictModel):
+    """The data: which dataset, where it lives, and how the scenario splits it."""
 
-    name: str = "default"
     dataset: str = "digits"
     data_root: str | None = None
     download: bool = False
-    model: str = "small_cnn"
-    model_kwargs: dict[str, Any] = Field(default_factory=dict)
-    forget: list[str] = Field(default_factory=lambda: ["class:3", "random:0.1"], min_length=1)
-    methods: Literal["all"] | list[str | MethodSpec] | dict[str, dict[str, Any]] = "all"
-    seeds: Seeds = Field(default_factory=lambda: [0], min_length=1)
-    train: TrainSection = Field(default_factory=TrainSection)
-    metrics: list[str] | None = None
-    device: str = "auto"
     val_fraction: float = Field(0.1, ge=0, lt=0.5)
-    shots: list[int] = Field(default_factory=lambda: [10], min_length=1)
+    #: external images for the setting-2 (no retain data) methods
     few_shot_folder: str | None = None
-    cache_dir: str | None = None
-    #: torch intra-op threads on CPU (0: torch's default). One thread is as fast for the small offline models,
-    #: avoids oversubscription on busy machines, and keeps float results independent of the core count.
-    #: It is part of every run key (float results depend on it). Warned about above the machine's core count.
-    threads: Threads = 1
-    #: lift the ceilings on epochs and steps (train.epochs and method hyperparameters; see unlearnkit._config)
-    allow_long: bool = False
+
+
+class ModelSection(StrictModel):
+    """The architecture of the original and retrained models (a registered model and its options)."""
+
+    name: str = "small_cnn"
+    kwargs: dict[str, Any] = Field(default_factory=dict)
+
+
+class EvalSection(StrictModel):
+    """What is measured: the metric selection and the resource-hungry metrics' budgets."""
+
+    metrics: list[str] | None = None
     lira_shadows: int = Field(0, ge=0, le=10_000)  # LiRA / U-LiRA shadow models per scenario; 0 = off (>= 4 to compute)
     lira_fixed_variance: bool = True  # one global σ: the LiRA README advises it below ~64 shadows
     lira_nonmember_split: Literal["auto", "test", "val", "forget_test"] = "auto"
@@ -124,6 +123,125 @@ class RunConfig(StrictModel):
     #: "per_seed": from N originals, one per run (N more trainings; not the published set-up)
     ensemble_originals: Literal["shared", "per_seed"] = "shared"
 
+    @field_validator("ensemble_n")
+    @classmethod
+    def _ensemble_n(cls, v: int) -> int:
+        if v == 1:
+            raise ValueError("must be 0 (off) or >= 2: the ε score compares at least 2 models per side")
+        return v
+
+
+class RunSection(StrictModel):
+    """Where and how the work runs (results do depend on ``threads``: it is in every run key)."""
+
+    device: str = "auto"
+    cache_dir: str | None = None
+    #: torch intra-op threads on CPU (0: torch's default). One thread is as fast for the small offline models,
+    #: avoids oversubscription on busy machines, and keeps float results independent of the core count.
+    #: It is part of every run key (float results depend on it). Warned about above the machine's core count.
+    threads: Threads = 1
+    #: lift the ceilings on epochs and steps (train.epochs and method hyperparameters; see unlearnkit._config)
+    allow_long: bool = False
+
+
+#: the config's sections besides ``train``: name -> section class
+SECTIONS: dict[str, type[StrictModel]] = {"data": DataSection, "model": ModelSection, "eval": EvalSection,
+                                          "run": RunSection}  # fmt: skip
+#: flat (pre-section) key -> (section, field): today's flat YAML files and ``KEY=VALUE`` overrides still use them
+FLAT_KEYS: dict[str, tuple[str, str]] = {
+    **{f: (sec, f) for sec in ("data", "eval", "run") for f in SECTIONS[sec].model_fields},
+    "model": ("model", "name"), "model_kwargs": ("model", "kwargs"),
+}  # fmt: skip
+
+
+def _sectioned(data: Mapping[str, Any]) -> dict[str, Any]:
+    out = copy.deepcopy(dict(data))
+    for flat, (sec, name) in FLAT_KEYS.items():
+        if flat not in out or (flat == "model" and isinstance(out["model"], Mapping)):
+            continue  # absent, or ``model`` already a section
+        value = out.pop(flat)
+        section = out.setdefault(sec, {})
+        if not isinstance(section, dict):
+            raise ValueError(f"{sec}: expected a mapping (a section), got {type(section).__name__}")
+        if name in section and section[name] != value:
+            raise ValueError(f"{flat} is given twice, as {flat} and as {sec}.{name}")
+        section[name] = value
+    return out
+
+
+def sectioned(data: Mapping[str, Any], source: str = "config") -> dict[str, Any]:
+    """A copy of a config mapping with every flat key moved into its section (``dataset`` -> ``data.dataset``,
+    ``model: small_cnn`` -> ``model.name``). A field given both flat and in its section with different values
+    is refused in one line."""
+    try:
+        return _sectioned(data)
+    except ValueError as e:
+        raise ConfigError(f"{source}: {e}") from None
+
+
+def set_flat(data: dict[str, Any], flat: str, value: Any) -> None:
+    """Set field ``flat`` (a flat name, e.g. ``dataset``, or a top-level key such as ``forget``) in a sectioned
+    mapping, replacing any value there (command-line flags win over the file)."""
+    if flat in FLAT_KEYS:
+        sec, name = FLAT_KEYS[flat]
+        section = data.setdefault(sec, {})
+        if not isinstance(section, dict):
+            raise ConfigError(f"{sec}: expected a mapping (a section), got {type(section).__name__}")
+        section[name] = value
+    else:
+        data[flat] = value
+
+
+def flattened(data: Mapping[str, Any], source: str = "config") -> dict[str, Any]:
+    """The inverse of :func:`sectioned`: sections spread into flat keys (how sweeps expand their grid axes)."""
+    out = sectioned(data, source)
+    for sec in SECTIONS:
+        section = out.pop(sec, None) or {}
+        if not isinstance(section, Mapping):
+            raise ConfigError(f"{source}: {sec}: expected a mapping (a section), got {type(section).__name__}")
+        for name, value in section.items():
+            flat = next((f for f, target in FLAT_KEYS.items() if target == (sec, name)), None)
+            if flat is None:
+                raise ConfigError(f"{source}: {sec}.{name}: unknown key")
+            out[flat] = value
+    return out
+
+
+class RunConfig(StrictModel):
+    """A benchmark: dataset × model × forget requests × methods × seeds, in sections::
+
+        name: default
+        data: {dataset: digits, val_fraction: 0.1}
+        model: {name: small_cnn, kwargs: {}}
+        forget: ["class:3", "random:0.1"]
+        methods: all
+        seeds: [0]
+        train: {epochs: 30, lr: 0.001}
+        eval: {metrics: null, lira_shadows: 0, ensemble_n: 0}
+        run: {device: auto, threads: 1}
+
+    Flat files (``dataset: digits``, ``model: small_cnn``, ``threads: 1``, ...) are accepted as before, and every
+    flat name is still an attribute (``cfg.dataset`` is ``cfg.data.dataset``; ``cfg.model_kwargs`` is
+    ``cfg.model.kwargs``; the architecture's name is ``cfg.model.name``).
+    """
+
+    name: str = "default"
+    data: DataSection = Field(default_factory=DataSection)
+    model: ModelSection = Field(default_factory=ModelSection)
+    forget: list[str] = Field(default_factory=lambda: ["class:3", "random:0.1"], min_length=1)
+    methods: Literal["all"] | list[str | MethodSpec] | dict[str, dict[str, Any]] = "all"
+    seeds: Seeds = Field(default_factory=lambda: [0], min_length=1)
+    #: forget images given to the setting-2 (no retain data) methods; one run per value
+    shots: list[int] = Field(default_factory=lambda: [10], min_length=1)
+    train: TrainSection = Field(default_factory=TrainSection)
+    eval: EvalSection = Field(default_factory=EvalSection)
+    run: RunSection = Field(default_factory=RunSection)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _sections(cls, data: Any) -> Any:
+        return _sectioned(data) if isinstance(data, Mapping) else data
+
     @field_validator("forget", mode="before")
     @classmethod
     def _one_forget(cls, v: Any) -> Any:
@@ -136,18 +254,11 @@ class RunConfig(StrictModel):
             raise ValueError("shots must be distinct positive integers (forget images given to no-retain methods)")
         return v
 
-    @field_validator("ensemble_n")
-    @classmethod
-    def _ensemble_n(cls, v: int) -> int:
-        if v == 1:
-            raise ValueError("must be 0 (off) or >= 2: the ε score compares at least 2 models per side")
-        return v
-
     @model_validator(mode="after")
     def _run_length(self) -> RunConfig:
         specs = self.method_specs() or []
         check_run_length([("train.epochs", self.train.epochs), *param_lengths((m.name, m.params) for m in specs)],
-                         self.allow_long)  # fmt: skip
+                         self.run.allow_long)  # fmt: skip
         return self
 
     def method_specs(self) -> list[MethodSpec] | None:
@@ -157,6 +268,23 @@ class RunConfig(StrictModel):
         if isinstance(self.methods, dict):
             return [MethodSpec(name=k, params=v or {}) for k, v in self.methods.items()]
         return [m if isinstance(m, MethodSpec) else MethodSpec(name=m) for m in self.methods]
+
+    def flat(self) -> dict[str, Any]:
+        """The config as one flat mapping (the pre-section form; valid input to :func:`parse_config`)."""
+        return flattened(self.model_dump())
+
+    def replace(self, **flat: Any) -> RunConfig:
+        """A copy with fields changed by flat name (``cfg.replace(device="cpu", methods=["retrain"])``), validated."""
+        return parse_config({**self.flat(), **flat}, "options")
+
+
+def _section_attribute(sec: str, name: str) -> property:
+    return property(lambda self: getattr(getattr(self, sec), name), doc=f"``{sec}.{name}``")
+
+
+for _flat, (_sec, _name) in FLAT_KEYS.items():  # cfg.dataset, cfg.threads, ... read their section's field
+    if _flat != "model":
+        setattr(RunConfig, _flat, _section_attribute(_sec, _name))
 
 
 class RaySection(StrictModel):

@@ -227,7 +227,7 @@ def resolve_methods(cfg: RunConfig) -> list[Method]:
 def validate_config(cfg: RunConfig) -> tuple[list[Method], list[ForgetRequest], torch.device]:
     """Everything that can be checked without data: names, hyperparameters, metrics, device."""
     DATASETS.get(cfg.dataset)
-    MODELS.get(cfg.model)
+    MODELS.get(cfg.model.name)
     requests = [ForgetRequest.parse(f) for f in cfg.forget]
     methods = resolve_methods(cfg)
     if cfg.metrics is not None:
@@ -262,7 +262,7 @@ def plan(
     bundle = bundle if bundle is not None else _bundle(cfg.dataset, cfg.data_root, cfg.download)
     train = cfg.train.to_train_config().to_dict()
     common = {
-        "dataset": bundle.name, "model": cfg.model, "model_kwargs": dict(cfg.model_kwargs), "train": train,
+        "dataset": bundle.name, "model": cfg.model.name, "model_kwargs": dict(cfg.model_kwargs), "train": train,
         "data_root": cfg.data_root, "download": cfg.download, "val_fraction": cfg.val_fraction,
         "metrics": cfg.metrics, "few_shot_folder": cfg.few_shot_folder, "threads": cfg.threads,
         "lira_shadows": cfg.lira_shadows,
@@ -839,7 +839,7 @@ def audit_cells(
         return concept_audit_cells(cfg, paths)
     validate_config(cfg)
     bundle = bundle if bundle is not None else _bundle(cfg.dataset, cfg.data_root, cfg.download)
-    probe = create_model(cfg.model, bundle.num_classes, bundle.in_shape, **cfg.model_kwargs)
+    probe = create_model(cfg.model.name, bundle.num_classes, bundle.in_shape, **cfg.model_kwargs)
     shas: list[str] = []
     for path in paths:
         load_checkpoint(probe, path)  # not safetensors / does not fit the model -> one-line error

@@ -54,7 +54,14 @@ from unlearnkit._config import MAX_CELLS, MAX_SEEDS, SEED_LIMIT, check_cell_coun
 from unlearnkit.engine import default_cache_dir
 from unlearnkit.engine.device import DEVICES
 from unlearnkit.errors import ConfigError, UnlearnkitError, suggest
-from unlearnkit.experiments.config import AnyRunConfig, RaySection, RunConfig, load_concept_entries, parse_config
+from unlearnkit.experiments.config import (
+    AnyRunConfig,
+    RaySection,
+    RunConfig,
+    flattened,
+    load_concept_entries,
+    parse_config,
+)
 from unlearnkit.experiments.progress import NullProgress, ProgressSink, progress_bars
 from unlearnkit.experiments.runner import (
     BenchmarkResult,
@@ -221,6 +228,7 @@ def parse_sweep(data: Any, source: str = "sweep config") -> SweepConfig:
         ray = RaySection.model_validate(data.pop("ray", None) or {})
     except ValidationError as e:
         raise ConfigError(one_line(e, f"{source}: ray")) from None
+    data = flattened(data, source)  # sections spread into flat keys: the grid axes are flat names
     artifacts, out = data.pop("artifacts", None), data.pop("out", None)
     for key, v in (("artifacts", artifacts), ("out", out)):
         if v is not None and not isinstance(v, str | os.PathLike):
@@ -245,8 +253,10 @@ def parse_sweep(data: Any, source: str = "sweep config") -> SweepConfig:
         data["data_root"] = str(Path(data["data_root"]).expanduser().resolve())  # workers may run elsewhere
     # validate the base (every field but the grid axes) once, with a representative model and method
     first = {**data, "model": models[0]} if models is not None else data
-    base = parse_config(first, source).model_dump(exclude={"model", "methods", "cache_dir"})
-    base = {k: v for k, v in base.items() if k in data}  # keep only what the user set (defaults stay defaults)
+    cfg0 = parse_config(first, source)
+    base = cfg0.flat() if isinstance(cfg0, RunConfig) else cfg0.model_dump()
+    # keep only what the user set (defaults stay defaults)
+    base = {k: v for k, v in base.items() if k in data and k not in ("model", "methods", "cache_dir")}
     sweep = SweepConfig(
         name=str(data.get("name", "sweep")), base=base, models=models, methods=methods,
         artifacts=str(Path(artifacts).expanduser().resolve()) if artifacts is not None else None,
@@ -280,7 +290,7 @@ def plan_sweep(sweep: SweepConfig, *, device_check: bool = True) -> SweepPlan:
             base = cfg.device.lower().split(":")[0]
             if base not in DEVICES:
                 raise ConfigError(f"unknown device {cfg.device!r}; expected one of {', '.join(DEVICES)}")
-            cfg = cfg.model_copy(update={"device": "cpu"})
+            cfg = cfg.replace(device="cpu")
         cs, sk = plan(cfg)
         for c in cs:
             cells.setdefault(c.key, c)
