@@ -64,6 +64,15 @@ def _options(
     pass
 
 
+#: options shared by run, sweep and audit
+AllowLong = Annotated[
+    bool, typer.Option("--allow-long", help="Allow epochs/steps above the ceilings (10,000 / 1,000,000).")
+]
+Yes = Annotated[bool, typer.Option("--yes", "-y", help="Run even when more than 2,000 cells are planned.")]
+Quiet = Annotated[bool, typer.Option("--quiet", "-q", help="No progress display.")]
+RetryFailed = Annotated[bool, typer.Option("--retry-failed", help="Rerun what is stored as failed.")]
+
+
 def _fail(msg: str) -> None:
     err_console.print(f"[bold red]error:[/bold red] {msg}", highlight=False, soft_wrap=True)
     raise typer.Exit(code=2)
@@ -153,12 +162,10 @@ def run(
     out: Annotated[Path | None, typer.Option(help="Output directory (default runs/<timestamp>).")] = None,
     cache_dir: Annotated[str | None, typer.Option(help="Model cache (default ~/.cache/unlearnkit).")] = None,
     threads: Annotated[int | None, typer.Option(help="torch CPU threads (default 1; 0 = torch's default).")] = None,
-    retry_failed: Annotated[bool, typer.Option("--retry-failed", help="Rerun the runs stored as failed.")] = False,
-    allow_long: Annotated[
-        bool, typer.Option("--allow-long", help="Allow epochs/steps above the ceilings (10,000 / 1,000,000).")
-    ] = False,
-    yes: Annotated[bool, typer.Option("--yes", "-y", help="Run even when more than 2,000 cells are planned.")] = False,
-    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress display.")] = False,
+    retry_failed: RetryFailed = False,
+    allow_long: AllowLong = False,
+    yes: Yes = False,
+    quiet: Quiet = False,
 ) -> None:
     """Run a benchmark; with no options, the default one (digits, small_cnn, class:3 and random:0.1).
 
@@ -323,7 +330,7 @@ def audit(
     config: Annotated[Path, typer.Option("--config", "-c", help="YAML scenario: dataset, model, forget, seeds.")],
     out: Annotated[Path | None, typer.Option(help="Output directory (default runs/audit-<timestamp>).")] = None,
     device: Annotated[str | None, typer.Option(help="auto, cpu, cuda or mps.")] = None,
-    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress display.")] = False,
+    quiet: Quiet = False,
 ) -> None:
     """Evaluate any model (also one made outside unlearnkit) against a scenario's references."""
     from unlearnkit.experiments.config import ConceptRunConfig, load_config
@@ -360,15 +367,13 @@ def sweep(
     ray_address: Annotated[
         str | None, typer.Option(help="Run on an existing Ray cluster: host:port, ray://host:port or auto.")
     ] = None,
-    retry_failed: Annotated[bool, typer.Option("--retry-failed", help="Rerun the cells stored as failed.")] = False,
+    retry_failed: RetryFailed = False,
     out: Annotated[
         Path | None, typer.Option(help="Output directory (default: the config's out, else runs/<name>).")
     ] = None,
-    allow_long: Annotated[
-        bool, typer.Option("--allow-long", help="Allow epochs/steps above the ceilings (10,000 / 1,000,000).")
-    ] = False,
-    yes: Annotated[bool, typer.Option("--yes", "-y", help="Run even when more than 2,000 cells are planned.")] = False,
-    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress display.")] = False,
+    allow_long: AllowLong = False,
+    yes: Yes = False,
+    quiet: Quiet = False,
 ) -> None:
     """Run (or resume) a grid of benchmarks: every cell not yet stored in OUT/results.db, in-process or on Ray.
 

@@ -409,17 +409,7 @@ def _iter_members(
 
 
 def train_ensemble(
-    make_model: Callable[[], nn.Module],
-    dataset: Dataset,
-    cfg: TrainConfig,
-    seeds: Sequence[int],
-    *,
-    device: torch.device | str = "cpu",
-    batch_models: int = 16,
-    mode: Mode = "auto",
-    cache: EnsembleCache | None = None,
-    key: dict[str, Any] | None = None,
-    on_epoch: EpochCallback | None = None,
+    make_model: Callable[[], nn.Module], dataset: Dataset, cfg: TrainConfig, seeds: Sequence[int], **options: Any
 ) -> list[nn.Module]:
     """Train one model per seed on ``dataset`` with recipe ``cfg``; return them in seed order (eval mode).
 
@@ -429,6 +419,7 @@ def train_ensemble(
         cfg: the recipe (optimiser, lr, weight decay, epochs, batch size, cosine schedule), as
             :func:`~unlearnkit.engine.train_model` applies it.
         seeds: distinct non-negative seeds; seed s fixes member s's initialisation and data order.
+        options: keyword options of :func:`iter_ensemble`:
         device: where to train.
         batch_models: members trained together in one vmapped batch.
         mode: ``"vmap"`` (stacked models; raises if the model cannot be vmapped), ``"loop"`` (one model
@@ -444,6 +435,4 @@ def train_ensemble(
             that cannot be vmapped.
         TrainingDivergedError: a member's loss became NaN or infinite (names the seed).
     """
-    members = iter_ensemble(make_model, dataset, cfg, seeds, device=device, batch_models=batch_models,
-                            mode=mode, cache=cache, key=key, on_epoch=on_epoch)  # fmt: skip
-    return [m for _, m in members]
+    return [m for _, m in iter_ensemble(make_model, dataset, cfg, seeds, **options)]

@@ -9,7 +9,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import Dataset
 
-from unlearnkit.engine import cycle, iterate
+from unlearnkit.engine import check_finite, cycle, iterate
 
 
 def random_other_labels(y: torch.Tensor, num_classes: int, generator: torch.Generator) -> torch.Tensor:
@@ -50,3 +50,17 @@ def accuracy_on(model: nn.Module, dataset: Dataset, device: torch.device) -> flo
 def ce(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     """Mean cross-entropy of ``model`` on a batch."""
     return F.cross_entropy(model(x), y)
+
+
+def clipped_step(opt: torch.optim.Optimizer, model: nn.Module, loss: torch.Tensor, max_grad_norm: float,
+                 where: str) -> float:  # fmt: skip
+    """One optimiser step on ``loss`` with the gradient norm clipped to ``max_grad_norm``; returns the loss.
+
+    A non-finite loss raises (:func:`~unlearnkit.engine.check_finite`) before the weights are touched.
+    """
+    check_finite(loss, where)
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    nn.utils.clip_grad_norm_(model.parameters(), max_grad_norm)
+    opt.step()
+    return loss.item()

@@ -10,7 +10,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from unlearnkit.engine import check_finite, iterate, make_optimizer
+from unlearnkit.engine import iterate, make_optimizer
 from unlearnkit.methods._base import (
     NONE,
     OPTIMIZER,
@@ -21,7 +21,7 @@ from unlearnkit.methods._base import (
     UnlearnData,
     register_method,
 )
-from unlearnkit.methods._losses import accuracy_on, ce
+from unlearnkit.methods._losses import accuracy_on, ce, clipped_step
 
 
 @register_method("neggrad")
@@ -58,12 +58,7 @@ class NegGrad(Method):
             total = 0.0
             for xb, yb in iterate(data.forget, self.batch_size, shuffle=True, generator=generator):
                 loss = -ce(model, xb.to(data.device), yb.to(data.device))  # ascent on CE_f
-                check_finite(loss, "neggrad")
-                opt.zero_grad(set_to_none=True)
-                loss.backward()
-                nn.utils.clip_grad_norm_(model.parameters(), self.max_grad_norm)
-                opt.step()
-                total += loss.item()
+                total += clipped_step(opt, model, loss, self.max_grad_norm, "neggrad")
             self.history_.append(total)
             if data.on_epoch:
                 data.on_epoch(epoch + 1, self.epochs, total)

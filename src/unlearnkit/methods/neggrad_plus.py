@@ -10,7 +10,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from unlearnkit.engine import check_finite, make_optimizer
+from unlearnkit.engine import make_optimizer
 from unlearnkit.methods._base import (
     OPTIMIZER,
     POSITIVE,
@@ -20,7 +20,7 @@ from unlearnkit.methods._base import (
     UnlearnData,
     register_method,
 )
-from unlearnkit.methods._losses import ce, paired_batches
+from unlearnkit.methods._losses import ce, clipped_step, paired_batches
 
 
 @register_method("neggrad_plus")
@@ -61,12 +61,7 @@ class NegGradPlus(Method):
                 ce_r = ce(model, xr.to(dev), yr.to(dev))
                 ce_f = ce(model, xf.to(dev), yf.to(dev))
                 loss = self.alpha * ce_r - (1 - self.alpha) * ce_f  # α·CE_r − (1−α)·CE_f
-                check_finite(loss, "neggrad_plus")
-                opt.zero_grad(set_to_none=True)
-                loss.backward()
-                nn.utils.clip_grad_norm_(model.parameters(), self.max_grad_norm)
-                opt.step()
-                total += loss.item()
+                total += clipped_step(opt, model, loss, self.max_grad_norm, "neggrad_plus")
             self.history_.append(total)
             if data.on_epoch:
                 data.on_epoch(epoch + 1, self.epochs, total)

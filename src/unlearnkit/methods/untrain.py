@@ -26,7 +26,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from unlearnkit.engine import check_finite, make_optimizer
+from unlearnkit.engine import make_optimizer
 from unlearnkit.methods._base import (
     NON_NEGATIVE,
     OPTIMIZER,
@@ -36,7 +36,7 @@ from unlearnkit.methods._base import (
     UnlearnData,
     register_method,
 )
-from unlearnkit.methods._losses import paired_batches
+from unlearnkit.methods._losses import clipped_step, paired_batches
 
 
 def untraining_loss(ce_forget: torch.Tensor, ce_retain: torch.Tensor, lam: float, eps: float) -> torch.Tensor:
@@ -88,12 +88,7 @@ class Untrain(Method):
                 ce_r = F.cross_entropy(logits[: len(yr)], yr.to(dev))
                 ce_f = F.cross_entropy(logits[len(yr) :], yf.to(dev))
                 loss = untraining_loss(ce_f, ce_r, self.lam, self.eps)  # 1/(CE_f + ε) + λ·CE_r
-                check_finite(loss, "untrain")
-                opt.zero_grad(set_to_none=True)
-                loss.backward()
-                nn.utils.clip_grad_norm_(model.parameters(), self.max_grad_norm)
-                opt.step()
-                total += loss.item()
+                total += clipped_step(opt, model, loss, self.max_grad_norm, "untrain")
                 self.forget_ce_.append(ce_f.item())
             self.history_.append(total)
             if data.on_epoch:

@@ -156,10 +156,15 @@ def metrics_grid(table: ScenarioTable) -> Grid:
                 cells.append(Cell(format_mean_std(stat.mean, stat.std), bold=i in best[m], notes=notes))
         grid.rows.append(cells)
         grid.row_kinds.append(row.kind)
+    _note_ulira(grid, table)
+    return grid
+
+
+def _note_ulira(grid: Grid, table: ScenarioTable) -> None:
+    """Footnote the first U-LiRA column of ``grid`` with what U-LiRA's IN and OUT sides are."""
     ulira = [i for i, m in enumerate(table.metrics) if m.startswith("ulira_")]
     if ulira:
         grid.headers[2 + ulira[0]].notes = (grid.note(_ulira_note(table)),)
-    return grid
 
 
 def _ulira_note(table: ScenarioTable) -> str:
@@ -206,22 +211,8 @@ def ci_grid(table: ScenarioTable) -> Grid | None:
             cells.append(Cell(format_mean_std(stat.mean, stat.ci95), notes=notes))
         grid.rows.append(cells)
         grid.row_kinds.append(row.kind)
-    ulira = [i for i, m in enumerate(table.metrics) if m.startswith("ulira_")]
-    if ulira:
-        grid.headers[2 + ulira[0]].notes = (grid.note(_ulira_note(table)),)
+    _note_ulira(grid, table)
     return grid
-
-
-def _ulira_note(table: ScenarioTable) -> str:
-    """U-LiRA's two sides in ``table``'s runs (records from before ``ulira_out`` existed used untouched OUT)."""
-    sides = sorted({str((r.record.get("config") or {}).get("ulira_out", "untouched")) for row in table.rows
-                    for r in row.runs if any(k.startswith("ulira_") for k in r.metrics)})  # fmt: skip
-    out = "; or ".join(ULIRA_OUT_TEXT.get(s, s) for s in sides) or ULIRA_OUT_TEXT["unlearned"]
-    why = "; too little or too much forgetting both raise it" if sides in ([], ["unlearned"]) else ""
-    return (
-        f"U-LiRA (ulira_*): IN = shadows trained on x and then unlearned with the row's method; OUT = {out}. "
-        f"0.5 = indistinguishable from retraining{why}."
-    )
 
 
 def gap_metrics(table: ScenarioTable) -> list[str]:
