@@ -112,6 +112,7 @@ class Cell:
     ensemble_n: int = 0
     ensemble_batch_models: int = 16
     ensemble_originals: str = "shared"
+    relearn: dict[str, Any] | None = None
     key: str = ""
 
     @property
@@ -131,6 +132,8 @@ class Cell:
         if not d["lira_shadows"]:  # LiRA off: keys stay what they were before LiRA existed
             for k in ("lira_shadows", "lira_fixed_variance", "lira_nonmember_split"):
                 d.pop(k)
+        if not d["relearn"]:  # relearning attacks off: keys stay what they were before the attacks existed
+            d.pop("relearn")
         return d
 
 
@@ -247,7 +250,7 @@ def plan(
         "lira_shadows": cfg.lira_shadows,
         "lira_fixed_variance": cfg.lira_fixed_variance, "lira_nonmember_split": cfg.lira_nonmember_split,
         "ensemble_n": cfg.ensemble_n, "ensemble_batch_models": cfg.ensemble_batch_models,
-        "ensemble_originals": cfg.ensemble_originals,
+        "ensemble_originals": cfg.ensemble_originals, "relearn": cfg.relearn.for_cell(),
     }  # fmt: skip
     cells: list[Cell] = []
     skipped: list[str] = []
@@ -528,6 +531,7 @@ def resource_builder(
         lira_nonmember_split=cell.lira_nonmember_split, ensemble_n=cell.ensemble_n,
         ensemble_originals=cell.ensemble_originals, ensemble_batch_models=cell.ensemble_batch_models,
         on_epoch=progress.epoch if progress is not None else None,
+        evaluated=model, evaluated_id=cell.key or None, relearn=cell.relearn or {"enabled": False},
     )  # fmt: skip
     key = None if cache_dir is None else str(cache_dir)
     return ResourceBuilder(inputs, cache_dir=cache_dir, memo=_resource_memo(key), ensemble_cache=_ensemble_cache(key))
