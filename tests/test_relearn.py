@@ -161,3 +161,38 @@ def test_eu_k_reinitialises_and_cf_k_finetunes_only_the_last_k_layers(trained_ml
         assert not any(torch.equal(new[n], names[n]) for n in names if n not in bottom), method
     with pytest.raises(UnlearnkitError, match="k = 9 but the model has 3"):
         uk.unlearn("eu_k", trained_mlp, digits_class_scenario, device="cpu", k=9)
+
+
+def _run(method, forget, metrics, seed=0):
+    scenario = {"dataset": "digits", "forget": forget, "seed": seed}
+    return {"key": f"{method}{forget}{seed}", "scenario": scenario, "model": "mlp", "method": method, "params": {},
+            "seed": seed, "status": "ok", "metrics": metrics}  # fmt: skip
+
+
+def _class_metrics(before, after, probe, curve):
+    curve_value = {"kind": "class", "mean": curve}
+    return {"acc_forget_test": before, "acc_retain_test": 0.9, "acc_test": 0.9, "relearn_acc_forget_test": after,
+            "relearn_time": 5.0, "probe_acc_forget": probe, "relearn_curve": curve_value}  # fmt: skip
+
+
+def test_the_report_shows_before_after_and_the_gap_to_retrain(tmp_path):
+    from unlearnkit.reports import write_reports
+    from unlearnkit.reports.leaderboard import RELEARN_HEADER, build_boards
+    from unlearnkit.reports.relearn import relearning
+
+    runs = [
+        _run("retrain", "class:3", _class_metrics(0.0, 0.3, 0.7, [0.0, 0.3])),
+        _run("scrub", "class:3", _class_metrics(0.0, 0.9, 0.9, [0.0, 0.9])),
+    ]
+    sec = relearning(runs)
+    assert sec is not None and sec.title == "Relearning"
+    assert "| scrub | 0.000 | 0.900 | 0.300 | +0.600 | 5.0 | 0.900 | +0.200 |" in sec.markdown
+    assert "data:image/png" in sec.html  # the recovery curves
+    board = build_boards(runs)[0]
+    col = board.headers.index(RELEARN_HEADER)
+    assert [r[col] for r in board.rows] == ["0.300", "0.900 (+0.600)"]
+    out = write_reports(runs, tmp_path)
+    assert "## Relearning" in out["md"].read_text()
+    plain = [_run(r["method"], "class:3", {"acc_forget_test": 0.0, "acc_retain_test": 0.9, "acc_test": 0.9})
+             for r in runs]  # fmt: skip
+    assert relearning(plain) is None and RELEARN_HEADER not in build_boards(plain)[0].headers
