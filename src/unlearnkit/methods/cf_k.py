@@ -24,6 +24,7 @@ from unlearnkit.methods.eu_k import last_k_layers, train_top
 class CFk(Method):
     """Fine-tune the last ``k`` layers on D_r from the original weights (the rest frozen)."""
 
+    paper = 'Goel et al., "Towards Adversarial Evaluations for Inexact Machine Unlearning", arXiv:2201.06640'
     needs = frozenset({"retain"})
     _parameter_constraints = {
         "k": [POSITIVE_INT],

@@ -78,6 +78,7 @@ def train_top(
 class EUk(Method):
     """Re-initialise the last ``k`` layers and train them from scratch on D_r (the rest frozen)."""
 
+    paper = 'Goel et al., "Towards Adversarial Evaluations for Inexact Machine Unlearning", arXiv:2201.06640'
     needs = frozenset({"retain"})
     _parameter_constraints = {
         "k": [POSITIVE_INT],
