@@ -21,7 +21,25 @@ from unlearnkit.metrics import NotComputed, list_metrics, register_metric
 from unlearnkit.models import create_model, list_models, register_model
 from unlearnkit.scenario import ForgetRequest, Scenario
 
-__version__ = "0.1.0"
+
+def _version() -> str:
+    """The installed distribution's version; from a source tree run without installation, pyproject.toml's."""
+    from importlib import metadata
+    from pathlib import Path
+
+    try:
+        return metadata.version("unlearnkit")
+    except metadata.PackageNotFoundError:
+        import tomllib
+
+        pyproject = Path(__file__).resolve().parents[2] / "pyproject.toml"
+        try:
+            return str(tomllib.loads(pyproject.read_text())["project"]["version"])
+        except (OSError, KeyError, tomllib.TOMLDecodeError):
+            return "0+unknown"
+
+
+__version__ = _version()
 
 __all__ = [
     "DatasetBundle",

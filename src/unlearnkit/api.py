@@ -26,6 +26,7 @@ from unlearnkit.errors import UnlearnkitError
 from unlearnkit.methods import Method, UnlearnData, create_method
 from unlearnkit.metrics import MetricValue
 from unlearnkit.metrics import evaluate as _evaluate
+from unlearnkit.metrics.shadow_attacks import ULIRA_OUT_DEFAULT, check_ulira_out
 from unlearnkit.models import create_model
 from unlearnkit.protocols import ResourceBuilder, ResourceInputs
 from unlearnkit.protocols.relearn import RelearnSettings
@@ -274,6 +275,7 @@ def evaluate(
     lira_shadows: int = 0,
     lira_nonmember_split: str = "auto",
     lira_fixed_variance: bool = True,
+    ulira_out: str = ULIRA_OUT_DEFAULT,
     ensemble_n: int | None = None,
     ensemble_originals: str = "shared",
     cache_dir: str | Path | None = None,
@@ -305,6 +307,8 @@ def evaluate(
         lira_shadows: LiRA shadow models (0 = off, else >= 4).
         lira_nonmember_split: ``auto``, ``test``, ``val`` or ``forget_test``.
         lira_fixed_variance: one global σ in the LiRA tests (advised below ~64 shadows).
+        ulira_out: U-LiRA's OUT side, ``unlearned`` (shadows that never trained on x, unlearned too) or
+            ``untouched`` (the same shadows as trained).
         ensemble_n: models per side of the ε score (default: ``len(unlearned_models)``, else 0 = off).
         ensemble_originals: ``shared`` (every run starts from ``original``, as published) or ``per_seed``.
         cache_dir: root of the model caches (default ``$UNLEARNKIT_CACHE``); unused for a factory callable.
@@ -320,6 +324,7 @@ def evaluate(
     """
     if isinstance(lira_shadows, bool) or not isinstance(lira_shadows, int) or lira_shadows < 0:
         raise UnlearnkitError(f"lira_shadows must be an integer >= 0, got {lira_shadows!r}")
+    check_ulira_out(ulira_out)
     given = list(unlearned_models) if unlearned_models is not None else None
     if given is not None and not all(isinstance(m, nn.Module) for m in given):
         raise UnlearnkitError("unlearned_models must be a sequence of nn.Module")
@@ -342,5 +347,5 @@ def evaluate(
     return _evaluate(
         model, scenario, reference=reference, random_model=random_model, original=original, metrics=metrics,
         timing=timing, device=dev, resources=ResourceBuilder(inputs, cache_dir=cache_dir),
-        options={"lira_fixed_variance": lira_fixed_variance},
+        options={"lira_fixed_variance": lira_fixed_variance, "ulira_out": ulira_out},
     )  # fmt: skip

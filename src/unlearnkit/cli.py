@@ -48,6 +48,23 @@ app = typer.Typer(
 )
 
 
+def _print_version(value: bool) -> None:
+    if value:
+        from unlearnkit import __version__
+
+        typer.echo(f"unlearnkit {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _options(
+    version: Annotated[
+        bool, typer.Option("--version", callback=_print_version, is_eager=True, help="Print the version and exit.")
+    ] = False,
+) -> None:
+    pass
+
+
 def _fail(msg: str) -> None:
     err_console.print(f"[bold red]error:[/bold red] {msg}", highlight=False, soft_wrap=True)
     raise typer.Exit(code=2)
@@ -408,13 +425,26 @@ class ListWhat(StrEnum):
 
 
 @app.command("list")
-def list_(what: Annotated[ListWhat, typer.Argument(help="methods, metrics, datasets or models.")]) -> None:
+def list_(
+    what: Annotated[ListWhat, typer.Argument(help="methods, metrics, datasets or models.")],
+    cite: Annotated[
+        bool, typer.Option("--cite", help="With methods: one line each, with the paper it implements.")
+    ] = False,
+) -> None:
     """List registered methods, metrics, datasets or models."""
     import unlearnkit as uk
     from unlearnkit.methods import METHODS
     from unlearnkit.metrics import METRICS
 
     concept = _concept_registries()  # setting 3 (CLIP): None when transformers is not installed
+    if cite:  # plain lines (no table, no wrapping), so they can be copied or grepped
+        if what is not ListWhat.methods:
+            _fail("--cite lists the papers of methods: unlearnkit list methods --cite")
+        pairs = [(n, METHODS.get(n)) for n in uk.list_methods()]
+        pairs += [(n, concept.CONCEPT_METHODS.get(n)) for n in concept.CONCEPT_METHODS.list()] if concept else []
+        for n, cls in pairs:
+            typer.echo(f"{n:<18} {cls.paper or '-'}")
+        return
     table = Table(title=what.value)
     if what is ListWhat.methods:
         table.add_column("method")

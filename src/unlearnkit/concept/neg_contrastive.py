@@ -56,6 +56,7 @@ class NegContrastive(ConceptMethod):
         lora, lora_r, lora_alpha, lora_dropout, lora_targets: as in ``safe_clip``.
     """
 
+    paper = "baseline for Safe-CLIP (Poppi et al., ECCV 2024, arXiv:2311.16254); the loss is this project's"
     quick_params = {"epochs": 2, "batch_size": 16}
     _parameter_constraints = {
         "epochs": [POSITIVE_INT], "lr": [POSITIVE], "batch_size": [Interval(int, 2, None, "left")],

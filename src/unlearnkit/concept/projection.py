@@ -57,6 +57,7 @@ class UnsafeProjection(ConceptMethod):
         image: project the image embeddings.
     """
 
+    paper = 'linear erasure (Ravfogel et al., "Null It Out", ACL 2020, arXiv:2004.07667), a Safe-CLIP baseline'
     trains = False
     _parameter_constraints = {"n_directions": [POSITIVE_INT], "text": [BOOLEAN], "image": [BOOLEAN]}
 

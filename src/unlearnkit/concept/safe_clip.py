@@ -171,6 +171,7 @@ class SafeCLIP(ConceptMethod):
             the redirection contrastive terms; see the module doc). 0 (default): the paper's eight terms.
     """
 
+    paper = 'Poppi et al., "Safe-CLIP", ECCV 2024, arXiv:2311.16254'
     quick_params = {"epochs": 2, "batch_size": 16}
     _parameter_constraints = {
         "epochs": [POSITIVE_INT], "lr": [POSITIVE], "batch_size": [Interval(int, 2, None, "left")],

@@ -119,6 +119,9 @@ class RunConfig(StrictModel):
     lira_shadows: int = Field(0, ge=0, le=10_000)  # LiRA / U-LiRA shadow models per scenario; 0 = off (>= 4 to compute)
     lira_fixed_variance: bool = True  # one global σ: the LiRA README advises it below ~64 shadows
     lira_nonmember_split: Literal["auto", "test", "val", "forget_test"] = "auto"
+    #: U-LiRA's OUT side: shadows that never trained on x, "unlearned" on their own forget sets (the paper's
+    #: game, default) or "untouched" (as trained). Part of the run key when LiRA is on.
+    ulira_out: Literal["unlearned", "untouched"] = "unlearned"
     #: NeurIPS-2023 ε score: N unlearned vs N retrained models per scenario (forget_quality, final_score and
     #: their ceilings); 0 = off, else >= 2. Sample-level requests only. The GPU configs use 512.
     ensemble_n: int = Field(0, ge=0, le=10_000)

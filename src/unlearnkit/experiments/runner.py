@@ -109,6 +109,7 @@ class Cell:
     lira_shadows: int = 0
     lira_fixed_variance: bool = True
     lira_nonmember_split: str = "auto"
+    ulira_out: str = "unlearned"
     ensemble_n: int = 0
     ensemble_batch_models: int = 16
     ensemble_originals: str = "shared"
@@ -130,7 +131,7 @@ class Cell:
             for k in ("ensemble_n", "ensemble_originals"):
                 d.pop(k)
         if not d["lira_shadows"]:  # LiRA off: keys stay what they were before LiRA existed
-            for k in ("lira_shadows", "lira_fixed_variance", "lira_nonmember_split"):
+            for k in ("lira_shadows", "lira_fixed_variance", "lira_nonmember_split", "ulira_out"):
                 d.pop(k)
         if not d["relearn"]:  # relearning attacks off: keys stay what they were before the attacks existed
             d.pop("relearn")
@@ -249,6 +250,7 @@ def plan(
         "metrics": cfg.metrics, "few_shot_folder": cfg.few_shot_folder, "threads": cfg.threads,
         "lira_shadows": cfg.lira_shadows,
         "lira_fixed_variance": cfg.lira_fixed_variance, "lira_nonmember_split": cfg.lira_nonmember_split,
+        "ulira_out": cfg.ulira_out,
         "ensemble_n": cfg.ensemble_n, "ensemble_batch_models": cfg.ensemble_batch_models,
         "ensemble_originals": cfg.ensemble_originals, "relearn": cfg.relearn.for_cell(),
     }  # fmt: skip
@@ -476,7 +478,8 @@ def _run_cell(
             progress.run_started(f"{cell.label} ε score, N={cell.ensemble_n}")
         values = evaluate(model, scenario, reference=retrained, random_model=random_model, original=original,
                           metrics=cell.metrics, timing=timing, device=dev, resources=resources,
-                          options={"lira_fixed_variance": cell.lira_fixed_variance})  # fmt: skip
+                          options={"lira_fixed_variance": cell.lira_fixed_variance,
+                                   "ulira_out": cell.ulira_out})  # fmt: skip
         record.metrics = {k: clean_metric(k, v) for k, v in {**values, **extra}.items()}
         flag = collapse_flag(record.metrics, bundle.num_classes)
         record.flags = (flag,) if flag else ()

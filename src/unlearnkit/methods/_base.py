@@ -200,6 +200,8 @@ class Hyperparameters:
     """
 
     name: ClassVar[str] = ""
+    #: the paper the method implements (authors, venue, year, arXiv id); shown by `unlearnkit list methods --cite`
+    paper: ClassVar[str] = ""
     _parameter_constraints: ClassVar[dict[str, list[Any]]] = {}
 
     @classmethod

@@ -79,6 +79,7 @@ def random_copy(model: nn.Module, seed: int) -> nn.Module:
 class BadTeacher(Method):
     """KL distillation: original teacher on a D_r subset (l=0), random teacher on D_f (l=1)."""
 
+    paper = 'Chundawat et al., "Can Bad Teaching Induce Forgetting?", AAAI 2023, arXiv:2205.08096'
     needs = frozenset({"forget", "retain"})
     _parameter_constraints = {
         "epochs": [POSITIVE_INT],

@@ -93,6 +93,8 @@ class BoundaryExpand(BoundaryMethod):
     Class requests only, D_f only; the hyperparameters are the fine-tuning recipe (:class:`BoundaryMethod`).
     """
 
+    paper = 'Chen et al., "Boundary Unlearning", CVPR 2023, arXiv:2303.11570'
+
     def __init__(
         self, *, epochs: int = 10, lr: float = 1e-3, optimizer: str = "sgd", momentum: float = 0.9,
         batch_size: int = 32,

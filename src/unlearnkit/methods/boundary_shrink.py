@@ -107,6 +107,7 @@ class BoundaryShrink(BoundaryMethod):
     hyperparameters are the fine-tuning recipe (:class:`BoundaryMethod`).
     """
 
+    paper = 'Chen et al., "Boundary Unlearning", CVPR 2023, arXiv:2303.11570'
     _parameter_constraints = {"bound": [POSITIVE], "clip": [CLIP_MODES], **FINETUNE_CONSTRAINTS}
 
     def __init__(

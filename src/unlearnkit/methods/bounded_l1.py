@@ -41,6 +41,7 @@ class BoundedL1(FullFineTuneForgetMethod):
         augment: ``noise`` (Gaussian, std 0.1), ``shift`` (up to 1/8 of the side) or ``none``.
     """
 
+    paper = "baseline of Poppi et al., ICPR 2024, doi:10.1007/978-3-031-78122-3_10"
     _parameter_constraints = {
         **FullFineTuneForgetMethod._parameter_constraints,
         **BOUNDED_LOSS_CONSTRAINTS,

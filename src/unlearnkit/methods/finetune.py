@@ -25,6 +25,7 @@ from unlearnkit.methods._base import (
 class Finetune(Method):
     """Minimise CE on D_r for ``epochs`` epochs (cosine schedule)."""
 
+    paper = 'baseline, as in Golatkar et al., "Eternal Sunshine of the Spotless Net", CVPR 2020, arXiv:1911.04933'
     needs = frozenset({"retain"})
     _parameter_constraints = {
         "epochs": [POSITIVE_INT],

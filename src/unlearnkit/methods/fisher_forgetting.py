@@ -81,6 +81,7 @@ def diagonal_fisher(
 class FisherForgetting(Method):
     """Add Gaussian noise with variance α·F⁻¹ (Fisher on D_r) to every weight; small models only."""
 
+    paper = 'Golatkar et al., "Eternal Sunshine of the Spotless Net", CVPR 2020, arXiv:1911.04933'
     needs = frozenset({"retain"})
     _parameter_constraints = {
         "alpha": [POSITIVE],

@@ -62,6 +62,7 @@ def l1_norm(model: nn.Module) -> torch.Tensor:
 class L1Sparse(Method):
     """Fine-tune on D_r minimising CE + γ_t·‖θ‖₁ with γ_t decaying linearly over the epochs."""
 
+    paper = 'Jia et al., "Model Sparsity Can Simplify Machine Unlearning", NeurIPS 2023, arXiv:2304.04934'
     needs = frozenset({"retain"})
     _parameter_constraints = {
         "epochs": [POSITIVE_INT],

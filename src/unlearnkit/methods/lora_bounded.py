@@ -78,6 +78,7 @@ class LoraBounded(LoraForgetMethod):
         augment: ``noise`` (Gaussian, std 0.1), ``shift`` (up to 1/8 of the side) or ``none``.
     """
 
+    paper = "Poppi et al., ICPR 2024, doi:10.1007/978-3-031-78122-3_10"
     _parameter_constraints = {
         **LoraForgetMethod._parameter_constraints,
         **BOUNDED_LOSS_CONSTRAINTS,

@@ -28,6 +28,7 @@ from unlearnkit.methods._losses import accuracy_on, ce
 class NegGrad(Method):
     """Minimise −CE(f(x_f), y_f) on D_f with clipped gradients."""
 
+    paper = 'baseline, as in Golatkar et al., "Eternal Sunshine of the Spotless Net", CVPR 2020, arXiv:1911.04933'
     needs = frozenset({"forget"})
     _parameter_constraints = {
         "epochs": [POSITIVE_INT],

@@ -37,6 +37,8 @@ class NegGradLora(LoraForgetMethod):
         augment: ``noise`` (Gaussian, std 0.1), ``shift`` (up to 1/8 of the side) or ``none``.
     """
 
+    paper = "baseline of Poppi et al., ICPR 2024, doi:10.1007/978-3-031-78122-3_10"
+
     def __init__(
         self, *, rank: int = 8, alpha: float | None = None, dropout: float = 0.0, regularizer: str = "delta",
         reg_weight: float = 0.0, steps: int = 300, lr: float = 2e-3, batch_size: int = 16, weight_decay: float = 0.0,

@@ -27,6 +27,7 @@ from unlearnkit.methods._losses import ce, paired_batches
 class NegGradPlus(Method):
     """Minimise α·CE_r − (1−α)·CE_f over paired retain/forget batches."""
 
+    paper = 'NegGrad+ of Kurmanji et al., "Towards Unbounded Machine Unlearning", NeurIPS 2023, arXiv:2302.09880'
     needs = frozenset({"forget", "retain"})
     _parameter_constraints = {
         "epochs": [POSITIVE_INT],

@@ -29,6 +29,7 @@ from unlearnkit.methods._losses import random_other_labels
 class RandomLabels(Method):
     """Train on D_f (each sample relabelled to a random wrong class) ∪ D_r."""
 
+    paper = 'Graves et al., "Amnesiac Machine Learning", AAAI 2021, arXiv:2010.10981'
     needs = frozenset({"forget", "retain"})
     _parameter_constraints = {
         "epochs": [POSITIVE_INT],

@@ -17,6 +17,7 @@ from unlearnkit.methods._base import Method, UnlearnData, register_method
 class Retrain(Method):
     """Train a freshly initialised model on D_r with the original training recipe."""
 
+    paper = "baseline: retraining from scratch on the retain set (exact unlearning)"
     needs = frozenset({"retain", "train_recipe"})
 
     def __init__(self) -> None:

@@ -81,6 +81,7 @@ def saliency_mask(
 class SalUn(Method):
     """Random labels on D_f, then D_r, updating only the weights salient for D_f."""
 
+    paper = 'Fan et al., "SalUn", ICLR 2024, arXiv:2310.12508'
     needs = frozenset({"forget", "retain"})
     _parameter_constraints = {
         "saliency_fraction": [FRACTION],

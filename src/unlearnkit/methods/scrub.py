@@ -62,6 +62,7 @@ def distill_kl(student_logits: torch.Tensor, teacher_logits: torch.Tensor, tempe
 class Scrub(Method):
     """Alternate max-steps (diverge from the teacher on D_f) and min-steps (match it + CE on D_r)."""
 
+    paper = 'Kurmanji et al., "Towards Unbounded Machine Unlearning", NeurIPS 2023, arXiv:2302.09880'
     needs = frozenset({"forget", "retain"})
     _parameter_constraints = {
         "epochs": [POSITIVE_INT],

@@ -147,6 +147,7 @@ def _state_digest(model: nn.Module) -> str:
 class SISA(Method):
     """Sharded, sliced training; unlearning retrains only the affected shards from their last clean slice."""
 
+    paper = 'Bourtoule et al., "Machine Unlearning", IEEE S&P 2021, arXiv:1912.03817'
     needs = frozenset({"forget", "retain", "train_recipe"})
     preserves_architecture: ClassVar[bool] = False
     _parameter_constraints = {"shards": [POSITIVE_INT], "slices": [POSITIVE_INT]}

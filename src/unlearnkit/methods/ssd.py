@@ -73,6 +73,7 @@ def diagonal_importance(
 class SelectiveSynapticDampening(Method):
     """Dampen the weights that matter far more to D_f than to D (no training)."""
 
+    paper = 'Foster et al., "... Selective Synaptic Dampening", AAAI 2024, arXiv:2308.07707'
     needs = frozenset({"forget", "retain"})
     _parameter_constraints = {
         "selection_weighting": [AT_LEAST_ONE],

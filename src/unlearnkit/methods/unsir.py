@@ -147,6 +147,7 @@ def recalibrate_batch_norm(model: nn.Module, dataset: Dataset, batch_size: int, 
 class UNSIR(Method):
     """Error-maximising noise per forget class; impair on noise ∪ retain subset; repair on the subset."""
 
+    paper = 'Tarun et al., "Fast Yet Effective Machine Unlearning", IEEE TNNLS 2023, arXiv:2111.08947'
     needs = frozenset({"retain"})
     requests = frozenset({"class"})
     multi_class = True

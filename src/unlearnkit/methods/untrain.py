@@ -48,6 +48,7 @@ def untraining_loss(ce_forget: torch.Tensor, ce_retain: torch.Tensor, lam: float
 class Untrain(Method):
     """Minimise 1/(CE_f + ε) + λ·CE_r over paired forget/retain batches."""
 
+    paper = "the untraining loss of Poppi et al., IEEE Intelligent Systems 2024, arXiv:2304.02049"
     needs = frozenset({"forget", "retain"})
     _parameter_constraints = {
         "epochs": [POSITIVE_INT],

@@ -102,6 +102,7 @@ class WFNet(Method):
             (1/(CE_f + ε) with CE_f over all forget samples, as the spec writes it) [CHOICE].
     """
 
+    paper = "Poppi et al., IEEE Intelligent Systems 2024, arXiv:2304.02049"
     needs = frozenset({"forget", "retain"})
     requests = frozenset({"class"})
     multi_class = True  # rows combine by elementwise product (spec §1.2)

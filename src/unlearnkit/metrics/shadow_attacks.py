@@ -15,17 +15,24 @@ the pool, the keep mask and the U-LiRA forget sets):
   scored examples (k forget examples, k held-out non-members);
 * ``unlearned_shadows``: ``[M, 2k]`` φ of the same shadows after unlearning with the audited method.
 
-Here is only the attack: IN = φ(x) of shadows that trained on x (LiRA) or unlearned it (U-LiRA), OUT = φ(x)
-of untouched shadows that never trained on x; the target's φ(x) is scored with the Gaussian log-likelihood
-ratio of :func:`~unlearnkit.metrics.functional.lira.lira_scores` (median μ, σ = std + 1e-30; φ =
-:func:`~unlearnkit.metrics.logit_scaled_confidence`), and the scores of the k forget vs k non-member
-examples give AUC, TPR at 1% FPR and the best balanced attack accuracy.
+Here is only the attack: IN = φ(x) of shadows that trained on x (LiRA) or trained on and then unlearned it
+(U-LiRA); OUT = φ(x) of shadows that never trained on x: untouched ones for LiRA and, for U-LiRA, by
+default (option ``ulira_out="unlearned"``) the same unlearned shadows (unlearned on their own forget sets,
+which never held x), so that both sides come from models the audited method has run on, as in Hayes et
+al.'s game; ``ulira_out="untouched"`` takes U-LiRA's OUT from the shadows as trained. The target's φ(x) is
+scored with the Gaussian log-likelihood ratio of :func:`~unlearnkit.metrics.functional.lira.lira_scores`
+(median μ, σ = std + 1e-30; φ = :func:`~unlearnkit.metrics.logit_scaled_confidence`), and the scores of
+the k forget vs k non-member examples give AUC, TPR at 1% FPR and the best balanced attack accuracy.
 
 **Reading the numbers.** All six metrics are ``higher_is_better=None``: an unlearned model should score
-what the model retrained on D_r scores (≈ 0.5 AUC, ≈ 1% TPR at 1% FPR), not the extreme; an
-over-forgotten D_f is itself detectable (AUC well below 0.5). Few shadows make the Gaussian fits noisy;
-the option ``lira_fixed_variance`` (default True: one global σ, the LiRA README's advice below ~64
-shadows) applies to both attacks.
+what the model retrained on D_r scores (≈ 0.5 AUC, ≈ 1% TPR at 1% FPR), not the extreme. For LiRA, whose
+IN side is the untouched shadows, an over-forgotten D_f (less confident than never-seen examples) shows as
+an AUC below 0.5. For U-LiRA it does not: its IN side is learnt from the method's own shadows, so any
+systematic difference between forgotten and never-seen examples, too little forgetting or too much,
+raises the AUC above 0.5; an AUC well below 0.5 is noise or a mis-specified OUT side (with
+``ulira_out="untouched"``, a method that lowers every example's confidence can invert the AUC). Few
+shadows make the Gaussian fits noisy; the option ``lira_fixed_variance`` (default True: one global σ, the
+LiRA README's advice below ~64 shadows) applies to both attacks.
 """
 
 from __future__ import annotations
@@ -43,8 +50,18 @@ FPR_TARGET = 0.01
 
 LIRA_METRICS = ("lira_auc", "lira_tpr_at_1pct_fpr", "lira_acc")
 ULIRA_METRICS = ("ulira_auc", "ulira_tpr_at_1pct_fpr", "ulira_acc")
+#: U-LiRA's OUT side: shadows that never trained on x, after unlearning their own forget sets or as trained
+ULIRA_OUT = ("unlearned", "untouched")
+ULIRA_OUT_DEFAULT = "unlearned"
 #: for the reports: every LiRA figure should *match the retrained model*, not be pushed to an extreme
 HIGHER_IS_BETTER: dict[str, bool | None] = dict.fromkeys(LIRA_METRICS + ULIRA_METRICS)
+
+
+def check_ulira_out(value: object) -> str:
+    """``value`` if it names a U-LiRA OUT side (:data:`ULIRA_OUT`); raises a one-line error otherwise."""
+    if not isinstance(value, str) or value not in ULIRA_OUT:
+        raise UnlearnkitError(f"ulira_out must be one of {', '.join(ULIRA_OUT)}, got {value!r}")
+    return value
 
 
 def attack_figures(
@@ -64,7 +81,8 @@ def attack_figures(
         prefix: ``"lira"`` or ``"ulira"`` (the returned names).
         target_phis: per target model, ``[2k]`` φ on the scored examples.
         in_phi: ``[M, 2k]`` φ of the IN shadows (used where ``in_mask``).
-        out_phi: ``[M, 2k]`` φ of the untouched shadows (used where not ``in_mask``).
+        out_phi: ``[M, 2k]`` φ of the OUT shadows (used where not ``in_mask``): the untouched shadows for
+            LiRA; for U-LiRA the unlearned ones (default) or the untouched ones.
         in_mask: ``[M, 2k]`` True where shadow m trained on scored example i.
         is_member: ``[2k]`` True for the targets' forget examples.
         online: the two-Gaussian test (True) or the OUT-only offline test.
@@ -96,14 +114,17 @@ def _target_phi(ctx: EvalContext) -> np.ndarray:
 
 
 def _attack(ctx: EvalContext, prefix: str) -> dict[str, float]:
+    out_side = check_ulira_out(ctx.option("ulira_out", ULIRA_OUT_DEFAULT)) if prefix == "ulira" else "untouched"
+
     def compute() -> dict[str, float]:
         bank = ctx.resource("shadow_bank")
         base = bank.base_phi()
         in_phi = base if prefix == "lira" else ctx.resource("unlearned_shadows")
-        return attack_figures(prefix, [_target_phi(ctx)], in_phi, base, bank.keep[:, bank.scored], bank.is_member,
+        out_phi = in_phi if out_side == "unlearned" else base
+        return attack_figures(prefix, [_target_phi(ctx)], in_phi, out_phi, bank.keep[:, bank.scored], bank.is_member,
                               online=True, fixed_variance=bool(ctx.option("lira_fixed_variance", True)))  # fmt: skip
 
-    return ctx.memo(f"{prefix}_attack", compute)
+    return ctx.memo(f"{prefix}_attack_{out_side}", compute)
 
 
 _DESCRIPTIONS = {
@@ -113,7 +134,11 @@ _DESCRIPTIONS = {
 }
 _ATTACKS = {
     "lira": ("LiRA (online)", {"shadow_bank"}),
-    "ulira": ("U-LiRA (shadows unlearned with the same method)", {"shadow_bank", "unlearned_shadows"}),
+    "ulira": (
+        "U-LiRA (IN: shadows trained on x, then unlearned with the same method; OUT: shadows that never trained "
+        "on x, unlearned too unless ulira_out=untouched)",
+        {"shadow_bank", "unlearned_shadows"},
+    ),
 }
 
 

@@ -2,8 +2,8 @@
 
 The attacks themselves (and their references: Carlini et al. 2022, arXiv 2112.03570; Hayes et al., SaTML
 2025, arXiv 2403.01218; evaluation spec §2.1-2.2) are in :mod:`unlearnkit.metrics.shadow_attacks`; this
-module trains what they compare against. The U-LiRA construction follows the spec's summary and its
-reimplementations (``LiouTang/Unlearn-Apollo-Attack``).
+module trains what they compare against. The U-LiRA construction follows the paper's game (below) and the
+spec's summary (§2.2).
 
 **Scored examples.** The target models' member side is the scenario's forget set D_f, its non-member
 side a held-out split (``nonmember_split``: ``auto`` = the forgotten class's test images for class-level
@@ -26,12 +26,18 @@ set F_m is the half of the scored examples it trained on (k examples, so |F_m| =
 non-member split has at least |D_f| examples), plus, for class-level requests, every other example of the
 forgotten part in its half (the shadow forgets the whole class, as the target did), or, for sample-level
 requests whose D_f was larger than k, random other examples of its half up to |D_f|. Its retain set is
-the rest of its half. IN = φ(x) of *unlearned* shadows with x ∈ F_m (every shadow that trained on a
-scored x has unlearned it), OUT = φ(x) of the *untouched* shadows that never trained on x (the "retrain
-without x" distribution; as in Apollo's ``ULiRA.py``). The held-out target models (the audited model,
-never a shadow) are scored on their forget vs non-member examples; we report AUC, TPR at 1% FPR and the
-best balanced attack accuracy (50% = indistinguishable from retraining). The ``unlearned_shadows``
-resource is the ``[M, 2k]`` φ of the unlearned shadows.
+the rest of its half. For a scored x, IN = φ(x) of the unlearned shadows with x ∈ F_m (every shadow that
+trained on a scored x has unlearned it) and, by default (``ulira_out="unlearned"``), OUT = φ(x) of the
+*unlearned* shadows whose training half never held x: both sides come from models the audited method has
+run on, so a method that moves every example's confidence (forgotten or never seen) moves IN, OUT and the
+target together, and only what tells a forgotten x from a never-seen one is measured. This is the game
+of Hayes et al. (an unlearned model; was x in its training set or not). ``ulira_out="untouched"`` takes
+OUT from the shadows as trained, not unlearned (the pairing of Apollo's ``ULiRA.py``); it nearly agrees
+with the default for retraining-like methods, and otherwise reads a global shift as (or against) membership.
+The held-out target models (the audited model, never a shadow) are scored on their forget vs non-member
+examples; we report AUC, TPR at 1% FPR and the best balanced attack accuracy (50% = indistinguishable from
+retraining). The ``unlearned_shadows`` resource is the ``[M, 2k]`` φ of the unlearned shadows; both OUT
+choices use the same trained and unlearned shadows.
 
 **Cost and caching.** Shadows are trained one after another with :func:`unlearnkit.engine.train_model`
 (a plain loop: :func:`unlearnkit.engine.ensemble.train_ensemble` trains every member on the same data,
@@ -69,7 +75,13 @@ from unlearnkit.methods import Method, UnlearnData, create_method
 from unlearnkit.metrics import MetricUnavailable, NotComputed
 from unlearnkit.metrics._base import MetricValue
 from unlearnkit.metrics.forget_quality import logit_scaled_confidence
-from unlearnkit.metrics.shadow_attacks import LIRA_METRICS, ULIRA_METRICS, attack_figures
+from unlearnkit.metrics.shadow_attacks import (
+    LIRA_METRICS,
+    ULIRA_METRICS,
+    ULIRA_OUT_DEFAULT,
+    attack_figures,
+    check_ulira_out,
+)
 from unlearnkit.models import MODELS, create_model, factory_fingerprint
 from unlearnkit.protocols._base import ModelFactory, ResourceBuilder, register_resource
 from unlearnkit.scenario import Scenario
@@ -319,14 +331,21 @@ class ShadowBank:
         return models
 
     def _attack(
-        self, prefix: str, models: list[nn.Module], in_phi: np.ndarray, *, online: bool, fixed_variance: bool
+        self,
+        prefix: str,
+        models: list[nn.Module],
+        in_phi: np.ndarray,
+        out_phi: np.ndarray,
+        *,
+        online: bool,
+        fixed_variance: bool,
     ) -> dict[str, MetricValue]:
         try:
             t_phis = [self.phi(t) for t in models]
         except UnlearnkitError as e:  # e.g. NaN logits
             names = LIRA_METRICS if prefix == "lira" else ULIRA_METRICS
             return _not_computed(names, f"the target model's outputs on the scored examples: {e}")
-        return dict(attack_figures(prefix, t_phis, in_phi, self.base_phi(), self.keep[:, self.scored], self.is_member,
+        return dict(attack_figures(prefix, t_phis, in_phi, out_phi, self.keep[:, self.scored], self.is_member,
                                    online=online, fixed_variance=fixed_variance))  # fmt: skip
 
     def lira(
@@ -338,7 +357,7 @@ class ShadowBank:
             base = self.base_phi()
         except Exception as e:  # a shadow failed to train (e.g. NaN loss)
             return _not_computed(LIRA_METRICS, f"training the LiRA shadow models failed: {type(e).__name__}: {e}")
-        return self._attack("lira", models, base, online=online, fixed_variance=fixed_variance)
+        return self._attack("lira", models, base, base, online=online, fixed_variance=fixed_variance)
 
     def ulira(
         self,
@@ -347,8 +366,14 @@ class ShadowBank:
         *,
         params: Mapping[str, Any] | None = None,
         fixed_variance: bool = False,
+        ulira_out: str = ULIRA_OUT_DEFAULT,
     ) -> dict[str, MetricValue]:
-        """U-LiRA for ``method`` (name + ``params``, or an instance): ``ulira_auc``, ``_tpr_at_1pct_fpr``, ``_acc``."""
+        """U-LiRA for ``method`` (name + ``params``, or an instance): ``ulira_auc``, ``_tpr_at_1pct_fpr``, ``_acc``.
+
+        ``ulira_out`` picks the OUT side: ``"unlearned"`` (shadows that never trained on x, unlearned on their
+        own forget sets) or ``"untouched"`` (the same shadows before unlearning); see the module docstring.
+        """
+        check_ulira_out(ulira_out)
         models = self._targets(target_model)
         m_obj = method if isinstance(method, Method) else create_method(method, **dict(params or {}))
         m_obj.validate_params()
@@ -363,7 +388,8 @@ class ShadowBank:
             unlearned = self.unlearned_phi(m_obj)
         except MetricUnavailable as e:
             return _not_computed(ULIRA_METRICS, str(e))
-        return self._attack("ulira", models, unlearned, online=True, fixed_variance=fixed_variance)
+        out = unlearned if ulira_out == "unlearned" else self.base_phi()
+        return self._attack("ulira", models, unlearned, out, online=True, fixed_variance=fixed_variance)
 
     def unlearned_phi(self, method: Method) -> np.ndarray:
         """``[M, 2k]`` φ of every shadow after unlearning its forget set with ``method`` (cached models).
@@ -489,21 +515,26 @@ def run_ulira(
     model_kwargs: Mapping[str, Any] | None = None,
     nonmember_split: str = "auto",
     fixed_variance: bool = False,
+    ulira_out: str = ULIRA_OUT_DEFAULT,
     bank: ShadowBank | None = None,
 ) -> dict[str, MetricValue]:
     """U-LiRA: shadows unlearned with ``method_name(**params)``; scores ``target_model`` (that method's output).
 
-    Arguments as in :func:`run_lira`, plus the audited method's registered name and hyperparameters.
+    Arguments as in :func:`run_lira`, plus the audited method's registered name and hyperparameters, and
+    ``ulira_out`` (``"unlearned"``: OUT from the unlearned shadows that never trained on x, as in the paper's
+    game; ``"untouched"``: from the same shadows before unlearning).
     Unknown methods or invalid hyperparameters raise :class:`~unlearnkit.errors.UnlearnkitError` before
     any training.
 
     Returns:
         ``ulira_auc``, ``ulira_tpr_at_1pct_fpr``, ``ulira_acc`` -> float, or :class:`NotComputed`.
     """
+    check_ulira_out(ulira_out)
     method = create_method(method_name, **dict(params or {}))
     method.validate_params()
     return _on_bank(
-        ULIRA_METRICS, bank, lambda b: b.ulira(method, target_model, fixed_variance=fixed_variance),
+        ULIRA_METRICS, bank,
+        lambda b: b.ulira(method, target_model, fixed_variance=fixed_variance, ulira_out=ulira_out),
         scenario, model_name, train_cfg, n_shadows, device=device, seed=seed, cache=cache,
         model_kwargs=model_kwargs, nonmember_split=nonmember_split,
     )  # fmt: skip

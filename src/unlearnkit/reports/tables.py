@@ -47,6 +47,11 @@ CI_NOTE = (
     "scenario; a footnote marks values over fewer seeds than asked."
 )
 MAX_ERROR_CHARS = 500
+#: what U-LiRA compares with, as a footnote on the first ulira_* column
+ULIRA_OUT_TEXT = {
+    "unlearned": "shadows that never trained on x, unlearned too on their own forget sets",
+    "untouched": "shadows that never trained on x, as trained (not unlearned)",
+}
 
 
 # -- numbers ----------------------------------------------------------------------------------------
@@ -151,7 +156,22 @@ def metrics_grid(table: ScenarioTable) -> Grid:
                 cells.append(Cell(format_mean_std(stat.mean, stat.std), bold=i in best[m], notes=notes))
         grid.rows.append(cells)
         grid.row_kinds.append(row.kind)
+    ulira = [i for i, m in enumerate(table.metrics) if m.startswith("ulira_")]
+    if ulira:
+        grid.headers[2 + ulira[0]].notes = (grid.note(_ulira_note(table)),)
     return grid
+
+
+def _ulira_note(table: ScenarioTable) -> str:
+    """U-LiRA's two sides in ``table``'s runs (records from before ``ulira_out`` existed used untouched OUT)."""
+    sides = sorted({str((r.record.get("config") or {}).get("ulira_out", "untouched")) for row in table.rows
+                    for r in row.runs if any(k.startswith("ulira_") for k in r.metrics)})  # fmt: skip
+    out = "; or ".join(ULIRA_OUT_TEXT.get(s, s) for s in sides) or ULIRA_OUT_TEXT["unlearned"]
+    why = "; too little or too much forgetting both raise it" if sides in ([], ["unlearned"]) else ""
+    return (
+        f"U-LiRA (ulira_*): IN = shadows trained on x and then unlearned with the row's method; OUT = {out}. "
+        f"0.5 = indistinguishable from retraining{why}."
+    )
 
 
 def _short_note(table: ScenarioTable, row: Row) -> str:
@@ -186,7 +206,22 @@ def ci_grid(table: ScenarioTable) -> Grid | None:
             cells.append(Cell(format_mean_std(stat.mean, stat.ci95), notes=notes))
         grid.rows.append(cells)
         grid.row_kinds.append(row.kind)
+    ulira = [i for i, m in enumerate(table.metrics) if m.startswith("ulira_")]
+    if ulira:
+        grid.headers[2 + ulira[0]].notes = (grid.note(_ulira_note(table)),)
     return grid
+
+
+def _ulira_note(table: ScenarioTable) -> str:
+    """U-LiRA's two sides in ``table``'s runs (records from before ``ulira_out`` existed used untouched OUT)."""
+    sides = sorted({str((r.record.get("config") or {}).get("ulira_out", "untouched")) for row in table.rows
+                    for r in row.runs if any(k.startswith("ulira_") for k in r.metrics)})  # fmt: skip
+    out = "; or ".join(ULIRA_OUT_TEXT.get(s, s) for s in sides) or ULIRA_OUT_TEXT["unlearned"]
+    why = "; too little or too much forgetting both raise it" if sides in ([], ["unlearned"]) else ""
+    return (
+        f"U-LiRA (ulira_*): IN = shadows trained on x and then unlearned with the row's method; OUT = {out}. "
+        f"0.5 = indistinguishable from retraining{why}."
+    )
 
 
 def gap_metrics(table: ScenarioTable) -> list[str]:
