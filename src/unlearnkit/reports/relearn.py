@@ -100,7 +100,7 @@ def _table_rows(table: ScenarioTable) -> tuple[str, list[dict[str, Any]]] | None
 
 def recovery_plot(table: ScenarioTable) -> Plot | None:
     """Accuracy per attack step for every row of ``table`` (retrain red, original grey)."""
-    fig = Figure(figsize=(6.4, 3.8))
+    fig = Figure(figsize=(8.0, 3.8))
     ax = fig.add_subplot(1, 1, 1)
     drawn = 0
     for row, color in zip(table.rows, row_colors(table), strict=True):
@@ -116,7 +116,7 @@ def recovery_plot(table: ScenarioTable) -> Plot | None:
     ax.set_ylabel("forget accuracy")
     ax.set_ylim(-0.02, 1.02)
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=7, loc="lower right", ncol=2)
+    ax.legend(fontsize=7, loc="center left", bbox_to_anchor=(1.01, 0.5), ncol=1 + (drawn > 12))
     fig.tight_layout()
     return Plot(to_png(fig), f"{table.title}: recovery under the relearning attack (mean over seeds)")
 
