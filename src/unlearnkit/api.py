@@ -29,6 +29,7 @@ from unlearnkit.metrics import evaluate as _evaluate
 from unlearnkit.metrics.shadow_attacks import ULIRA_OUT_DEFAULT, check_ulira_out
 from unlearnkit.models import create_model
 from unlearnkit.protocols import ResourceBuilder, ResourceInputs
+from unlearnkit.protocols.relearn import RelearnSettings
 from unlearnkit.scenario import Scenario
 
 #: forget images given to a setting-2 (no-retain) method when ``shots`` is not set (the run config's default)
@@ -278,6 +279,7 @@ def evaluate(
     ensemble_n: int | None = None,
     ensemble_originals: str = "shared",
     cache_dir: str | Path | None = None,
+    relearn: Mapping[str, Any] | bool | None = None,
 ) -> dict[str, MetricValue]:
     """Compute ``metrics`` (default: every registered one) for ``model`` on ``scenario``.
 
@@ -310,6 +312,8 @@ def evaluate(
         ensemble_n: models per side of the ε score (default: ``len(unlearned_models)``, else 0 = off).
         ensemble_originals: ``shared`` (every run starts from ``original``, as published) or ``per_seed``.
         cache_dir: root of the model caches (default ``$UNLEARNKIT_CACHE``); unused for a factory callable.
+        relearn: the relearning attacks' settings (``k``, ``steps``, ``seeds``, ``lr``, ...; ``None``: the
+            defaults, ``False``: off); see :class:`unlearnkit.protocols.relearn.RelearnSettings`.
 
     Returns:
         name -> float (or a JSON-able mapping), or :class:`~unlearnkit.metrics.NotComputed` with the reason.
@@ -337,7 +341,8 @@ def evaluate(
         scenario, model=model_factory, model_kwargs=dict(model_kwargs or {}), train=train_config, device=dev,
         method=method, params=dict(method_params or {}), original=original, unlearned_models=given,
         lira_shadows=lira_shadows, lira_nonmember_split=lira_nonmember_split, ensemble_n=ensemble_n,
-        ensemble_originals=ensemble_originals,
+        ensemble_originals=ensemble_originals, evaluated=model,
+        relearn=RelearnSettings.parse(relearn).to_dict(),
     )  # fmt: skip
     return _evaluate(
         model, scenario, reference=reference, random_model=random_model, original=original, metrics=metrics,

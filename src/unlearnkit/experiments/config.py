@@ -80,6 +80,31 @@ class TrainSection(StrictModel):
         return TrainConfig(**self.model_dump())
 
 
+class RelearnSection(StrictModel):
+    """The relearning attacks run on every classifier row (see :mod:`unlearnkit.protocols.relearn`).
+
+    ``relearn: false`` (or ``enabled: false``) turns them off; ``lr`` / ``batch_size`` null: the training recipe's.
+    """
+
+    enabled: bool = True
+    k: int = Field(10, ge=1)
+    steps: int = Field(20, ge=1, le=100_000)
+    seeds: int = Field(3, ge=1, le=100)
+    lr: float | None = Field(None, gt=0)
+    batch_size: int | None = Field(None, ge=1)
+    probe_retain: int = Field(500, ge=1)
+
+    @model_validator(mode="after")
+    def _batch_holds_k(self) -> RelearnSection:
+        if self.batch_size is not None and self.batch_size < self.k:
+            raise ValueError(f"batch_size ({self.batch_size}) must be >= k ({self.k})")
+        return self
+
+    def for_cell(self) -> dict[str, Any] | None:
+        """The settings a run records (``None`` when off: its run key stays what it was without attacks)."""
+        return self.model_dump() if self.enabled else None
+
+
 class MethodSpec(StrictModel):
     """A method and its hyperparameters."""
 
@@ -122,6 +147,13 @@ class EvalSection(StrictModel):
     #: "shared": every unlearning run starts from the one original model (the published scorer);
     #: "per_seed": from N originals, one per run (N more trainings; not the published set-up)
     ensemble_originals: Literal["shared", "per_seed"] = "shared"
+    #: relearning attacks (fine-tuning / RTT / linear probe) on every row; ``relearn: false`` turns them off
+    relearn: RelearnSection = Field(default_factory=RelearnSection)
+
+    @field_validator("relearn", mode="before")
+    @classmethod
+    def _relearn_switch(cls, v: Any) -> Any:
+        return {"enabled": v} if isinstance(v, bool) else v
 
     @field_validator("ensemble_n")
     @classmethod

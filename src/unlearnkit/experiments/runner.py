@@ -120,6 +120,7 @@ class Cell:
     setting: int = 1
     #: setting 3: ``world``, ``visu``, ``clip``, ``pretrain``, ``eval_batch_size``, ``save_models`` (plain data)
     concept: dict[str, Any] | None = None
+    relearn: dict[str, Any] | None = None
     key: str = ""
 
     @property
@@ -144,6 +145,8 @@ class Cell:
             d.pop("concept")
         else:  # where an export goes does not change the result
             d["concept"] = {k: v for k, v in d["concept"].items() if k not in ("save_models", "export_dir")}
+        if not d["relearn"]:  # relearning attacks off: keys stay what they were before the attacks existed
+            d.pop("relearn")
         return d
 
 
@@ -269,7 +272,7 @@ def plan(
         "lira_fixed_variance": cfg.lira_fixed_variance, "lira_nonmember_split": cfg.lira_nonmember_split,
         "ulira_out": cfg.ulira_out,
         "ensemble_n": cfg.ensemble_n, "ensemble_batch_models": cfg.ensemble_batch_models,
-        "ensemble_originals": cfg.ensemble_originals,
+        "ensemble_originals": cfg.ensemble_originals, "relearn": cfg.relearn.for_cell(),
     }  # fmt: skip
     cells: list[Cell] = []
     skipped: list[str] = []
@@ -693,6 +696,7 @@ def resource_builder(
         lira_nonmember_split=cell.lira_nonmember_split, ensemble_n=cell.ensemble_n,
         ensemble_originals=cell.ensemble_originals, ensemble_batch_models=cell.ensemble_batch_models,
         on_epoch=progress.epoch if progress is not None else None,
+        evaluated=model, evaluated_id=cell.key or None, relearn=cell.relearn or {"enabled": False},
     )  # fmt: skip
     key = None if cache_dir is None else str(cache_dir)
     return ResourceBuilder(inputs, cache_dir=cache_dir, memo=_resource_memo(key), ensemble_cache=_ensemble_cache(key))

@@ -7,6 +7,8 @@ from unlearnkit.methods import (  # noqa: F401  (importing registers each method
     boundary_expand,
     boundary_shrink,
     bounded_l1,
+    cf_k,
+    eu_k,
     finetune,
     fisher_forgetting,
     l1_sparse,

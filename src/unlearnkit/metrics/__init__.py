@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from unlearnkit.metrics import epsilon_score as _epsilon_score  # noqa: F401  (registers the ε-score figures)
 from unlearnkit.metrics import mia as _mia  # noqa: F401  (registers)
+from unlearnkit.metrics import relearn as _relearn  # noqa: F401  (registers the relearning metrics)
 from unlearnkit.metrics import shadow_attacks as _shadow_attacks  # noqa: F401  (registers LiRA/U-LiRA)
 from unlearnkit.metrics import standard as _standard  # noqa: F401  (registers)
 from unlearnkit.metrics import wfnet as _wfnet  # noqa: F401  (registers the WF-Net deletion/insertion figures)

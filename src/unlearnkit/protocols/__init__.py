@@ -8,12 +8,15 @@ Registered resources:
 
 * ``shadow_bank`` / ``unlearned_shadows`` (:mod:`~unlearnkit.protocols.shadows`): LiRA / U-LiRA shadows;
 * ``reference_ensemble`` / ``unlearned_ensemble`` (:mod:`~unlearnkit.protocols.ensembles`): the
-  NeurIPS-2023 ε score's N retrained and N unlearned models.
+  NeurIPS-2023 ε score's N retrained and N unlearned models;
+* ``relearn_attack`` (:mod:`~unlearnkit.protocols.relearn`): fine-tuning / RTT attacks and a linear probe
+  on the evaluated model.
 """
 
 from __future__ import annotations
 
 from unlearnkit.protocols import ensembles as _ensembles  # noqa: F401  (registers the ε-score ensembles)
+from unlearnkit.protocols import relearn as _relearn  # noqa: F401  (registers the relearning attack)
 from unlearnkit.protocols import shadows as _shadows  # noqa: F401  (registers the LiRA shadow banks)
 from unlearnkit.protocols._base import (
     RESOURCES,

@@ -49,7 +49,7 @@ ModelFactory = str | Callable[[], nn.Module]
 #: the fields of :class:`ResourceInputs` a resource's key may depend on
 KEY_FIELDS = (
     "scenario", "model", "train", "seed", "method", "params", "shots", "original", "unlearned_models",
-    "lira_shadows", "lira_nonmember_split", "ensemble_n", "ensemble_originals",
+    "lira_shadows", "lira_nonmember_split", "ensemble_n", "ensemble_originals", "evaluated", "relearn",
 )  # fmt: skip
 
 
@@ -73,6 +73,10 @@ class ResourceInputs:
         lira_shadows, lira_nonmember_split: LiRA's shadow bank (0 = off).
         ensemble_n, ensemble_originals, ensemble_batch_models, ensemble_mode: the ε score's ensembles (0 = off).
         on_epoch: progress callback of every training.
+        evaluated: the model under evaluation (what a relearning attack fine-tunes a copy of).
+        evaluated_id: its identity for the key (the runner: the row's run key; ``None``: the object itself).
+        relearn: the relearning attack's settings (see :class:`~unlearnkit.protocols.relearn.RelearnSettings`;
+            ``{}``: the defaults, ``{"enabled": False}``: off).
     """
 
     scenario: Scenario
@@ -94,6 +98,9 @@ class ResourceInputs:
     ensemble_batch_models: int = 16
     ensemble_mode: str = "auto"
     on_epoch: Callable[[int, int, float], None] | None = None
+    evaluated: nn.Module | None = None
+    evaluated_id: str | None = None
+    relearn: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         self.seed = self.scenario.seed if self.seed is None else int(self.seed)
@@ -159,7 +166,9 @@ def _key_value(inputs: ResourceInputs, name: str, keep: list[Any]) -> Any:
             return inputs.unlearned_models_id
         keep.append(v)
         return {"given": id(v)}
-    if name == "original":
+    if name == "evaluated" and inputs.evaluated_id is not None:
+        return inputs.evaluated_id
+    if name in ("original", "evaluated"):
         if v is None:
             return None
         keep.append(v)

@@ -180,6 +180,7 @@ def write_reports(
 # Registered report sections (each adds itself to SECTIONS on import).
 from unlearnkit.reports import concept as _concept  # noqa: E402, F401
 from unlearnkit.reports import leaderboard as _leaderboard  # noqa: E402, F401
+from unlearnkit.reports import relearn as _relearn  # noqa: E402, F401
 from unlearnkit.reports import setting2 as _setting2  # noqa: E402, F401
 from unlearnkit.reports import talk as _talk  # noqa: E402, F401
 from unlearnkit.reports import wfnet as _wfnet  # noqa: E402, F401

@@ -36,6 +36,9 @@ SAMPLE_GAP_METRICS = ("acc_forget", "acc_retain", "acc_test")
 FINAL_SCORE = "final_score"
 TIME_RATIO = "time_ratio_vs_retrain"
 NO_FINAL_SCORE = f"not computed: no {FINAL_SCORE} in these runs"
+#: forget accuracy after the relearning attack, per request kind (a column when the runs carry it)
+RELEARN_AFTER = {"class": "relearn_acc_forget_test", "sample": "relearn_rtt_acc"}
+RELEARN_HEADER = "after relearning (gap to retrain)"
 
 
 def request_kind(scenario: Mapping[str, Any]) -> str:
@@ -54,6 +57,8 @@ class _Entry:
     scores: list[float] = field(default_factory=list)  # per-scenario mean |gap|
     final: list[float] = field(default_factory=list)  # per-scenario mean final_score
     time_ratio: list[float] = field(default_factory=list)
+    relearn: list[float] = field(default_factory=list)  # per-scenario mean after-attack forget accuracy
+    relearn_gap: list[float] = field(default_factory=list)  # ... minus retrain's
     n_ok: int = 0
     n_failed: int = 0
 
@@ -63,7 +68,9 @@ def _mean(xs: list[float]) -> float | None:
     return sum(xs) / len(xs) if xs else None
 
 
-def _collect(tables: list[ScenarioTable], gap_metrics: tuple[str, ...]) -> tuple[list[_Entry], _Entry | None]:
+def _collect(
+    tables: list[ScenarioTable], gap_metrics: tuple[str, ...], relearn_metric: str | None = None
+) -> tuple[list[_Entry], _Entry | None]:
     entries: dict[tuple[str, str], _Entry] = {}
     reference: _Entry | None = None
     for t in tables:
@@ -90,7 +97,20 @@ def _collect(tables: list[ScenarioTable], gap_metrics: tuple[str, ...]) -> tuple
             tr = row.mean(TIME_RATIO)
             if tr is not None and row.kind != ORIGINAL:  # the original's "time" is its training, not unlearning
                 e.time_ratio.append(tr)
+            after = row.mean(relearn_metric) if relearn_metric else None
+            if after is not None:
+                e.relearn.append(after)
+                gap = t.gap(row, relearn_metric)  # type: ignore[arg-type]
+                if gap is not None:
+                    e.relearn_gap.append(gap)
     return list(entries.values()), reference
+
+
+def _relearn_cell(e: _Entry, is_ref: bool) -> str | None:
+    after, gap = _mean(e.relearn), _mean(e.relearn_gap)
+    if after is None:
+        return None
+    return format_number(after) if is_ref or gap is None else f"{format_number(after)} ({format_gap(gap)})"
 
 
 def _runs_text(e: _Entry) -> str:
@@ -139,7 +159,9 @@ def build_boards(runs: list[Mapping[str, Any]]) -> list[Board]:
     for (dataset, model, kind), tables in sorted(groups.items()):
         class_like = kind == "class"
         gap_metrics = CLASS_GAP_METRICS if class_like else SAMPLE_GAP_METRICS
-        entries, reference = _collect(tables, gap_metrics)
+        relearn_metric = RELEARN_AFTER["class" if class_like else "sample"]
+        entries, reference = _collect(tables, gap_metrics, relearn_metric)
+        show_relearn = any(e.relearn for e in [*entries, *([reference] if reference else [])])
         by_final = not class_like and any(e.final for e in entries)
         if class_like:
             ranking = f"mean |Δ| vs retrain over {', '.join(gap_metrics)} (lower is better)"
@@ -154,7 +176,8 @@ def build_boards(runs: list[Mapping[str, Any]]) -> list[Board]:
         ranked = sorted(entries, key=lambda e: _sort_key(e, by_final))
         headers = ["rank", "method"]
         headers += [FINAL_SCORE] if by_final else []
-        headers += ["mean |Δ|"] + [f"Δ {m}" for m in gap_metrics] + [TIME_RATIO, "runs"]
+        headers += ["mean |Δ|"] + [f"Δ {m}" for m in gap_metrics] + ([RELEARN_HEADER] if show_relearn else [])
+        headers += [TIME_RATIO, "runs"]
         rows, payload = [], []
         listed = ([reference] if reference is not None else []) + ranked
         rank = 0
@@ -171,6 +194,7 @@ def build_boards(runs: list[Mapping[str, Any]]) -> list[Board]:
             row: list[Any] = ["—" if is_ref or not has_score else str(rank), label]
             row += [_fmt(_mean(e.final))] if by_final else []
             row += [_fmt(_mean(e.scores))] + [_fmt(_mean(e.gaps.get(m, [])), gap=True) for m in gap_metrics]
+            row += [_relearn_cell(e, is_ref)] if show_relearn else []
             time_cell = "1.000" if is_ref else ("—" if e.method == ORIGINAL else _fmt(_mean(e.time_ratio)))
             row += [time_cell, _runs_text(e)]
             rows.append([("n/c" if v is None else v) for v in row])
@@ -179,6 +203,7 @@ def build_boards(runs: list[Mapping[str, Any]]) -> list[Board]:
                 "final_score": _mean(e.final), "mean_abs_gap": _mean(e.scores),
                 "gaps": {m: _mean(e.gaps.get(m, [])) for m in gap_metrics},
                 "time_ratio_vs_retrain": 1.0 if is_ref else _mean(e.time_ratio), "runs": e.n_ok, "failed": e.n_failed,
+                "after_relearning": _mean(e.relearn), "after_relearning_gap": None if is_ref else _mean(e.relearn_gap),
             })  # fmt: skip
         forgets = sorted({str(t.scenario.get("forget")) for t in tables})
         title = f"{dataset} · {model} · {kind} requests ({', '.join(forgets)})"

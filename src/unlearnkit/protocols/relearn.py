@@ -1,0 +1,353 @@
+"""Relearning attacks: does the forgotten knowledge come back after a few fine-tuning steps?
+
+A model that has "forgotten" a class but relearns it from a handful of images has hidden the class, not
+removed it. This module builds the resource ``relearn_attack`` for one evaluated model (the model the user
+receives), with the retrained model's value under the *same* attack as the floor to compare with:
+
+* **Fine-tuning attack** (class requests; Goel et al., arXiv 2201.06640; Hu et al., ICLR 2025): a deep copy
+  of the model is trained with Adam at the training learning rate for ``steps`` steps on batches of ``k``
+  forget-class *training* images (the attacker's fixed k-shot set) plus retain images filling the batch to
+  the training batch size; the forget-test accuracy is measured after every step (the recovery curve).
+* **RTT** (random requests; Deeb & Roger, arXiv 2410.08827): the forget set is split in two seeded halves;
+  the attack draws its ``k`` forget images per step from half A, the accuracy is measured on half B.
+* **Linear probe**: a logistic regression on penultimate features (the input of the classifier head: every
+  ``nn.Linear`` whose output is the class logits, concatenated — one for a plain network, one per member for
+  an ensemble such as SISA's; the last ``nn.Linear`` when none matches) fit on a retain sample plus ``k``
+  forget images, scored on the forget test set (class requests) or half B (random requests).
+
+Each attack is repeated with ``seeds`` attack seeds and averaged by the metrics
+(:mod:`unlearnkit.metrics.relearn`). The evaluated model is never modified (the attack trains a deep copy,
+the probe hooks another copy) and the caller's global RNG states are restored afterwards.
+
+Whatever ``forward()`` uses is attacked: every floating-point parameter of the copy is trained, frozen ones
+included (WF-Net: the base weights and α together; SISA: every shard, the ensemble's output is the loss).
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, fields
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+from torch.utils.data import Dataset, Subset
+
+from unlearnkit.engine import iterate, preserved_global_state
+from unlearnkit.errors import UnlearnkitError
+from unlearnkit.metrics import MetricUnavailable
+from unlearnkit.protocols._base import ResourceBuilder, register_resource
+
+
+@dataclass(frozen=True)
+class RelearnSettings:
+    """The attack's knobs.
+
+    Attributes:
+        enabled: ``False`` turns every relearning metric off (``not computed``).
+        k: forget images the attacker holds (class requests) / draws per step from half A (random requests).
+        steps: Adam steps of the fine-tuning attack.
+        seeds: attack seeds (the metrics average over them).
+        lr: attack learning rate (``None``: the training recipe's).
+        batch_size: attack batch size, k forget + retain filling (``None``: the training recipe's).
+        probe_retain: retain images in the linear probe's training set (besides the k forget images).
+    """
+
+    enabled: bool = True
+    k: int = 10
+    steps: int = 20
+    seeds: int = 3
+    lr: float | None = None
+    batch_size: int | None = None
+    probe_retain: int = 500
+
+    @classmethod
+    def parse(cls, data: Mapping[str, Any] | bool | None) -> RelearnSettings:
+        """Settings from a mapping (``None``/``True``: the defaults, ``False``: off); one-line error otherwise."""
+        if data is None or data is True:
+            return cls()
+        if data is False:
+            return cls(enabled=False)
+        if not isinstance(data, Mapping):
+            raise UnlearnkitError(f"relearn settings must be a mapping, got {type(data).__name__}")
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise UnlearnkitError(
+                f"unknown relearn setting {unknown[0]!r}; expected some of {', '.join(sorted(known))}"
+            )
+        s = cls(**data)
+        s.validate()
+        return s
+
+    def validate(self) -> None:
+        """Raise a one-line :class:`UnlearnkitError` for an out-of-range knob."""
+        if not isinstance(self.enabled, bool):
+            raise UnlearnkitError(f"relearn.enabled must be true or false, got {self.enabled!r}")
+        for name, lo in (("k", 1), ("steps", 1), ("seeds", 1), ("probe_retain", 1)):
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, int) or v < lo:
+                raise UnlearnkitError(f"relearn.{name} must be an integer >= {lo}, got {v!r}")
+        if self.batch_size is not None and (
+            isinstance(self.batch_size, bool) or not isinstance(self.batch_size, int) or self.batch_size < self.k
+        ):
+            raise UnlearnkitError(
+                f"relearn.batch_size must be an integer >= relearn.k = {self.k}, got {self.batch_size!r}"
+            )
+        if self.lr is not None and (isinstance(self.lr, bool) or not isinstance(self.lr, int | float) or self.lr <= 0):
+            raise UnlearnkitError(f"relearn.lr must be a number > 0 (or null: the training lr), got {self.lr!r}")
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain JSON-able form (the resource key and the run config)."""
+        return asdict(self)
+
+
+@dataclass
+class RelearnResult:
+    """What ``relearn_attack`` measured for one model.
+
+    Attributes:
+        kind: ``"class"`` (forget-class attack, measured on forget_test) or ``"rtt"`` (split forget set).
+        curves: per attack seed, the measured accuracy before the attack and after each step (``steps + 1``).
+        probe: per attack seed, the linear probe's accuracy on the measured set.
+        settings: the knobs used, with ``lr`` and ``batch_size`` resolved.
+        attacked: what was trained (one line, for reports).
+    """
+
+    kind: str
+    curves: list[list[float]]
+    probe: list[float]
+    settings: dict[str, Any]
+    attacked: str
+
+    def mean_curve(self) -> list[float]:
+        """Accuracy per step, averaged over attack seeds."""
+        return np.asarray(self.curves, dtype=np.float64).mean(axis=0).tolist()
+
+
+# -- data ------------------------------------------------------------------------------------------------------
+
+
+def _batch(ds: Dataset, idx: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
+    """The samples ``idx`` of ``ds`` as one (x, y) batch on CPU."""
+    return next(iterate(Subset(ds, [int(i) for i in idx]), max(1, len(idx))))
+
+
+def _accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tensor, device: torch.device) -> float:
+    was = model.training
+    model.eval()
+    with torch.no_grad():
+        pred = torch.cat([model(x[i : i + 512].to(device)).argmax(1).cpu() for i in range(0, len(x), 512)])
+    model.train(was)
+    return float((pred == y).float().mean())
+
+
+def _sub_seed(*parts: int) -> int:
+    return int(np.random.SeedSequence([int(p) % (2**32) for p in parts]).generate_state(1)[0])
+
+
+# -- the attacked copy -------------------------------------------------------------------------------------------
+
+
+def attackable_copy(model: nn.Module) -> nn.Module:
+    """A deep copy of ``model`` with every floating-point parameter trainable (what the attack fine-tunes).
+
+    Raises:
+        MetricUnavailable: the model cannot be copied or has no floating-point parameters.
+    """
+    try:
+        twin = copy.deepcopy(model)
+    except Exception as e:  # a module holding an uncopyable handle
+        raise MetricUnavailable(
+            f"the model cannot be copied for the relearning attack ({type(e).__name__}: {e})"
+        ) from None
+    params = [p for p in twin.parameters() if p.is_floating_point()]
+    if not params:
+        raise MetricUnavailable("the model has no floating-point parameters to fine-tune")
+    for p in params:
+        p.requires_grad_(True)
+    return twin
+
+
+def describe_attacked(model: nn.Module) -> str:
+    """One line naming what the attack trains."""
+    n = sum(p.numel() for p in model.parameters() if p.is_floating_point())
+    frozen = sum(p.numel() for p in model.parameters() if p.is_floating_point() and not p.requires_grad)
+    what = f"{type(model).__name__}: all {n:,} parameters"
+    return what + (f" ({frozen:,} frozen by the method, unfrozen for the attack)" if frozen else "")
+
+
+def finetune_attack(
+    model: nn.Module,
+    attack_x: torch.Tensor,
+    attack_y: torch.Tensor,
+    retain: Dataset,
+    retain_pool: np.ndarray,
+    eval_x: torch.Tensor,
+    eval_y: torch.Tensor,
+    *,
+    k: int,
+    steps: int,
+    lr: float,
+    batch_size: int,
+    seed: int,
+    device: torch.device,
+) -> list[float]:
+    """Fine-tune a copy of ``model``; return the accuracy on (eval_x, eval_y) before and after each step.
+
+    Each step's batch holds ``k`` images of ``attack_x`` (all of them when it has ``k``; else drawn in turn
+    from a seeded permutation) plus ``batch_size - k`` retain images drawn from ``retain_pool``.
+    Global RNG states are restored on exit; ``model`` is not modified.
+    """
+    with preserved_global_state():
+        torch.manual_seed(seed)  # dropout and other global draws inside forward()
+        rng = np.random.default_rng(seed)
+        twin = attackable_copy(model).to(device)
+        opt = torch.optim.Adam([p for p in twin.parameters() if p.requires_grad], lr=lr)
+        order = rng.permutation(len(attack_y))
+        fill = max(0, batch_size - k)
+        curve = [_accuracy(twin, eval_x, eval_y, device)]
+        pos = 0
+        for _ in range(steps):
+            take = order[np.arange(pos, pos + min(k, len(order))) % len(order)]
+            pos += len(take)
+            xs, ys = [attack_x[take]], [attack_y[take]]
+            if fill and len(retain_pool):
+                rx, ry = _batch(retain, rng.choice(retain_pool, size=fill, replace=len(retain_pool) < fill))
+                xs.append(rx)
+                ys.append(ry)
+            x, y = torch.cat(xs).to(device), torch.cat(ys).to(device)
+            twin.train()
+            loss = nn.functional.cross_entropy(twin(x).float(), y)
+            if not torch.isfinite(loss):
+                raise MetricUnavailable("the relearning attack's loss is not finite")
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            curve.append(_accuracy(twin, eval_x, eval_y, device))
+        return curve
+
+
+# -- the linear probe --------------------------------------------------------------------------------------------
+
+
+def head_layers(model: nn.Module, num_classes: int) -> list[nn.Linear]:
+    """The classifier heads: every ``nn.Linear`` with ``num_classes`` outputs, else the last ``nn.Linear``."""
+    linears = [m for m in model.modules() if isinstance(m, nn.Linear)]
+    heads = [m for m in linears if m.out_features == num_classes]
+    return heads or linears[-1:]
+
+
+def penultimate_features(model: nn.Module, x: torch.Tensor, num_classes: int, device: torch.device) -> np.ndarray:
+    """Inputs of the classifier heads (concatenated) for ``x``, as ``[n, d]`` float64.
+
+    Hooks a deep copy, so ``model`` keeps its hooks and state.
+
+    Raises:
+        MetricUnavailable: the model has no ``nn.Linear`` layer.
+    """
+    twin = copy.deepcopy(model).to(device).eval()
+    heads = head_layers(twin, num_classes)
+    if not heads:
+        raise MetricUnavailable("the model has no nn.Linear layer to read penultimate features from")
+    grabbed: list[torch.Tensor] = []
+    hooks = [h.register_forward_hook(lambda _m, inp, _out: grabbed.append(inp[0].detach())) for h in heads]
+    out = []
+    with torch.no_grad():
+        for i in range(0, len(x), 512):
+            grabbed.clear()
+            twin(x[i : i + 512].to(device))
+            out.append(torch.cat([g.flatten(1).float().cpu() for g in grabbed], dim=1))
+    for h in hooks:
+        h.remove()
+    return torch.cat(out).double().numpy()
+
+
+def probe_accuracy(
+    train_f: np.ndarray, train_y: np.ndarray, test_f: np.ndarray, test_y: np.ndarray, seed: int
+) -> float:
+    """Accuracy on (test_f, test_y) of a logistic regression fit on standardised (train_f, train_y)."""
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    clf = make_pipeline(StandardScaler(), LogisticRegression(max_iter=300, tol=1e-3, random_state=seed % (2**31)))
+    clf.fit(train_f, train_y)
+    return float((clf.predict(test_f) == test_y).mean())
+
+
+# -- the resource ------------------------------------------------------------------------------------------------
+
+
+def settings_of(b: ResourceBuilder) -> RelearnSettings:
+    """The builder's relearning settings (validated)."""
+    return RelearnSettings.parse(b.inputs.relearn)
+
+
+def _check(b: ResourceBuilder) -> str | None:
+    s = settings_of(b)
+    if not s.enabled:
+        return "relearning attacks are off (relearn: {enabled: false})"
+    if b.inputs.evaluated is None:
+        return "the relearning attack needs the evaluated model (the runner and unlearnkit.evaluate hand it in)"
+    if len(b.inputs.scenario.retain_idx) == 0:
+        return "the retain set is empty (the attack fills its batches with retain images)"
+    return None
+
+
+@register_resource(
+    "relearn_attack", depends_on=("scenario", "model", "train", "seed", "evaluated", "relearn"), check=_check,
+    max_kept=2,
+)  # fmt: skip
+def relearn_attack(b: ResourceBuilder) -> RelearnResult:
+    """Fine-tuning attack (class) or RTT (random) and a few-shot linear probe on the evaluated model."""
+    i = b.inputs
+    s = settings_of(b)
+    sc = i.scenario
+    model = i.evaluated
+    assert model is not None  # _check
+    lr = s.lr if s.lr is not None else (i.train.lr if i.train is not None else 1e-3)
+    bs = s.batch_size if s.batch_size is not None else (i.train.batch_size if i.train is not None else 64)
+    bs = max(bs, s.k)
+    device = i.device
+    train_ds, num_classes = sc.bundle.train, sc.bundle.num_classes
+    forget_idx, retain_idx = np.asarray(sc.forget_idx), np.asarray(sc.retain_idx)
+    class_level = sc.forget_test_idx is not None
+    if class_level and len(sc.forget_test_idx) == 0:
+        raise MetricUnavailable("the forget test split is empty")
+    if len(forget_idx) < (1 if class_level else 2):
+        raise MetricUnavailable("the forget set is too small for the relearning attack")
+    curves: list[list[float]] = []
+    probes: list[float] = []
+    attacked = describe_attacked(model)
+    with preserved_global_state():
+        for a in range(s.seeds):
+            seed = _sub_seed(i.seed or 0, 0x7E1EA2, a)
+            rng = np.random.default_rng(seed)
+            if class_level:
+                shots = rng.choice(forget_idx, size=min(s.k, len(forget_idx)), replace=False)
+                eval_x, eval_y = _batch(sc.bundle.test, np.asarray(sc.forget_test_idx))
+            else:  # RTT: attack half A, measure half B (seeded split)
+                perm = rng.permutation(forget_idx)
+                half = len(perm) // 2
+                shots, held = perm[:half], perm[half:]
+                eval_x, eval_y = _batch(train_ds, held)
+            ax, ay = _batch(train_ds, shots)
+            retain_pool = retain_idx
+            curve = finetune_attack(
+                model, ax, ay, train_ds, retain_pool, eval_x, eval_y, k=min(s.k, len(shots)), steps=s.steps,
+                lr=lr, batch_size=bs, seed=seed, device=device,
+            )  # fmt: skip
+            curves.append(curve)
+            probe_shots = shots[: s.k]
+            probe_retain = rng.choice(retain_idx, size=min(s.probe_retain, len(retain_idx)), replace=False)
+            px, py = _batch(train_ds, np.concatenate([probe_retain, probe_shots]))
+            if len(np.unique(py.numpy())) < 2:
+                raise MetricUnavailable("the probe's training sample has a single class")
+            f_train = penultimate_features(model, px, num_classes, device)
+            f_test = penultimate_features(model, eval_x, num_classes, device)
+            probes.append(probe_accuracy(f_train, py.numpy(), f_test, eval_y.numpy(), seed))
+    resolved = {**s.to_dict(), "lr": float(lr), "batch_size": int(bs)}
+    return RelearnResult("class" if class_level else "rtt", curves, probes, resolved, attacked)
