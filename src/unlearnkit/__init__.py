@@ -12,7 +12,7 @@ The public API::
 
 from __future__ import annotations
 
-from unlearnkit.api import TrainRecipe, evaluate, recipe_of, train, unlearn
+from unlearnkit.api import TrainRecipe, elapsed_of, evaluate, recipe_of, train, unlearn
 from unlearnkit.data import DatasetBundle, from_torch, list_datasets, load_dataset
 from unlearnkit.engine import TrainConfig, load_checkpoint, save_checkpoint
 from unlearnkit.errors import UnlearnkitError
@@ -54,6 +54,7 @@ __all__ = [
     "__version__",
     "create_method",
     "create_model",
+    "elapsed_of",
     "evaluate",
     "from_torch",
     "list_datasets",

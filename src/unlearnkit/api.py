@@ -1,7 +1,13 @@
 """The Python API's verbs: ``train``, ``unlearn`` and ``evaluate``.
 
 Every verb (``evaluate`` too) leaves the caller's process as it found it (thread count, deterministic-algorithms
-flag, RNG states, cudnn flags: :func:`~unlearnkit.engine.preserved_global_state`).
+flag, RNG states, cudnn flags: :func:`~unlearnkit.engine.preserved_global_state`). On CPU each verb uses
+``threads`` torch threads (default 1, as the command line and the benchmark runner: one thread was as fast for
+the small offline models and gives the same numbers as ``unlearnkit run``; 0 leaves torch's own count).
+
+``train`` and ``unlearn`` record how long they took (a weak registry, like the recipes), so ``evaluate`` reports
+``time_s`` (and ``time_ratio_vs_retrain`` when ``reference`` came from ``train`` or ``unlearn``) without a
+``timing`` argument.
 
 ``train`` remembers how it built and trained a model (a :class:`TrainRecipe`: model factory, recipe, seed),
 so ``unlearn("retrain", model, ...)`` and ``unlearn("sisa", model, ...)`` can rebuild and retrain it as the
@@ -12,6 +18,7 @@ so pickling it is unaffected) and passed on to the unlearned model when it keeps
 from __future__ import annotations
 
 import dataclasses
+import time
 import weakref
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -34,6 +41,8 @@ from unlearnkit.scenario import Scenario
 
 #: forget images given to a setting-2 (no-retain) method when ``shots`` is not set (the run config's default)
 DEFAULT_SHOTS = 10
+#: torch CPU threads used by the verbs when ``threads`` is not given: the run config's default (``run.threads``)
+DEFAULT_THREADS = 1
 
 ModelSpec = str | nn.Module | Callable[[], nn.Module]
 
@@ -57,9 +66,26 @@ class TrainRecipe:
 _RECIPES: weakref.WeakKeyDictionary[nn.Module, TrainRecipe] = weakref.WeakKeyDictionary()
 
 
+_ELAPSED: weakref.WeakKeyDictionary[nn.Module, float] = weakref.WeakKeyDictionary()
+
+
 def recipe_of(model: nn.Module) -> TrainRecipe | None:
     """The :class:`TrainRecipe` of a model returned by :func:`train` (or :func:`unlearn` on one), else ``None``."""
     return _RECIPES.get(model)
+
+
+def elapsed_of(model: nn.Module) -> float | None:
+    """Seconds :func:`train` or :func:`unlearn` took to produce ``model`` (``None`` for any other model)."""
+    return _ELAPSED.get(model)
+
+
+def _use_threads(threads: int | None, device: torch.device) -> None:
+    """Set torch's CPU thread count for a verb (the caller's is restored by ``preserved_global_state``)."""
+    n = DEFAULT_THREADS if threads is None else threads
+    if isinstance(n, bool) or not isinstance(n, int) or not 0 <= n <= 256:
+        raise UnlearnkitError(f"threads must be an integer in [0, 256] (0: torch's default), got {threads!r}")
+    if n and device.type == "cpu":
+        torch.set_num_threads(n)
 
 
 def model_factory(
@@ -103,6 +129,7 @@ def train(
     config: TrainConfig | None = None,
     seed: int | None = None,
     device: str | torch.device = "auto",
+    threads: int | None = None,
     **model_kwargs: Any,
 ) -> nn.Module:
     """Train ``model`` on a split of ``scenario``, as the benchmark runner trains its reference models.
@@ -118,6 +145,7 @@ def train(
         config: the training recipe (default :class:`TrainConfig`).
         seed: defaults to the scenario's seed.
         device: ``auto``/``cpu``/``cuda``/``mps``.
+        threads: torch CPU threads while training (default 1, as ``unlearnkit run``; 0: torch's default).
         **model_kwargs: options of a registered model.
     """
     if on not in ("train", "retain"):
@@ -127,6 +155,7 @@ def train(
     seed = scenario.seed if seed is None else seed
     config = config or TrainConfig()
     dev = resolve_device(device)
+    _use_threads(threads, dev)
     make = (
         None
         if isinstance(model, nn.Module)
@@ -135,7 +164,9 @@ def train(
     seed_everything(seed)  # the initial weights, as the runner draws them
     net = model if make is None else make()
     generator = seed_everything(seed)  # the batch order (the runner reseeds before training, too)
+    t0 = time.perf_counter()
     train_model(net, scenario.split(on), config, device=dev, generator=generator)
+    _ELAPSED[net] = time.perf_counter() - t0
     _RECIPES[net] = TrainRecipe(make, config, seed)
     return net
 
@@ -152,6 +183,7 @@ def unlearn(
     train_config: TrainConfig | None = None,
     shots: int | None = None,
     few_shot_folder: str | None = None,
+    threads: int | None = None,
     **params: Any,
 ) -> nn.Module:
     """Run ``method`` (a registered name with hyperparameters ``params``, or a method) on a copy of ``model``.
@@ -172,6 +204,9 @@ def unlearn(
             :class:`TrainConfig` () when ``model_factory`` is given.
         shots: forget images given to a setting-2 method (default 10); refused for other methods.
         few_shot_folder: a folder of external forget images for a setting-2 method.
+        threads: torch CPU threads while unlearning (default 1, as ``unlearnkit run``; 0: torch's default).
+
+    The method's wall time is recorded for :func:`evaluate` (its ``time_s``; see :func:`elapsed_of`).
     """
     if isinstance(method, Method):
         if params:
@@ -195,7 +230,9 @@ def unlearn(
     if m.setting != 2 and not data.has("train_recipe"):  # the runner gives every setting-1 method the recipe
         m.validate_params()  # a bad hyperparameter is reported before a missing recipe
         data = _with_recipe(m, data, model, model_factory, train_config)
+    _use_threads(threads, data.device)
     out = m.unlearn(model, data)
+    _ELAPSED[out] = m.elapsed_s_
     rec = recipe_of(model)
     if rec is not None and m.preserves_architecture:
         _RECIPES[out] = rec
@@ -256,6 +293,7 @@ def _with_recipe(
     return dataclasses.replace(data, make_model=make, train_config=cfg)
 
 
+@preserved_global_state()
 def evaluate(
     model: nn.Module,
     scenario: Scenario,
@@ -280,6 +318,7 @@ def evaluate(
     ensemble_originals: str = "shared",
     cache_dir: str | Path | None = None,
     relearn: Mapping[str, Any] | bool | None = None,
+    threads: int | None = None,
 ) -> dict[str, MetricValue]:
     """Compute ``metrics`` (default: every registered one) for ``model`` on ``scenario``.
 
@@ -296,7 +335,9 @@ def evaluate(
         random_model: randomly initialised model of the same architecture (ZRF).
         original: the model before unlearning (the ε score's N unlearning runs start from it).
         metrics: names to compute; unknown names raise.
-        timing: measured costs (``time_s``, ``retrain_time_s``, ``peak_mem_mb``).
+        timing: measured costs (``time_s``, ``retrain_time_s``, ``peak_mem_mb``); by default ``time_s`` is the
+            time :func:`unlearn` (or :func:`train`) took to produce ``model`` and ``retrain_time_s`` the time
+            ``reference`` took; given keys override those.
         device: where to run the forward passes and any training.
         method: the registered method that produced ``model`` (U-LiRA and the ε score rerun it).
         method_params: its hyperparameters.
@@ -314,6 +355,7 @@ def evaluate(
         cache_dir: root of the model caches (default ``$UNLEARNKIT_CACHE``); unused for a factory callable.
         relearn: the relearning attacks' settings (``k``, ``steps``, ``seeds``, ``lr``, ...; ``None``: the
             defaults, ``False``: off); see :class:`unlearnkit.protocols.relearn.RelearnSettings`.
+        threads: torch CPU threads (default 1, as ``unlearnkit run``; 0: torch's default).
 
     Returns:
         name -> float (or a JSON-able mapping), or :class:`~unlearnkit.metrics.NotComputed` with the reason.
@@ -337,6 +379,12 @@ def evaluate(
     if model_factory is not None and train_config is None:
         train_config = TrainConfig()
     dev = resolve_device(device)
+    _use_threads(threads, dev)
+    measured = {
+        "time_s": _ELAPSED.get(model),
+        "retrain_time_s": _ELAPSED.get(reference) if reference is not None else None,
+    }
+    timing = {**{k: v for k, v in measured.items() if v is not None}, **(timing or {})}
     inputs = ResourceInputs(
         scenario, model=model_factory, model_kwargs=dict(model_kwargs or {}), train=train_config, device=dev,
         method=method, params=dict(method_params or {}), original=original, unlearned_models=given,
