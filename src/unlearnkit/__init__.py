@@ -12,7 +12,8 @@ The public API::
 
 from __future__ import annotations
 
-from unlearnkit.api import TrainRecipe, elapsed_of, evaluate, recipe_of, train, unlearn
+from unlearnkit._meta import __version__, _version  # noqa: F401  (_version: the release test reads it)
+from unlearnkit.api import TrainRecipe, benchmark, elapsed_of, evaluate, recipe_of, train, unlearn
 from unlearnkit.data import DatasetBundle, from_torch, list_datasets, load_dataset
 from unlearnkit.engine import TrainConfig, load_checkpoint, save_checkpoint
 from unlearnkit.errors import UnlearnkitError
@@ -20,26 +21,6 @@ from unlearnkit.methods import Method, UnlearnData, create_method, list_methods,
 from unlearnkit.metrics import NotComputed, list_metrics, register_metric
 from unlearnkit.models import create_model, list_models, register_model
 from unlearnkit.scenario import ForgetRequest, Scenario
-
-
-def _version() -> str:
-    """The installed distribution's version; from a source tree run without installation, pyproject.toml's."""
-    from importlib import metadata
-    from pathlib import Path
-
-    try:
-        return metadata.version("unlearnkit")
-    except metadata.PackageNotFoundError:
-        import tomllib
-
-        pyproject = Path(__file__).resolve().parents[2] / "pyproject.toml"
-        try:
-            return str(tomllib.loads(pyproject.read_text())["project"]["version"])
-        except (OSError, KeyError, tomllib.TOMLDecodeError):
-            return "0+unknown"
-
-
-__version__ = _version()
 
 __all__ = [
     "DatasetBundle",
@@ -52,6 +33,7 @@ __all__ = [
     "UnlearnData",
     "UnlearnkitError",
     "__version__",
+    "benchmark",
     "create_method",
     "create_model",
     "elapsed_of",

@@ -23,7 +23,7 @@ import weakref
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import nn
@@ -38,6 +38,11 @@ from unlearnkit.models import create_model
 from unlearnkit.protocols import ResourceBuilder, ResourceInputs
 from unlearnkit.protocols.relearn import RelearnSettings
 from unlearnkit.scenario import Scenario
+
+if TYPE_CHECKING:
+    from unlearnkit.data import DatasetBundle
+    from unlearnkit.experiments import BenchmarkResult, RunConfig
+    from unlearnkit.experiments.progress import ProgressSink
 
 #: forget images given to a setting-2 (no-retain) method when ``shots`` is not set (the run config's default)
 DEFAULT_SHOTS = 10
@@ -397,3 +402,104 @@ def evaluate(
         timing=timing, device=dev, resources=ResourceBuilder(inputs, cache_dir=cache_dir),
         options={"lira_fixed_variance": lira_fixed_variance, "ulira_out": ulira_out},
     )  # fmt: skip
+
+
+# -- a whole benchmark from Python --------------------------------------------------------------------------------
+
+#: user model factories registered by :func:`benchmark` (name -> (factory, registered constructor))
+_USER_MODELS: dict[str, tuple[Callable[..., nn.Module], Callable[..., nn.Module]]] = {}
+
+
+def _register_user_models(models: Mapping[str, Callable[..., nn.Module]]) -> None:
+    """Register each ``name -> factory`` (a ``(num_classes, in_shape)`` constructor or a zero-argument one)."""
+    import inspect
+
+    from unlearnkit.models import MODELS
+
+    for name, factory in models.items():
+        if not isinstance(name, str) or not name:
+            raise UnlearnkitError(f"models= maps names to factories; got the name {name!r}")
+        if isinstance(factory, nn.Module) or not callable(factory):
+            raise UnlearnkitError(
+                f"models[{name!r}] must be a callable returning an nn.Module (e.g. the class), got "
+                f"{type(factory).__name__}"
+            )
+        known = _USER_MODELS.get(name)
+        if known is not None and known[0] is factory:
+            continue  # the same factory again (a second benchmark call): already registered
+        if name in MODELS and known is None:
+            raise UnlearnkitError(f"model name {name!r} is already registered; give your model another name")
+        try:
+            required = [
+                p for p in inspect.signature(factory).parameters.values()
+                if p.default is p.empty and p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)
+            ]  # fmt: skip
+        except (TypeError, ValueError):  # a builtin without a signature: called as (num_classes, in_shape)
+            required = [None, None]
+        if required:
+            constructor: Callable[..., nn.Module] = factory
+        else:
+
+            def constructor(num_classes: int, in_shape: tuple[int, ...], _f: Callable[[], nn.Module] = factory):
+                return _f()
+
+        MODELS.add(name, constructor)  # a different factory under a name given before: warns, the later one wins
+        _USER_MODELS[name] = (factory, constructor)
+
+
+def benchmark(
+    config: RunConfig | Mapping[str, Any] | str | Path | None = None,
+    out: str | Path = "runs/benchmark",
+    *,
+    bundle: DatasetBundle | None = None,
+    models: Mapping[str, Callable[..., nn.Module]] | None = None,
+    retry_failed: bool = False,
+    max_cells: int | None = None,
+    progress: ProgressSink | None = None,
+) -> BenchmarkResult:
+    """Run (or resume) a benchmark as ``unlearnkit run`` does: the same ``results.db`` and reports in ``out``.
+
+    Args:
+        config: a run config: a mapping (flat keys or sections, as a YAML config), the path of a YAML file, a
+            :class:`~unlearnkit.experiments.RunConfig`, or ``None`` for the default benchmark.
+        out: the output directory (``results.db``, ``report.json``, ``report.md``, ``report.html``).
+        bundle: your own data (a :class:`~unlearnkit.DatasetBundle`, e.g. from :func:`~unlearnkit.from_torch`);
+            the config's ``dataset`` is then the bundle's name and need not be registered.
+        models: your own architectures by name, usable as the config's ``model``: a constructor
+            ``(num_classes, in_shape) -> nn.Module`` as for :func:`~unlearnkit.register_model`, or a zero-argument
+            factory such as an ``nn.Module`` class.
+        retry_failed: rerun runs stored as failed.
+        max_cells: refuse to plan more runs than this (``None``: no limit).
+        progress: a progress sink (default: none).
+
+    Returns:
+        a :class:`~unlearnkit.experiments.BenchmarkResult` (counts, errors, ``reports``: format -> path).
+    """
+    from importlib import resources
+
+    from unlearnkit._config import load_yaml_text
+    from unlearnkit.data import DatasetBundle
+    from unlearnkit.experiments.config import ConceptRunConfig, RunConfig, load_config, parse_config
+    from unlearnkit.experiments.runner import run_benchmark
+
+    if models:
+        _register_user_models(models)
+    if bundle is not None and not isinstance(bundle, DatasetBundle):
+        raise UnlearnkitError(f"bundle must be a DatasetBundle (see uk.from_torch), got {type(bundle).__name__}")
+    if config is None:
+        text = resources.files("unlearnkit").joinpath("configs/default.yaml").read_text()
+        cfg = parse_config(load_yaml_text(text, "default config"), "default config")
+    elif isinstance(config, RunConfig | ConceptRunConfig):
+        cfg = config
+    elif isinstance(config, str | Path):
+        cfg = load_config(config)
+    elif isinstance(config, Mapping):
+        cfg = parse_config(dict(config), "benchmark config")
+    else:
+        raise UnlearnkitError(f"config must be a mapping, a YAML path or a RunConfig, got {type(config).__name__}")
+    if bundle is not None:
+        if isinstance(cfg, ConceptRunConfig):
+            raise UnlearnkitError("bundle= is for classifier benchmarks; a setting-3 config builds its own data")
+        if cfg.dataset != bundle.name:
+            cfg = cfg.replace(dataset=bundle.name)
+    return run_benchmark(cfg, out, bundle=bundle, progress=progress, retry_failed=retry_failed, max_cells=max_cells)

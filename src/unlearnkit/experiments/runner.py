@@ -35,8 +35,8 @@ from typing import Any
 import torch
 from torch import nn
 
-import unlearnkit
 from unlearnkit._config import MAX_CELLS, check_cell_count
+from unlearnkit._meta import __version__
 from unlearnkit.data import DATASETS, DatasetBundle, load_dataset
 from unlearnkit.engine import (
     EnsembleCache,
@@ -227,9 +227,15 @@ def resolve_methods(cfg: RunConfig) -> list[Method]:
     return methods
 
 
-def validate_config(cfg: RunConfig) -> tuple[list[Method], list[ForgetRequest], torch.device]:
-    """Everything that can be checked without data: names, hyperparameters, metrics, device."""
-    DATASETS.get(cfg.dataset)
+def validate_config(
+    cfg: RunConfig, bundle: DatasetBundle | None = None
+) -> tuple[list[Method], list[ForgetRequest], torch.device]:
+    """Everything that can be checked without data: names, hyperparameters, metrics, device.
+
+    With a ``bundle`` (a user's dataset, e.g. from ``from_torch``) the config's dataset name need not be registered.
+    """
+    if bundle is None:
+        DATASETS.get(cfg.dataset)
     MODELS.get(cfg.model.name)
     requests = [ForgetRequest.parse(f) for f in cfg.forget]
     methods = resolve_methods(cfg)
@@ -257,7 +263,7 @@ def plan(
         if max_cells is not None:
             check_cell_count(len(cells), max_cells)
         return cells, []
-    methods, requests, _ = validate_config(cfg)
+    methods, requests, _ = validate_config(cfg, bundle)
     if max_cells is not None:
         per_seed = sum(1 + sum(len(cfg.shots) if m.setting == 2 else 1 for m in methods if not m.unsupported_reason(r))
                        for r in requests)  # fmt: skip
@@ -357,7 +363,7 @@ def _bundle(dataset: str, root: str | None, download: bool) -> DatasetBundle:
 
 
 def _versions() -> dict[str, str]:
-    return {"unlearnkit": unlearnkit.__version__, "torch": torch.__version__}
+    return {"unlearnkit": __version__, "torch": torch.__version__}
 
 
 @functools.lru_cache(maxsize=2)
@@ -841,7 +847,7 @@ def audit_cells(
         raise UnlearnkitError("audit needs at least one checkpoint")
     if isinstance(cfg, ConceptRunConfig):
         return concept_audit_cells(cfg, paths)
-    validate_config(cfg)
+    validate_config(cfg, bundle)
     bundle = bundle if bundle is not None else _bundle(cfg.dataset, cfg.data_root, cfg.download)
     probe = create_model(cfg.model.name, bundle.num_classes, bundle.in_shape, **cfg.model_kwargs)
     shas: list[str] = []
