@@ -126,9 +126,8 @@ def test_list_shows_each_entrys_setting():
     rows = {line.split("│")[1].strip(): line for line in _invoke(["list", "methods"]).output.splitlines()
             if line.count("│") > 2}  # fmt: skip
     assert "│ 3 " in rows["safe_clip"] and "clip" in rows["safe_clip"] and "│ 1 " in rows["neggrad"]
-    rows = {line.split("│")[1].strip(): line for line in _invoke(["list", "metrics"]).output.splitlines()
-            if line.count("│") > 2}  # fmt: skip
-    assert "│ 3 " in rows["t2v_r1"] and "│ 1,2 " in rows["acc_forget"]
+    metrics = {e["name"]: e for e in json.loads(_invoke(["list", "metrics", "--json"]).output)}
+    assert metrics["t2v_r1"]["settings"] == [3] and metrics["acc_forget"]["settings"] == [1, 2]
 
 
 def test_help_has_examples():

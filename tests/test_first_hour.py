@@ -4,6 +4,9 @@
   give the CLI's stored numbers for the same seed and threads; ``time_s`` is measured by the API too;
 * the README's "Your own data / model / method" snippets run as written (``uk.benchmark`` with a ``from_torch``
   bundle and user modules, a method written from public imports only);
+* the CLI prints what the user typed as typed, refuses every incompatible choice before training (nothing written),
+  says what to do (setting-3 config, valid kinds, closest hyperparameter, ``--download``, "is a file"), is readable
+  at 80 columns, logs one line per finished run when stdout is not a terminal, and lists hyperparameters.
 """
 
 from __future__ import annotations
@@ -158,3 +161,110 @@ def test_benchmark_takes_a_bundle_with_an_unknown_name_and_a_module_class(tmp_pa
     assert uk.benchmark(cfg, tmp_path / "out", bundle=bundle, models={"my_net": Net}).skipped == 3  # resumes
     with pytest.raises(UnlearnkitError, match="already registered"):
         uk.benchmark(cfg, tmp_path / "out2", bundle=bundle, models={"mlp": Net})
+
+
+# -- 3. a CLI without friction ------------------------------------------------------------------------------------
+
+
+def _cli(args: list[str], **env: str):
+    return runner.invoke(app, args, env={"COLUMNS": "80", **env})
+
+
+def _refused(tmp_path, args: list[str], expect: str) -> str:
+    """``run ARGS`` exits 2 with ``expect`` in its one-line message, and writes nothing."""
+    out = tmp_path / "out"
+    res = _cli(["run", "--quiet", "--out", str(out), "--cache-dir", str(tmp_path / "cache"), *args])
+    assert res.exit_code == 2, res.output
+    assert expect in " ".join(res.output.split()), res.output
+    assert not out.exists() and not (tmp_path / "cache").exists()
+    return res.output
+
+
+@pytest.mark.parametrize("spec", ["random:abc", "class:cat", "class:[b]x"])
+def test_user_text_is_printed_as_typed(tmp_path, spec):
+    out = _refused(tmp_path, ["--forget", spec], spec)
+    assert "🔤" not in out and "🐱" not in out
+
+
+def test_a_method_that_cannot_unlearn_the_model_is_refused_before_training(tmp_path, monkeypatch):
+    from unlearnkit.experiments import runner as run_mod
+
+    def no_training(*args, **kwargs):
+        raise AssertionError("a reference model was trained")
+
+    monkeypatch.setattr(run_mod, "load_or_train_reference", no_training)
+    _refused(tmp_path, ["--methods", "lora_bounded", "--model", "small_cnn"], "adapts attention Q/K/V projections")
+
+
+def test_a_setting3_method_on_a_classifier_config_names_the_setting3_config(tmp_path):
+    _refused(tmp_path, ["--methods", "safe_clip"], "name it in a setting-3 config")
+
+
+def test_unknown_request_kind_lists_the_kinds(tmp_path):
+    _refused(tmp_path, ["--forget", "foo:1"], "the kinds: random, class, subclass, indices, group")
+
+
+@pytest.mark.parametrize("method", ["finetune", "scrub"])
+def test_hyperparameter_typo_suggests_by_edit_distance(tmp_path, method):
+    out = _refused(tmp_path, ["--methods", method, f"methods.{method}.lr_typo=1"], "did you mean 'lr'?")
+    assert "lr_decay_epoch'?" not in out
+
+
+def test_suggestions_are_by_edit_distance():
+    from unlearnkit.errors import edit_distance, suggest
+
+    assert edit_distance("zfr", "zrf") == 1 and edit_distance("lr_typo", "lr") == 5
+    assert suggest("lr_typo", ["lr", "lr_decay_epoch", "epochs"]) == " (did you mean 'lr'?)"
+    assert suggest("xyz", ["lr", "epochs"]) == ""
+
+
+def test_download_failures_name_the_option(tmp_path):
+    _refused(tmp_path, ["--dataset", "mnist"], "where --download")
+    _refused(tmp_path, ["--dataset", "mnist", "--data-root", str(tmp_path / "none")], "pass --download")
+
+
+def test_out_naming_a_file_says_is_a_file(tmp_path):
+    blocker = tmp_path / "results.txt"
+    blocker.write_text("x")
+    res = _cli(["run", "--quiet", "--out", str(blocker), "--cache-dir", str(tmp_path / "cache")])
+    assert res.exit_code == 2 and "is a file" in res.output, res.output
+    assert blocker.read_text() == "x"
+
+
+@pytest.mark.parametrize("what", ["methods", "metrics", "datasets", "models"])
+def test_list_is_readable_at_80_columns(what):
+    import json
+
+    import unlearnkit as uk
+
+    res = _cli(["list", what])
+    assert res.exit_code == 0, res.output
+    assert all(len(line) <= 80 for line in res.output.splitlines()), res.output
+    assert "…" not in res.output  # nothing cut
+    names = {"methods": uk.list_methods, "metrics": uk.list_metrics, "datasets": uk.list_datasets,
+             "models": uk.list_models}[what]()  # fmt: skip
+    plain = _cli(["list", what, "--plain"]).output.splitlines()
+    assert set(names) <= {line.split("\t")[0] for line in plain}
+    assert set(names) <= {e["name"] for e in json.loads(_cli(["list", what, "--json"]).output)}
+
+
+def test_list_methods_params_shows_defaults_and_constraints():
+    res = _cli(["list", "methods", "--params"])
+    assert res.exit_code == 0, res.output
+    block = re.split(r"\n(?=\S)", res.output.split("\nneggrad (setting 1, classifier)\n", 1)[1], maxsplit=1)[0]
+    assert "  lr = 0.0001  (float in (0.0, inf))" in block
+    assert "  stop_forget_acc = None  (float in [0.0, 1.0] or None)" in block
+    assert _cli(["list", "metrics", "--params"]).exit_code == 2
+
+
+def test_one_log_line_per_finished_run_when_stdout_is_not_a_terminal(tmp_path):
+    res = _cli(["run", "--model", "mlp", "--epochs", "1", "--methods", "finetune", "--forget", "class:3",
+                "--seeds", "0", "--device", "cpu", "--cache-dir", str(tmp_path / "cache"), "--out",
+                str(tmp_path / "out"), "eval.metrics=[acc_forget]", "methods.finetune.epochs=1"])  # fmt: skip
+    assert res.exit_code == 0, res.output
+    lines = [line for line in res.output.splitlines() if line.startswith("[")]
+    assert [line.split(" (")[0] for line in lines] == [
+        "[1/3] digits class:3 s0 original: ok", "[2/3] digits class:3 s0 retrain: ok",
+        "[3/3] digits class:3 s0 finetune: ok",
+    ]  # fmt: skip
+    assert all(len(line) <= 80 for line in res.output.splitlines()), res.output  # the summary fits, too

@@ -17,15 +17,20 @@ from typing import TYPE_CHECKING, Annotated, TextIO
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
+from rich.text import Text
 
 from unlearnkit.errors import UnlearnkitError
 
 if TYPE_CHECKING:
+    from unlearnkit.experiments.progress import ProgressSink
     from unlearnkit.experiments.runner import BenchmarkResult
 
-console = Console()
-err_console = Console(stderr=True)
+# What the user typed (``random:abc``, ``class:cat``, ``[0,1]``) is printed as typed: never read as an emoji code,
+# and escaped wherever it goes into a markup string.
+console = Console(emoji=False)
+err_console = Console(stderr=True, emoji=False)
 
 app = typer.Typer(
     name="unlearnkit",
@@ -74,7 +79,7 @@ RetryFailed = Annotated[bool, typer.Option("--retry-failed", help="Rerun what is
 
 
 def _fail(msg: str) -> None:
-    err_console.print(f"[bold red]error:[/bold red] {msg}", highlight=False, soft_wrap=True)
+    err_console.print(f"[bold red]error:[/bold red] {escape(msg)}", highlight=False, soft_wrap=True)
     raise typer.Exit(code=2)
 
 
@@ -104,7 +109,7 @@ def _config_warnings() -> Iterator[None]:
                 shown(message, category, filename, lineno, file, line)
             elif str(message) not in seen:
                 seen.add(str(message))
-                err_console.print(f"[yellow]warning:[/yellow] {message}", highlight=False, soft_wrap=True)
+                err_console.print(f"[yellow]warning:[/yellow] {escape(str(message))}", highlight=False, soft_wrap=True)
 
         warnings.showwarning = show
         yield
@@ -175,9 +180,8 @@ def run(
     from unlearnkit._config import MAX_CELLS, apply_overrides, read_yaml
     from unlearnkit.experiments import parse_config, run_benchmark
     from unlearnkit.experiments.config import FLAT_KEYS, sectioned, set_flat
-    from unlearnkit.experiments.progress import NullProgress, RichProgress
 
-    progress = NullProgress() if quiet else RichProgress()
+    progress = _progress(quiet)
     out_dir = out or Path("runs") / datetime.now().strftime("%Y%m%d-%H%M%S")
     try:
         flags: dict = {}  # config keys set by options, for either kind of config
@@ -248,13 +252,26 @@ _SUMMARY_COLS = (
 )
 
 
+def _progress(quiet: bool) -> ProgressSink:
+    """Bars on a terminal; one line per finished run when stdout goes to a file or a pipe; nothing with --quiet."""
+    from unlearnkit.experiments.progress import LineProgress, NullProgress, RichProgress
+
+    if quiet:
+        return NullProgress()
+    return (
+        RichProgress() if console.is_terminal else LineProgress(lambda line: console.print(Text(line), soft_wrap=True))
+    )
+
+
 def _print_counts(res: BenchmarkResult, unit: str) -> None:
     """What a benchmark or sweep did: skipped requests, then counts of ``unit`` (runs, cells), models, time."""
     for reason in res.not_applicable:
-        console.print(f"[yellow]skipped:[/yellow] {reason}", highlight=False)
+        console.print(f"[yellow]skipped:[/yellow] {escape(reason)}", highlight=False)
     console.print(
-        f"{res.ran} {unit} ({res.failed} failed), {res.skipped} already stored, "
-        f"{res.trained_models} models trained, {res.wall_s:.1f} s -> {res.out_dir}",
+        Text(
+            f"{res.ran} {unit} ({res.failed} failed), {res.skipped} already stored, "
+            f"{res.trained_models} models trained, {res.wall_s:.1f} s -> {res.out_dir}"
+        ),
         highlight=False,
     )
 
@@ -277,7 +294,7 @@ def _exit_on_failures(res: BenchmarkResult, unit: str) -> None:
         reasons[why] = reasons.get(why, 0) + 1
     console.print(f"[red]{res.failed} {unit} failed[/red] (rerun with --retry-failed once fixed):", highlight=False)
     for why, n in sorted(reasons.items(), key=lambda kv: -kv[1])[:5]:
-        console.print(f"  {n} x {why}", highlight=False, soft_wrap=True)
+        console.print(Text(f"  {n} x {why}"), highlight=False, soft_wrap=True)
     if len(reasons) > 5:
         console.print(f"  ... and {len(reasons) - 5} more reasons; see report.md", highlight=False)
     raise typer.Exit(code=1)
@@ -294,13 +311,14 @@ def _print_summary(report_json: Path) -> None:
     for row in summary:
         sc = row["scenario"]
         tables.setdefault((sc.get("dataset", "?"), sc.get("forget", "?"), row.get("model", "?")), []).append(row)
+    narrow = console.width < 110  # then "± std" goes on a second line, so each number column stays readable
     for (dataset, forget, model), rows in tables.items():
         class_level = forget.split(":")[0] in ("class", "subclass", "group")
-        t = Table(title=f"{dataset} · forget {forget} · {model}", title_justify="left")
-        t.add_column("method", no_wrap=True)
-        t.add_column("seeds", justify="right")
+        t = Table(title=Text(f"{dataset} · forget {forget} · {model}"), title_justify="left")
+        t.add_column("method", overflow="fold")
+        t.add_column("seeds", justify="right", no_wrap=True)
         for header, *_ in _SUMMARY_COLS:
-            t.add_column(header, justify="right")
+            t.add_column(header, justify="right", min_width=6)
         for row in rows:
             cells = []
             for _, cls_metric, sample_metric in _SUMMARY_COLS:
@@ -308,10 +326,11 @@ def _print_summary(report_json: Path) -> None:
                 mean = as_number(stat.get("mean")) if isinstance(stat, dict) else None
                 if mean is not None:
                     std = as_number(stat.get("std"))
-                    cells.append(f"{mean:.3f}" + (f" ± {std:.3f}" if std is not None else ""))
+                    spread = "" if std is None else (f"\n±{std:.3f}" if narrow else f" ± {std:.3f}")
+                    cells.append(f"{mean:.3f}{spread}")
                 else:
                     cells.append("n/c")
-            t.add_row(row.get("label", row["method"]), str(row.get("n_seeds", "")), *cells)
+            t.add_row(Text(str(row.get("label", row["method"]))), str(row.get("n_seeds", "")), *cells)
         console.print(t)
 
 
@@ -334,7 +353,6 @@ def audit(
 ) -> None:
     """Evaluate any model (also one made outside unlearnkit) against a scenario's references."""
     from unlearnkit.experiments.config import ConceptRunConfig, load_config
-    from unlearnkit.experiments.progress import NullProgress, RichProgress
     from unlearnkit.experiments.runner import run_audit
 
     try:
@@ -343,7 +361,7 @@ def audit(
         if device is not None:
             cfg = cfg.replace(device=device)
         out_dir = out or Path("runs") / datetime.now().strftime("audit-%Y%m%d-%H%M%S")
-        res = run_audit(cfg, models, out_dir, progress=NullProgress() if quiet else RichProgress())
+        res = run_audit(cfg, models, out_dir, progress=_progress(quiet))
     except UnlearnkitError as e:
         _fail(str(e))
         return
@@ -416,54 +434,112 @@ class ListWhat(StrEnum):
     models = "models"
 
 
+def _param_rows(cls: type) -> list[tuple[str, str, str]]:
+    """(name, default, constraint) for each hyperparameter of a method class."""
+    import inspect
+
+    sig = inspect.signature(cls.__init__).parameters
+    rows = []
+    for name in cls._get_param_names():
+        default = sig[name].default
+        checks = cls._parameter_constraints.get(name)
+        rows.append((name, "required" if default is inspect.Parameter.empty else repr(default),
+                     " or ".join(str(c) for c in checks) if checks else "any"))  # fmt: skip
+    return rows
+
+
+def _entries(what: ListWhat, clip: bool) -> list[dict]:
+    """The registered entries of one kind, as plain records (what --json prints and the table shows)."""
+    import unlearnkit as uk
+    from unlearnkit.methods import METHODS
+    from unlearnkit.metrics import METRICS
+
+    if what is ListWhat.methods:
+        out = []
+        for n in uk.list_methods():
+            cls = METHODS.get(n)
+            out.append({"name": n, "setting": cls.setting, "modality": cls.modality, "needs": sorted(cls.needs),
+                        "requests": sorted(cls.requests), "paper": cls.paper or None,
+                        "params": {p: {"default": d, "constraint": c} for p, d, c in _param_rows(cls)}})  # fmt: skip
+        return out
+    if what is ListWhat.metrics:
+        return [{"name": n, "settings": list(m.settings), "better": {True: "higher", False: "lower",
+                 None: "match retrain"}[m.higher_is_better], "needs": sorted(m.needs), "description": m.description}
+                for n in uk.list_metrics() for m in [METRICS.get(n)]]  # fmt: skip
+    names = list(uk.list_datasets() if what is ListWhat.datasets else uk.list_models())
+    if clip:  # the setting-3 data and the small CLIP configs (any CLIP loads with clip.from_pretrained)
+        from unlearnkit.concept import CLIP_CONFIGS
+        from unlearnkit.concept.sources import CONCEPT_DATASETS
+
+        names += list(CONCEPT_DATASETS) if what is ListWhat.datasets else CLIP_CONFIGS.list()
+    return [{"name": n} for n in names]
+
+
 @app.command("list")
 def list_(
     what: Annotated[ListWhat, typer.Argument(help="methods, metrics, datasets or models.")],
     cite: Annotated[
         bool, typer.Option("--cite", help="With methods: one line each, with the paper it implements.")
     ] = False,
+    params: Annotated[
+        bool, typer.Option("--params", help="With methods: each hyperparameter with its default and constraint.")
+    ] = False,
+    plain: Annotated[bool, typer.Option("--plain", help="Plain lines (no table), one entry each.")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="JSON (every field, for scripts).")] = False,
 ) -> None:
-    """List registered methods, metrics, datasets or models."""
-    import unlearnkit as uk
+    """List registered methods, metrics, datasets or models (tables wrap to the terminal's width)."""
+    import json
+
     from unlearnkit.experiments.config import load_concept_entries
-    from unlearnkit.methods import METHODS
-    from unlearnkit.metrics import METRICS
 
     clip = load_concept_entries()  # registers the setting-3 (CLIP) entries; False when transformers is missing
-    if cite:  # plain lines (no table, no wrapping), so they can be copied or grepped
-        if what is not ListWhat.methods:
-            _fail("--cite lists the papers of methods: unlearnkit list methods --cite")
-        for n in uk.list_methods():
-            typer.echo(f"{n:<18} {METHODS.get(n).paper or '-'}")
+    if (cite or params) and what is not ListWhat.methods:
+        _fail(
+            f"--{'cite' if cite else 'params'} is for methods: unlearnkit list methods --{'cite' if cite else 'params'}"
+        )
+    entries = _entries(what, clip)
+    if as_json:
+        typer.echo(json.dumps(entries, indent=1, default=str))
         return
-    table = Table(title=what.value)
-    if what is ListWhat.methods:
-        table.add_column("method", no_wrap=True, min_width=max(map(len, uk.list_methods())))
-        for col in ("setting", "modality", "needs", "requests"):
-            table.add_column(col)
-        for n in uk.list_methods():
-            cls = METHODS.get(n)
-            table.add_row(
-                n, str(cls.setting), cls.modality, ",".join(sorted(cls.needs)), ",".join(sorted(cls.requests))
-            )
-    elif what is ListWhat.metrics:
-        table.add_column("metric", no_wrap=True, min_width=max(map(len, uk.list_metrics())))
-        for col in ("setting", "better", "needs", "description"):
-            table.add_column(col)
-        for n in uk.list_metrics():
-            m = METRICS.get(n)
-            arrow = {True: "higher", False: "lower", None: "match retrain"}[m.higher_is_better]
-            table.add_row(n, ",".join(map(str, m.settings)), arrow, ",".join(sorted(m.needs)), m.description)
-    else:
-        table.add_column(what.value[:-1])
-        names = list(uk.list_datasets() if what is ListWhat.datasets else uk.list_models())
-        if clip:  # the setting-3 data and the small CLIP configs (any CLIP loads with clip.from_pretrained)
-            from unlearnkit.concept import CLIP_CONFIGS
-            from unlearnkit.concept.sources import CONCEPT_DATASETS
+    if cite:  # plain lines (no table, no wrapping), so they can be copied or grepped
+        for e in entries:
+            typer.echo(f"{e['name']:<18} {e['paper'] or '-'}")
+        return
+    if params:
+        for e in entries:
+            typer.echo(f"{e['name']} (setting {e['setting']}, {e['modality']})")
+            for p, spec in e["params"].items():
+                typer.echo(f"  {p} = {spec['default']}  ({spec['constraint']})")
+            if not e["params"]:
+                typer.echo("  (no hyperparameters)")
+        return
+    fields = {ListWhat.methods: ("setting", "modality", "needs", "requests"),
+              ListWhat.metrics: ("settings", "better", "needs", "description")}.get(what, ())  # fmt: skip
 
-            names += list(CONCEPT_DATASETS) if what is ListWhat.datasets else CLIP_CONFIGS.list()
-        for n in names:
-            table.add_row(n)
+    def text(v: object) -> str:
+        return ", ".join(map(str, v)) if isinstance(v, list) else str(v)
+
+    if plain:
+        for e in entries:
+            typer.echo("\t".join([e["name"], *(text(e[f]) for f in fields)]))
+        return
+    from rich.padding import Padding
+    from rich.text import Text
+
+    if what is ListWhat.metrics and console.width < 120:  # a description column would be a few characters wide
+        for e in entries:
+            console.print(
+                Text(f"{e['name']}  (settings {text(e['settings'])}; {e['better']}; needs {text(e['needs'])})")
+            )
+            console.print(Padding(Text(e["description"]), (0, 0, 0, 4)))
+        return
+
+    table = Table(title=what.value)
+    table.add_column(what.value[:-1], no_wrap=True, min_width=max(len(e["name"]) for e in entries))
+    for f in fields:
+        table.add_column(f, overflow="fold", ratio=3 if f == "description" else None)
+    for e in entries:
+        table.add_row(Text(e["name"]), *(Text(text(e[f])) for f in fields))
     if not clip and what in (ListWhat.methods, ListWhat.metrics, ListWhat.models):
         table.caption = "setting-3 (CLIP) entries need transformers: pip install 'unlearnkit[clip]'"
     console.print(table)
@@ -497,7 +573,7 @@ def main() -> None:
     try:
         app()
     except UnlearnkitError as e:  # pragma: no cover - commands catch their own
-        err_console.print(f"error: {e}")
+        err_console.print(Text(f"error: {e}"))
         sys.exit(2)
 
 

@@ -120,11 +120,16 @@ def _one_line(e: BaseException) -> str:
     return msg if len(msg) <= 300 else msg[:297] + "..."
 
 
+def _torchvision_reason(e: BaseException) -> str:
+    """torchvision's reason in one line, without its own advice (it names ``download=True`` only)."""
+    return _one_line(e).replace(" You can use download=True to download it", "").strip() or type(e).__name__
+
+
 def _need_root(name: str, root: str | Path | None) -> str:
     if root is None or str(root) == "":
         raise UnlearnkitError(
-            f"dataset {name!r} needs --data-root DIR (a folder holding {_LAYOUT[name]}, or where download=True "
-            f"may put it)"
+            f"dataset {name!r} needs --data-root DIR (a folder holding {_LAYOUT[name]}, or where --download "
+            f"(download=True in Python) may put it)"
         )
     return str(Path(root).expanduser())
 
@@ -137,8 +142,8 @@ def _open(name: str, root: str, make: Callable[[], Any]) -> Any:
         raise
     except Exception as e:  # torchvision raises RuntimeError, OSError, pickle/scipy/assert errors, ...
         raise UnlearnkitError(
-            f"dataset {name!r}: cannot load from {root}: {_one_line(e)} (expected {_LAYOUT[name]} under that root; "
-            f"pass download=True to fetch it)"
+            f"dataset {name!r}: cannot load from {root}: {_torchvision_reason(e)} (expected {_LAYOUT[name]} under "
+            f"that root; pass --download, or download=True in Python, to fetch it)"
         ) from e
 
 

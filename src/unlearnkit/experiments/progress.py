@@ -1,7 +1,10 @@
-"""Progress reporting for benchmarks: a silent default and a rich display (runs and epochs, with ETA)."""
+"""Progress reporting for benchmarks: a silent default, a rich display (runs and epochs, with ETA) and plain
+lines for logs."""
 
 from __future__ import annotations
 
+import time
+from collections.abc import Callable
 from typing import Protocol
 
 from rich.console import Console
@@ -92,3 +95,32 @@ class RichProgress:
 
     def close(self) -> None:
         self._p.stop()
+
+
+class LineProgress:
+    """One plain line per finished run (``[3/12] label: ok (4.2 s)``), for output that goes to a log file."""
+
+    def __init__(self, write: Callable[[str], None] | None = None) -> None:
+        self._write = write or (lambda line: print(line, flush=True))
+        self._total = 0
+        self._done = 0
+        self._started: dict[str, float] = {}
+
+    def start(self, total: int) -> None:
+        self._total = total
+        self._done = 0
+
+    def run_started(self, label: str) -> None:
+        self._started.setdefault(label, time.perf_counter())
+
+    def run_finished(self, label: str, status: str) -> None:
+        self._done += 1
+        t0 = self._started.pop(label, None)
+        took = f" ({time.perf_counter() - t0:.1f} s)" if t0 is not None else ""
+        self._write(f"[{self._done}/{self._total}] {label}: {status}{took}")
+
+    def epoch(self, epoch: int, total: int, loss: float) -> None:
+        pass
+
+    def close(self) -> None:
+        pass

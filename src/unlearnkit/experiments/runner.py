@@ -187,7 +187,7 @@ def check_writable(path: str | Path, what: str) -> Path:
     """Check that ``path`` can be created and written, without creating anything; one-line error if not."""
     p = Path(path).expanduser().resolve()
     if p.exists() and not p.is_dir():
-        raise UnlearnkitError(f"{what} {p} is not writable (it exists and is not a directory)")
+        raise UnlearnkitError(f"{what} {p} is a file, not a directory: name a folder (it is created if missing)")
     probe = p
     while not probe.exists():
         probe = probe.parent
@@ -269,6 +269,9 @@ def plan(
                        for r in requests)  # fmt: skip
         check_cell_count(per_seed * len(cfg.seeds), max_cells)
     bundle = bundle if bundle is not None else _bundle(cfg.dataset, cfg.data_root, cfg.download)
+    probe = create_model(cfg.model.name, bundle.num_classes, bundle.in_shape, **cfg.model_kwargs)
+    for m in methods:  # an architecture a method cannot unlearn (LoRA without attention): refused before training
+        m.check_model(probe)
     train = cfg.train.to_train_config().to_dict()
     common = {
         "dataset": bundle.name, "model": cfg.model.name, "model_kwargs": dict(cfg.model_kwargs), "train": train,

@@ -276,6 +276,12 @@ class Method(Hyperparameters):
             return f"method {cls.name!r} forgets one class at a time; got {request}"
         return None
 
+    def check_model(self, model: nn.Module) -> None:
+        """Refuse, before any training, an architecture this method cannot unlearn (default: any is fine).
+
+        The runner calls it on a freshly built model of the configured architecture while planning.
+        """
+
     def check_data(self, data: UnlearnData) -> None:
         """Refuse, before any work, a request or a data set-up this method cannot serve."""
         reason = self.unsupported_reason(data.request)
@@ -358,8 +364,13 @@ def check_method_modality(name: str, modality: str) -> type[Any]:
     cls = METHODS.get(name)
     if cls.modality != modality:
         own = ", ".join(list_methods(modality=modality)) or "none"
+        where = (
+            "a setting-3 config (setting: 3, e.g. unlearnkit run --config benchmarks/setting3_concept_world.yaml)"
+            if cls.modality == "clip"
+            else "a setting-1/2 (classifier) config"
+        )
         raise UnlearnkitError(
-            f"method {name!r} unlearns a {cls.modality} model (setting {cls.setting}), not a {modality} model; "
-            f"the {modality} methods: {own}"
+            f"method {name!r} unlearns a {cls.modality} model (setting {cls.setting}), not a {modality} model: "
+            f"name it in {where}; the {modality} methods: {own}"
         )
     return cls

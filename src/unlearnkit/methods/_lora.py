@@ -405,6 +405,10 @@ class LoraForgetMethod(FewShotForgetMethod):
     def _forget_loss(self, logits: torch.Tensor, y: torch.Tensor, x: torch.Tensor, lora: LoraHandle) -> torch.Tensor:
         raise NotImplementedError
 
+    def check_model(self, model: nn.Module) -> None:
+        """A model without attention Q/K/V, or a rank that does not fit a layer, is refused before any work."""
+        lora_targets(model, self.rank, self.name)
+
     def _unlearn(self, model: nn.Module, data: UnlearnData, generator: torch.Generator) -> nn.Module:
         lora = self._attach_lora(model, generator)  # no attention / rank too large: refused before work
         net = forget_mode(lora.peft_model)
