@@ -84,7 +84,9 @@ class ForgetRequest:
         if kind not in KINDS:
             from unlearnkit.errors import suggest
 
-            raise UnlearnkitError(f"unknown forget kind {kind!r}{suggest(kind, KINDS)} in {spec!r}")
+            raise UnlearnkitError(
+                f"unknown forget kind {kind!r}{suggest(kind, KINDS)} in {spec!r}; the kinds: {', '.join(KINDS)}"
+            )
         if not value:
             raise UnlearnkitError(f"forget spec {spec!r} has no value after ':'")
         if kind == "random":
@@ -177,7 +179,8 @@ class Scenario:
         forget: a spec string or a :class:`ForgetRequest`.
         seed: seeds the validation hold-out and random forget sets.
         val_fraction: fraction of the training set held out for validation.
-        root, download: passed to the dataset loader (torchvision datasets).
+        root: the data folder, passed to the dataset loader (torchvision datasets).
+        download: let the loader fetch a torchvision dataset into ``root``.
 
     Example:
         >>> s = Scenario(dataset="digits", forget="class:3", seed=0)
