@@ -196,3 +196,39 @@ def test_collapsed_flags_are_listed_as_warnings():
 @pytest.mark.parametrize("render", [render_markdown, render_html])
 def test_no_warnings_block_when_nothing_to_warn(render):
     assert "Warnings" not in render(class_runs())
+
+
+# -- leaderboard: CI over seeds and ties -----------------------------------------------------------------
+def _lb_runs(scores: dict[str, tuple[float, ...]]) -> list[dict]:
+    """Class runs whose per-seed acc_forget_test gaps to retrain (0.0) are ``scores`` (the others match)."""
+    runs = []
+    for s in range(len(next(iter(scores.values())))):
+        runs.append(_run(CLASS, "retrain", s, {"acc_forget_test": 0.0, "acc_retain_test": 0.9, "acc_test": 0.8}))
+        for m, vals in scores.items():
+            runs.append(_run(CLASS, m, s, {"acc_forget_test": vals[s], "acc_retain_test": 0.9, "acc_test": 0.8}))
+    return runs
+
+
+def _board_rows(runs: list[dict]) -> dict[str, dict]:
+    from unlearnkit.reports.leaderboard import build_boards
+
+    (b,) = build_boards(runs)
+    return {r["method"]: r for r in b.data["rows"]}, b
+
+
+def test_leaderboard_shows_ci_over_seeds_and_marks_ties():
+    # a: 0.03 ± wide, b: 0.06 ± wide -> tied; c: far behind -> its own rank
+    rows, b = _board_rows(_lb_runs({"a": (0.0, 0.09, 0.0), "b": (0.09, 0.0, 0.09), "c": (0.9, 0.9, 0.9)}))
+    assert (rows["a"]["rank"], rows["a"]["tied"]) == (1, True)
+    assert (rows["b"]["rank"], rows["b"]["tied"]) == (1, True)
+    assert (rows["c"]["rank"], rows["c"]["tied"]) == (3, False)
+    assert rows["a"]["ci95"] == pytest.approx(4.303 * (0.09 / 3**0.5) / 3**0.5 / 3, rel=1e-3)  # t_{.975,2}·std/√n
+    cells = {r[1]: r for r in b.rows}
+    assert cells["a"][0] == "1=" and cells["b"][0] == "1=" and cells["c"][0] == "3"
+    assert re.fullmatch(r"0\.010 ± 0\.\d{3}", cells["a"][2])
+    assert "n=: tied" in render_markdown(_lb_runs({"a": (0.0, 0.09, 0.0), "b": (0.09, 0.0, 0.09)}))
+
+
+def test_leaderboard_separated_scores_are_not_tied():
+    rows, _ = _board_rows(_lb_runs({"a": (0.01, 0.011, 0.012), "b": (0.3, 0.31, 0.32)}))
+    assert (rows["a"]["rank"], rows["a"]["tied"], rows["b"]["rank"], rows["b"]["tied"]) == (1, False, 2, False)
