@@ -232,3 +232,41 @@ def test_leaderboard_shows_ci_over_seeds_and_marks_ties():
 def test_leaderboard_separated_scores_are_not_tied():
     rows, _ = _board_rows(_lb_runs({"a": (0.01, 0.011, 0.012), "b": (0.3, 0.31, 0.32)}))
     assert (rows["a"]["rank"], rows["a"]["tied"], rows["b"]["rank"], rows["b"]["tied"]) == (1, False, 2, False)
+
+
+# -- 3. scatter plot ----------------------------------------------------------------------------------------
+def _scatter_table(n_methods: int = 14):
+    from unlearnkit.reports import aggregate
+
+    runs = [_run(CLASS, "retrain", 0, {"acc_forget_test": 0.0, "acc_retain_test": 0.9})]
+    runs.append(_run(CLASS, "original", 0, {"acc_forget_test": 0.98, "acc_retain_test": 0.95}))
+    for i in range(n_methods):  # all on the retrain star but one far away with a huge std
+        runs += [_run(CLASS, f"m{i:02d}", s, {"acc_forget_test": 0.0 + 0.001 * i + 0.9 * s * (i == 0),
+                                               "acc_retain_test": 0.9}) for s in (0, 1)]  # fmt: skip
+    (table,) = aggregate(runs)
+    return table
+
+
+def test_scatter_styles_are_distinct_per_method():
+    from unlearnkit.reports.plots import row_styles
+
+    table = _scatter_table()
+    styles = [st for st, row in zip(row_styles(table), table.rows, strict=True) if row.kind == "method"]
+    assert len(set(styles)) == len(styles) == 14
+    assert len({c for c, _ in styles}) == 13 and len({m for _, m in styles}) > 1  # colours and markers both vary
+
+
+def test_scatter_axes_are_fixed_labels_stack_and_legend_is_outside():
+    from unlearnkit.reports.plots import label_offsets, scatter_figure
+
+    fig, _, _, _ = scatter_figure(_scatter_table())
+    ax = fig.axes[0]
+    assert ax.get_xlim() == (0.0, 1.0) and ax.get_ylim() == (0.0, 1.0)  # a wide std does not stretch the axes
+    legend = ax.get_legend()
+    fig.canvas.draw()
+    box = legend.get_window_extent().transformed(ax.transAxes.inverted())
+    assert box.x0 >= 1.0  # entirely right of the axes: it covers no point
+    texts = [t.get_text() for t in ax.texts]
+    assert "m03" in texts and "retrain" in texts  # points are labelled
+    offs = label_offsets([(0.9, 0.0), (0.905, 0.001), (0.9, 0.02), (0.2, 0.5)])
+    assert len(set(offs[:3])) == 3 and offs[3] == offs[0]  # overlapping points: one label slot each
