@@ -25,6 +25,7 @@ from unlearnkit.reports.tables import (
     no_gap_text,
     overview,
     plain_grid,
+    split_grid,
     split_leaderboard,
     summary_grid,
 )
@@ -129,19 +130,26 @@ def _all_metrics(table: ScenarioTable) -> str:
     """The collapsed "all metrics" part of a scenario: every metric, the 95% CIs and the gaps to retrain."""
     out = ['<details class="all"><summary>All metrics (every column, 95% CIs, Δ vs retrain)</summary>']
     if table.metrics:
-        out.append(grid_to_html(metrics_grid(table), "metrics"))
+        out.append(_split_html(metrics_grid(table), "metrics"))
     if table.dropped:
         out.append('<p class="muted">Columns not shown (no run has a value):</p><ul class="dropped">')
         out += [f"<li>{_e(line)}</li>" for line in dropped_lines(table)]
         out.append("</ul>")
     ci = ci_grid(table)
     if ci is not None:
-        out += ["<h3>Mean ± 95% CI over seeds</h3>", f'<p class="muted">{_e(CI_NOTE)}</p>', grid_to_html(ci, "ci")]
+        out += ["<h3>Mean ± 95% CI over seeds</h3>", f'<p class="muted">{_e(CI_NOTE)}</p>', _split_html(ci, "ci")]
     out += ["<h3>Δ vs retrain</h3>", f'<p class="muted">{_e(GAP_NOTE)}</p>']
     gaps = gap_grid(table)
-    out.append(grid_to_html(gaps, "gaps") if gaps is not None else f"<p>{_e(no_gap_text(table))}</p>")
+    out.append(_split_html(gaps, "gaps", keep=1) if gaps is not None else f"<p>{_e(no_gap_text(table))}</p>")
     out.append("</details>")
     return "\n".join(out)
+
+
+def _split_html(grid: Grid, css_class: str, keep: int = 2) -> str:
+    """``grid`` as tables of at most :data:`MAX_COLUMNS` columns (no sideways scrolling), footnotes once."""
+    parts = split_grid(grid, keep=keep)
+    html_parts = [grid_to_html(Grid(p.headers, p.rows, p.row_kinds, []), css_class) for p in parts[:-1]]
+    return "\n".join([*html_parts, grid_to_html(parts[-1], css_class)])
 
 
 def _section_html(s: Section, anchor: str) -> str:

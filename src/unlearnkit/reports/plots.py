@@ -14,6 +14,7 @@ from dataclasses import dataclass
 
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
+from matplotlib.ticker import NullFormatter
 
 from unlearnkit.reports._aggregate import RETRAIN, Row, ScenarioTable, metric_arrow
 
@@ -95,19 +96,22 @@ LABEL_STEP = 10
 
 
 def label_offsets(points: list[tuple[float, float]]) -> list[tuple[int, int]]:
-    """Text offsets (in points) of each point's label: points within :data:`OVERLAP` of an earlier one get
-    the next slot of its stack, so overlapping points keep readable, non-overlapping labels."""
+    """Text offsets (in points) of each point's label: right of the point, or left of it past x = 0.75 (so
+    it stays inside the axes); points within :data:`OVERLAP` of an earlier one get the next slot of its
+    stack (upwards, or downwards near the top), so overlapping points keep readable, separate labels."""
     anchors: list[tuple[float, float, int]] = []  # (x, y, labels so far)
     out = []
     for x, y in points:
-        for i, (ax_, ay, n) in enumerate(anchors):
+        n = 0
+        for i, (ax_, ay, k) in enumerate(anchors):
             if abs(x - ax_) <= OVERLAP and abs(y - ay) <= OVERLAP:
-                anchors[i] = (ax_, ay, n + 1)
-                out.append((8, 6 - LABEL_STEP * n))
+                anchors[i], n = (ax_, ay, k + 1), k
                 break
         else:
             anchors.append((x, y, 1))
-            out.append((8, 6))
+        dx = -8 if x > 0.75 else 8
+        dy = 4 + LABEL_STEP * n if y < 0.7 else -10 - LABEL_STEP * n
+        out.append((dx, dy))
     return out
 
 
@@ -135,8 +139,8 @@ def scatter_figure(table: ScenarioTable) -> tuple[Figure, list[str], str, str] |
             color=color, markersize=15 if big else 8, mec="black" if big else color, mew=0.6, alpha=0.9,
             zorder=5 if big else 4, capsize=3, elinewidth=1, clip_on=False,
         )  # fmt: skip
-        ax.annotate(row.label, (x, y), xytext=off, textcoords="offset points", fontsize=7, color=color,
-                    zorder=6, annotation_clip=False)  # fmt: skip
+        ax.annotate(row.label, (x, y), xytext=off, textcoords="offset points", fontsize=7, color=color, zorder=6,
+                    ha="right" if off[0] < 0 else "left", annotation_clip=False)  # fmt: skip
         if big:
             ax.axvline(x, color=RETRAIN_COLOR, ls=":", lw=1, zorder=1)
             ax.axhline(y, color=RETRAIN_COLOR, ls=":", lw=1, zorder=1)
@@ -193,6 +197,7 @@ def time_ratio_bars(table: ScenarioTable, metric: str = "time_ratio_vs_retrain")
     ax.barh(ys, means, xerr=[lower, stds], color=[c for _, _, c in drawn], capsize=3, height=0.6)
     ax.set_yticks(ys, [f"{row.label} (n={row.n_seeds})" for row, _, _ in drawn], fontsize=8)
     ax.set_xscale("log")
+    ax.xaxis.set_minor_formatter(NullFormatter())  # minor log labels collide with the major ones
     ax.axvline(1.0, color=RETRAIN_COLOR, ls="--", lw=1.2, label="retrain = 1")
     for y, m, s in zip(ys, means, stds, strict=True):
         ax.annotate(f"{m:.3g}×", (m + s, y), xytext=(5, 0), textcoords="offset points", va="center", fontsize=7)
