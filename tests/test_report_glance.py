@@ -278,3 +278,23 @@ def test_html_tables_have_at_most_ten_columns_even_under_all_metrics():
     tables = re.findall(r"<table.*?</table>", page, flags=re.S)
     assert max(len(re.findall(r"<th[ >]", t.split("</tr>")[0])) for t in tables) <= 10
     assert all(f"extra_metric_{i:02d}" in page for i in range(30))
+
+
+# -- 4. published talk rows only where dataset and model match ------------------------------------------------
+def _talk_runs(dataset: str, model: str) -> list[dict]:
+    return [{**_run({**CLASS, "dataset": dataset}, m, 0, {"acc_forget_test": 0.0, "acc_retain_test": 0.9,
+                                                          "acc_test": 0.8}), "model": model, "setting": 1}
+            for m in ("retrain", "original", "finetune")]  # fmt: skip
+
+
+def test_talk_reference_rows_only_for_the_talks_dataset_and_model():
+    from unlearnkit.reports.talk import talk_layout
+
+    own = talk_layout(_talk_runs("digits", "small_cnn"))
+    assert own.data["tables"][0]["reference"] == [] and "talk, " not in own.markdown
+    assert "No reference rows" in own.markdown
+    mnist = talk_layout(_talk_runs("mnist", "vgg16_bn")).data["tables"][0]["reference"]
+    assert mnist and {(r["dataset"], r["model"]) for r in mnist} == {("MNIST", "VGG16")}
+    assert talk_layout(_talk_runs("mnist", "small_cnn")).data["tables"][0]["reference"] == []
+    asked = talk_layout(_talk_runs("digits", "small_cnn"), all_references=True).data["tables"][0]["reference"]
+    assert {r["dataset"] for r in asked} == {"MNIST", "CIFAR-10"}
