@@ -145,9 +145,13 @@ def _all_metrics(table: ScenarioTable) -> str:
     return "\n".join(out)
 
 
+#: widest "All metrics" HTML table: long metric names at 8 columns still fit a 1400 px window
+HTML_MAX_COLUMNS = 8
+
+
 def _split_html(grid: Grid, css_class: str, keep: int = 2) -> str:
-    """``grid`` as tables of at most :data:`MAX_COLUMNS` columns (no sideways scrolling), footnotes once."""
-    parts = split_grid(grid, keep=keep)
+    """``grid`` as tables of at most :data:`HTML_MAX_COLUMNS` columns (no sideways scrolling), footnotes once."""
+    parts = split_grid(grid, max_columns=HTML_MAX_COLUMNS, keep=keep)
     html_parts = [grid_to_html(Grid(p.headers, p.rows, p.row_kinds, []), css_class) for p in parts[:-1]]
     return "\n".join([*html_parts, grid_to_html(parts[-1], css_class)])
 
