@@ -1,10 +1,10 @@
 """Report tables: aggregated cells (shared by Markdown and HTML) and the Markdown report.
 
-Per scenario table: the retrained model first, then the original, then each method; one column per
-metric with ``mean ± std`` over seeds (sample std, ``ddof=1``; the mean alone for one seed), ``n/c`` with
-a footnote when a value was not computed; with several seeds, the same table as ``mean ± 95% CI``
-(Student t, n − 1 dof) marking values over fewer seeds than asked; and a table of gaps
-``mean(method) − mean(retrain)``.
+A report opens with the leaderboard and the warnings; then, per scenario, a compact table with the default
+columns of its request kind (:func:`summary_grid`: at most :data:`MAX_COLUMNS` columns, ``mean ± std`` over
+seeds, bold = closest to retrain). Every metric follows under "All metrics": the full table, the same as
+``mean ± 95% CI`` (Student t, n − 1 dof) marking values over fewer seeds than asked, and the gaps
+``mean(method) − mean(retrain)``, each cut into tables that fit a page (:func:`split_grid`).
 """
 
 from __future__ import annotations
