@@ -11,8 +11,6 @@ from __future__ import annotations
 import ast
 from pathlib import Path
 
-import pytest
-
 SRC = Path(__file__).resolve().parents[1] / "src"
 PACKAGE = "unlearnkit"
 
@@ -120,10 +118,7 @@ def test_find_cycle_and_violations_catch_what_they_should():
 
 
 #: deferred imports that close a cycle, each with its reason; the cycle test below ignores these edges only
-KNOWN_CYCLE_EDGES = {
-    ("unlearnkit.methods._wfnet_model", "unlearnkit.methods.wfnet_analysis"):
-        "WFNetModel.filter_analysis imports the analysis that imports WFNetModel (added with the resources work)",
-}  # fmt: skip
+KNOWN_CYCLE_EDGES: dict[tuple[str, str], str] = {}  # none left: add an edge here only with its reason
 
 
 def _without_known(graph: dict[str, set[str]]) -> dict[str, set[str]]:
@@ -135,8 +130,8 @@ def test_no_import_cycle():
     assert find_cycle(graph) is None, " -> ".join(find_cycle(graph) or [])
 
 
-@pytest.mark.xfail(strict=False, reason="; ".join(KNOWN_CYCLE_EDGES.values()))
 def test_no_import_cycle_not_even_a_known_one():
+    assert not KNOWN_CYCLE_EDGES
     assert find_cycle(GRAPH) is None, " -> ".join(find_cycle(GRAPH) or [])
 
 

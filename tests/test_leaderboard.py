@@ -89,9 +89,9 @@ def test_random_requests_without_final_score_say_so_and_fall_back():
 def test_random_requests_rank_by_final_score_when_present():
     final = {"retrain": 0.6, "original": 0.01, "good": 0.2, "bad": 0.4}  # "bad" wins on the score
     b = _board(lb.build_boards(_random_runs(final)), "random")
-    assert b.headers[2] == "final_score" and b.data["final_score"] is None
+    assert b.headers[2] == "final_score ± CI" and b.data["final_score"] is None
     assert [r["method"] for r in b.data["rows"]] == ["retrain", "bad", "good", "original"]
-    assert b.rows[0][2] == "0.600"  # retrain's score: the ceiling, shown, not ranked
+    assert b.rows[0][2] == "0.600 ± 0.000"  # the same on both seeds; retrain's score: the ceiling, shown, not ranked
 
 
 def test_failures_are_counted_and_missing_values_sink():

@@ -76,20 +76,30 @@ def make_runs() -> list[dict]:
     return runs
 
 
+def _all_metrics(md: str, section: int) -> str:
+    """The ``section``-th scenario's full table (every metric) under "All metrics", before its CI/gap parts."""
+    return md.split("\n## All metrics")[1].split("\n### ")[1 + section].split("\n#### ")[0]
+
+
 def _row(md: str, label: str, section: int = 0) -> list[str]:
-    """Cells of the first Markdown table row of ``label`` in the ``section``-th scenario table."""
-    part = md.split("\n## ")[1 + section]
-    for line in part.splitlines():
+    """Cells of ``label``'s row in the ``section``-th scenario's full table (its split parts joined)."""
+    out: list[str] = []
+    for line in _all_metrics(md, section).splitlines():
         cells = [c.strip() for c in line.strip().strip("|").split("|")]
         if cells and cells[0].strip("*") == label:
-            return cells
-    raise AssertionError(f"no row {label!r}")
+            out += cells if not out else cells[2:]
+    if not out:
+        raise AssertionError(f"no row {label!r}")
+    return out
 
 
 def _header(md: str, section: int = 0) -> list[str]:
-    part = md.split("\n## ")[1 + section]
-    line = next(ln for ln in part.splitlines() if ln.startswith("| method"))
-    return [c.strip() for c in line.strip().strip("|").split("|")]
+    out: list[str] = []
+    for line in _all_metrics(md, section).splitlines():
+        if line.startswith("| method"):
+            cells = [c.strip() for c in line.strip().strip("|").split("|")]
+            out += cells if not out else cells[2:]
+    return out
 
 
 @pytest.fixture(scope="module")
@@ -157,7 +167,7 @@ def test_json_is_strict_with_nan_and_numpy_values():
 
 def test_markdown_retrain_first_then_original_then_methods_sorted(md):
     for section in (0, 1):
-        part = md.split("\n## ")[1 + section]
+        part = md.split("\n## Scenarios")[1].split("\n## ")[1 + section]
         table = part.split("\n\n")[2]  # title, caption, table
         labels = [ln.strip("|").split("|")[0].strip().strip("*") for ln in table.splitlines()[2:] if ln.startswith("|")]
         assert labels == ["retrain", "original", "finetune", "neggrad", "random_labels"]
@@ -198,15 +208,15 @@ def test_markdown_partial_not_computed_gets_footnote(runs, md):
 
 
 def test_markdown_gap_to_retrain_and_failure(runs, md):
-    part = md.split("\n## ")[1]
-    gaps = part.split("### Δ vs retrain")[1]
+    part = md.split("\n## All metrics")[1].split("\n### ")[1]
+    gaps = part.split("#### Δ vs retrain")[1]
     assert "| retrain |" not in gaps
     f = [r["metrics"]["acc_forget_test"] for r in runs if r["key"].startswith("class-original-")]
     r = [r["metrics"]["acc_forget_test"] for r in runs if r["key"].startswith("class-retrain-")]
     line = next(ln for ln in gaps.splitlines() if ln.startswith("| original |"))
     assert f"{np.mean(f) - np.mean(r):+.3f}" in line
     assert "neggrad (lr" not in part  # one params set per method: plain labels
-    assert "neggrad, seed 2 [failed]: loss became nan during neggrad" in part
+    assert "neggrad, seed 2 [failed]: loss became nan during neggrad" in md.split("\n## All metrics")[0]
 
 
 def test_html_single_file_with_embedded_figures_and_no_urls(page):
@@ -216,7 +226,8 @@ def test_html_single_file_with_embedded_figures_and_no_urls(page):
     assert "http" not in no_images and "<link" not in no_images and "<script" not in no_images
     assert "<style>" in page
     assert "loss became nan during neggrad" in page
-    assert page.index(">retrain<") < page.index(">original<") < page.index(">finetune<")
+    scenario = page[page.index('<section id="scenario-1">') :]
+    assert scenario.index(">retrain<") < scenario.index(">original<") < scenario.index(">finetune<")
 
 
 def test_html_escapes_text():

@@ -227,7 +227,7 @@ def test_report_footnotes_the_ulira_out_side():
     runs = [_run("retrain", {"ulira_out": "unlearned"}, {"ulira_auc": 0.51, "lira_auc": 0.5}),
             _run("finetune", {"ulira_out": "unlearned"}, {"ulira_auc": 0.55, "lira_auc": 0.5})]  # fmt: skip
     md = render_markdown(runs)
-    header = next(line for line in md.splitlines() if line.startswith("| method"))
+    header = next(line for line in md.split("## All metrics")[1].splitlines() if line.startswith("| method"))
     assert "ulira_auc ≈ [1]" in header and "lira_auc ≈ |" in header
     assert "[1] U-LiRA (ulira_*): IN = shadows trained on x and then unlearned" in md
     assert "OUT = shadows that never trained on x, unlearned too on their own forget sets" in md

@@ -449,6 +449,10 @@ class ConceptRunConfig(StrictModel):
             return [MethodSpec(name=k, params=v or {}) for k, v in self.methods.items()]
         return [m if isinstance(m, MethodSpec) else MethodSpec(name=m) for m in self.methods]
 
+    def replace(self, **changes: Any) -> ConceptRunConfig:
+        """A copy with top-level fields changed (``cfg.replace(device="cpu")``), validated."""
+        return validate_model(ConceptRunConfig, {**self.model_dump(), **changes}, "options")
+
     def concept_payload(self) -> dict[str, Any]:
         """The CLIP-specific sections as plain data (what a setting-3 run cell carries)."""
         return {

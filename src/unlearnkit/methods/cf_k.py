@@ -13,41 +13,19 @@ the first selected one go with them); the frozen part stays in eval mode.
 
 from __future__ import annotations
 
-import torch
-from torch import nn
+from typing import ClassVar
 
-from unlearnkit.methods._base import OPTIMIZER, POSITIVE, POSITIVE_INT, Method, UnlearnData, register_method
-from unlearnkit.methods.eu_k import last_k_layers, train_top
+from unlearnkit.methods._base import register_method
+from unlearnkit.methods.eu_k import EUk
 
 
 @register_method("cf_k")
-class CFk(Method):
-    """Fine-tune the last ``k`` layers on D_r from the original weights (the rest frozen)."""
+class CFk(EUk):
+    """Fine-tune the last ``k`` layers on D_r from the original weights (the rest frozen).
 
-    paper = 'Goel et al., "Towards Adversarial Evaluations for Inexact Machine Unlearning", arXiv:2201.06640'
-    needs = frozenset({"retain"})
-    _parameter_constraints = {
-        "k": [POSITIVE_INT],
-        "epochs": [POSITIVE_INT],
-        "lr": [POSITIVE],
-        "batch_size": [POSITIVE_INT],
-        "optimizer": [OPTIMIZER],
-    }
+    EU-k's loop and hyperparameters (``k``, ``epochs``, ``lr``, ``batch_size``, ``optimizer``) without the
+    re-initialisation.
+    """
 
-    def __init__(
-        self, *, k: int = 2, epochs: int = 10, lr: float = 1e-3, batch_size: int = 64, optimizer: str = "adam"
-    ) -> None:
-        self.k = k
-        self.epochs = epochs
-        self.lr = lr
-        self.batch_size = batch_size
-        self.optimizer = optimizer
-
-    def _unlearn(self, model: nn.Module, data: UnlearnData, generator: torch.Generator) -> nn.Module:
-        top = last_k_layers(model, self.k)
-        self.history_ = train_top(
-            model, top, data, generator, epochs=self.epochs, lr=self.lr, batch_size=self.batch_size,
-            optimizer=self.optimizer, where="cf_k",
-        )  # fmt: skip
-        self.report_ = {"trainable_params": float(sum(p.numel() for m in top for p in m.parameters()))}
-        return model
+    paper = EUk.paper
+    reinit: ClassVar[bool] = False

@@ -15,6 +15,8 @@ are not updated), as freezing it implies.
 
 from __future__ import annotations
 
+from typing import ClassVar
+
 import torch
 from torch import nn
 
@@ -80,6 +82,8 @@ class EUk(Method):
 
     paper = 'Goel et al., "Towards Adversarial Evaluations for Inexact Machine Unlearning", arXiv:2201.06640'
     needs = frozenset({"retain"})
+    #: re-initialise the last k layers before training them (EU-k); CF-k (:mod:`.cf_k`) starts from the original
+    reinit: ClassVar[bool] = True
     _parameter_constraints = {
         "k": [POSITIVE_INT],
         "epochs": [POSITIVE_INT],
@@ -99,14 +103,14 @@ class EUk(Method):
 
     def _unlearn(self, model: nn.Module, data: UnlearnData, generator: torch.Generator) -> nn.Module:
         top = last_k_layers(model, self.k)
-        for m in top:  # θ_b ~ init (the global RNG is seeded by ``unlearn``)
+        for m in top if self.reinit else ():  # θ_b ~ init (the global RNG is seeded by ``unlearn``)
             if hasattr(m, "reset_parameters"):
                 m.reset_parameters()
             if hasattr(m, "reset_running_stats"):
                 m.reset_running_stats()
         self.history_ = train_top(
             model, top, data, generator, epochs=self.epochs, lr=self.lr, batch_size=self.batch_size,
-            optimizer=self.optimizer, where="eu_k",
+            optimizer=self.optimizer, where=self.name,
         )  # fmt: skip
         self.report_ = {"trainable_params": float(sum(p.numel() for m in top for p in m.parameters()))}
         return model

@@ -25,7 +25,7 @@ from __future__ import annotations
 import itertools
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -33,7 +33,9 @@ from torch.utils.data import Dataset
 
 from unlearnkit.engine import iterate
 from unlearnkit.errors import UnlearnkitError
-from unlearnkit.methods._wfnet_model import WFNetModel
+
+if TYPE_CHECKING:  # the model module calls this analysis (WFNetModel.filter_analysis): no runtime import back
+    from unlearnkit.methods._wfnet_model import WFNetModel
 
 #: rankings of the analysis: WF-Net's α, and the two baselines
 RANKINGS = ("alpha", "random", "magnitude")
@@ -183,7 +185,7 @@ def deletion_insertion(
         device: where to run the forward passes.
         batch_size: forward batch size.
     """
-    if not isinstance(model, WFNetModel):
+    if type(model).__name__ != "WFNetModel" or not callable(getattr(model, "importance", None)):
         raise UnlearnkitError(f"deletion/insertion analysis needs a WF-Net model, got {type(model).__name__}")
     fr = tuple(float(f) for f in fractions)
     if len(fr) < 2 or any(not 0.0 <= f <= 1.0 for f in fr) or any(b <= a for a, b in itertools.pairwise(fr)):

@@ -35,11 +35,13 @@ from unlearnkit.reports._aggregate import (
     to_jsonable,
 )
 from unlearnkit.reports._section import SECTIONS, Section, all_sections, register_section
+from unlearnkit.reports._warnings import ReportWarning, report_warnings
 from unlearnkit.reports.html import html_report, html_table, render_html
 from unlearnkit.reports.tables import markdown_report, markdown_table, render_markdown
 
 __all__ = [
     "SECTIONS",
+    "ReportWarning",
     "Row",
     "RunView",
     "ScenarioTable",
@@ -52,6 +54,7 @@ __all__ = [
     "register_section",
     "render_html",
     "render_markdown",
+    "report_warnings",
     "write_reports",
 ]
 
@@ -106,6 +109,7 @@ def _report_json(views: list[RunView], tables: list[ScenarioTable], sections: li
         },
         "metrics_info": _metrics_info(views),
     }
+    out["warnings"] = [w.to_json() for w in report_warnings(tables)]
     if sections:
         out["sections"] = [to_jsonable({"title": s.title, "markdown": s.markdown, "data": s.data}) for s in sections]
     return out
@@ -124,7 +128,9 @@ def build_report_json(
         strings included. ``summary`` has one entry per (scenario without seed, model, method, params):
         ``n_seeds``, ``n_failed``, ``seeds``, per metric ``{"mean", "std", "n"}`` (sample std, ``None``
         for one seed) or the ``"not computed: ..."`` string when no seed has a value, and
-        ``gap_to_retrain`` (``None`` without a retrain run). The dict is strict JSON: non-finite floats
+        ``gap_to_retrain`` (``None`` without a retrain run). ``warnings`` lists what a reader must see
+        before trusting a ranking (``{"kind", "scenario", "method", "message"}``). The dict is strict
+        JSON: non-finite floats
         are stored as ``"nan"``/``"inf"``/``"-inf"``.
     """
     views = normalize_runs(runs)

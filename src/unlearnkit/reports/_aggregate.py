@@ -39,6 +39,20 @@ DEFAULT_METRIC_ORDER: tuple[str, ...] = (
     "unsafe_rate_*", "zero_shot_acc",
 )  # fmt: skip
 
+#: the compact table's accuracy columns per request kind (everything else is under "all metrics")
+DEFAULT_COLUMNS: dict[str, tuple[str, ...]] = {
+    "class": ("acc_forget_test", "acc_retain_test", "acc_test"),
+    "sample": ("acc_forget", "acc_retain", "acc_test"),
+    "concept": ("tstar_to_v_union_r10", "vstar_to_t_union_r10", "unsafe_rate_tstar", "unsafe_rate_vstar",
+                "t2v_r10", "v2t_r10", "zero_shot_acc"),
+}  # fmt: skip
+#: the headline privacy metric of the compact table: the first of these a run carries
+PRIVACY_HEADLINE = ("ulira_auc", "lira_auc", "mia_efficacy", "mia_loss_lr", "mia_entropy_svc", "mia_*")
+#: the compact table's cost column
+TIME_COLUMN = "time_ratio_vs_retrain"
+#: the forget metric per request kind (the "cannot separate methods" warning compares original and retrain on it)
+FORGET_METRIC = {"class": "acc_forget_test", "sample": "acc_forget"}
+
 #: scenario fields named in a table's title (the rest go into its caption)
 TITLE_FIELDS = ("dataset", "forget")
 
@@ -406,6 +420,20 @@ class ScenarioTable:
         """``(row label, run)`` of the successful runs that carry a flag (e.g. a collapsed model), in row order."""
         return [(row.label, run) for row in self.rows for run in row.runs if run.record.get("flags")]
 
+    @property
+    def kind(self) -> str:
+        """``"class"``, ``"concept"`` (setting 3) or ``"sample"`` (random and other sample-level requests)."""
+        forget = str(self.scenario.get("forget", ""))
+        settings = {r.record.get("setting") for row in self.rows for r in (*row.runs, *row.failed)}
+        if forget.startswith("concept:") or 3 in settings:
+            return "concept"
+        return "class" if forget.startswith("class:") else "sample"
+
+    @property
+    def retrain_by_design_absent(self) -> bool:
+        """Whether this request kind has no retrained model by design (setting 3 compares with the original)."""
+        return self.kind == "concept" and self.retrain is None
+
     def gap(self, row: Row, metric: str) -> float | None:
         """``mean(row) − mean(retrain)`` for ``metric``, ``None`` when either is unavailable."""
         ref = self.retrain
@@ -414,28 +442,39 @@ class ScenarioTable:
         a, b = row.mean(metric), ref.mean(metric)
         return None if a is None or b is None else a - b
 
+    def mean_abs_gap(self, row: Row, metrics: Iterable[str]) -> float | None:
+        """Mean of ``|gap|`` over ``metrics`` (those with a finite gap), ``None`` when none has one."""
+        gaps = [abs(g) for g in (self.gap(row, m) for m in metrics) if g is not None and math.isfinite(g)]
+        return sum(gaps) / len(gaps) if gaps else None
+
     def best(self, metric: str) -> set[int]:
         """Indices of the unlearning-method rows (not retrain/original) best on ``metric``.
 
-        Uses the registered ``higher_is_better``: max, min, or closest to retrain (``None``). Empty for
-        unregistered metrics, or when fewer than two methods have a finite value.
+        With a retrained model, a metric compared with it (every accuracy, every "match retrain" metric) is
+        best when closest to retrain, never at its raw maximum. Without one (setting 3), and for metrics
+        with a direction that are not compared with retrain (time, cost), the registered
+        ``higher_is_better`` decides among the unlearned models. Empty for unregistered metrics without a
+        retrain comparison, or when fewer than two methods have a finite value.
         """
-        meta = metric_meta(metric)
-        if meta is None:
-            return set()
         cand = {i: row.mean(metric) for i, row in enumerate(self.rows) if row.kind == "method"}
         cand = {i: m for i, m in cand.items() if m is not None and math.isfinite(m)}
         if len(cand) < 2:
             return set()
-        if meta.higher_is_better is None:
-            ref = self.retrain.mean(metric) if self.retrain is not None else None
-            if ref is None or not math.isfinite(ref):
-                return set()
+        ref = self.retrain.mean(metric) if self.retrain is not None else None
+        meta = metric_meta(metric)
+        if ref is not None and math.isfinite(ref) and is_gap_metric(metric):
             score = {i: -abs(m - ref) for i, m in cand.items()}
+        elif meta is None or meta.higher_is_better is None:
+            return set()
         else:
             score = {i: (m if meta.higher_is_better else -m) for i, m in cand.items()}
-        top = max(score.values())
-        return {i for i, s in score.items() if s >= top - 1e-12}
+        return best_of(score)
+
+
+def best_of(score: Mapping[int, float]) -> set[int]:
+    """The keys with the highest score (ties within 1e-12 all kept)."""
+    top = max(score.values())
+    return {i for i, s in score.items() if s >= top - 1e-12}
 
 
 def _seed_key(seed: str) -> tuple[int, float, str]:
@@ -521,3 +560,20 @@ def aggregate(runs: Iterable[Mapping[str, Any]] | list[RunView]) -> list[Scenari
         return (str(s.get("dataset", "")), str(s.get("forget", "")), tb.model, canonical(s))
 
     return sorted(out, key=table_key)
+
+
+def default_columns(table: ScenarioTable) -> list[str]:
+    """The compact table's metric columns for ``table``'s request kind (only those with a value).
+
+    Class requests: forget/retain/test accuracy on unseen data; sample-level requests: forget/retain/test
+    accuracy; then the headline privacy metric and the time ratio. Setting 3: its retrieval and unsafe
+    headline metrics. The gap to retrain is a column of its own (see :func:`~.tables.summary_grid`).
+    """
+    shown = set(table.metrics)
+    cols = [m for m in DEFAULT_COLUMNS[table.kind] if m in shown]
+    if table.kind != "concept":
+        privacy = next((m for p in PRIVACY_HEADLINE for m in table.metrics if fnmatch.fnmatchcase(m, p)), None)
+        cols += [privacy] if privacy is not None else []
+        cols += ["final_score"] if table.kind == "sample" and "final_score" in shown else []
+    cols += [TIME_COLUMN] if TIME_COLUMN in shown else []
+    return cols

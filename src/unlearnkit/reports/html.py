@@ -8,6 +8,7 @@ from typing import Any
 
 from unlearnkit.reports._aggregate import RunView, ScenarioTable, aggregate, normalize_runs
 from unlearnkit.reports._section import Section, all_sections
+from unlearnkit.reports._warnings import report_warnings
 from unlearnkit.reports.plots import scenario_plots
 from unlearnkit.reports.tables import (
     CI_NOTE,
@@ -21,8 +22,12 @@ from unlearnkit.reports.tables import (
     flagged_lines,
     gap_grid,
     metrics_grid,
+    no_gap_text,
     overview,
     plain_grid,
+    split_grid,
+    split_leaderboard,
+    summary_grid,
 )
 
 CSS = """
@@ -47,6 +52,9 @@ ul.flagged li { color: #960; }
 figure { margin: 0; } figure img { max-width: 100%; border: 1px solid #eee; }
 figcaption { font-size: .8rem; color: #555; max-width: 640px; }
 nav ul { columns: 2; font-size: .9rem; }
+details.all { margin: .6rem 0; } details.all summary { cursor: pointer; color: #036; }
+section.warnings { border-left: 4px solid #d80; background: #fff8e8; padding: .2rem 1rem; margin: 1rem 0; }
+section.warnings h2 { margin-top: .4rem; border: 0; }
 pre { background: #f7f7f7; padding: .6rem; overflow-x: auto; }
 """
 
@@ -91,24 +99,11 @@ def _table_section(table: ScenarioTable, anchor: str) -> str:
     if table.caption:
         out.append(f'<p class="caption">{_e(table.caption)}</p>')
     if table.metrics:
-        out.append(grid_to_html(metrics_grid(table), "metrics"))
+        out.append(grid_to_html(summary_grid(table), "metrics"))
     else:
         out.append("<p>No metric values for this scenario.</p>")
-    if table.dropped:
-        out.append('<p class="muted">Columns not shown (no run has a value):</p><ul class="dropped">')
-        out += [f"<li>{_e(line)}</li>" for line in dropped_lines(table)]
-        out.append("</ul>")
-    ci = ci_grid(table)
-    if ci is not None:
-        out += ["<h3>Mean ± 95% CI over seeds</h3>", f'<p class="muted">{_e(CI_NOTE)}</p>', grid_to_html(ci, "ci")]
-    out.append("<h3>Δ vs retrain</h3>")
-    gaps = gap_grid(table)
-    if gaps is not None:
-        out.append(grid_to_html(gaps, "gaps"))
-    elif table.retrain is None:
-        out.append("<p>No successful retrain run in this scenario: gaps to retrain cannot be computed.</p>")
-    else:
-        out.append("<p>No accuracy metrics to compare with retrain.</p>")
+    if table.retrain is None:
+        out.append(f'<p class="muted">{_e(no_gap_text(table))}</p>')
     plots = scenario_plots(table)
     if plots:
         out.append('<div class="figures">')
@@ -126,25 +121,77 @@ def _table_section(table: ScenarioTable, anchor: str) -> str:
     if flagged:
         out.append(f"<h3>Flagged runs ({len(flagged)}): scored, but read with care</h3>")
         out.append('<ul class="flagged">' + "".join(f"<li>{_e(line)}</li>" for line in flagged) + "</ul>")
+    out.append(_all_metrics(table))
     out.append("</section>")
     return "\n".join(out)
 
 
+def _all_metrics(table: ScenarioTable) -> str:
+    """The collapsed "all metrics" part of a scenario: every metric, the 95% CIs and the gaps to retrain."""
+    out = ['<details class="all"><summary>All metrics (every column, 95% CIs, Δ vs retrain)</summary>']
+    if table.metrics:
+        out.append(_split_html(metrics_grid(table), "metrics"))
+    if table.dropped:
+        out.append('<p class="muted">Columns not shown (no run has a value):</p><ul class="dropped">')
+        out += [f"<li>{_e(line)}</li>" for line in dropped_lines(table)]
+        out.append("</ul>")
+    ci = ci_grid(table)
+    if ci is not None:
+        out += ["<h3>Mean ± 95% CI over seeds</h3>", f'<p class="muted">{_e(CI_NOTE)}</p>', _split_html(ci, "ci")]
+    out += ["<h3>Δ vs retrain</h3>", f'<p class="muted">{_e(GAP_NOTE)}</p>']
+    gaps = gap_grid(table)
+    out.append(_split_html(gaps, "gaps", keep=1) if gaps is not None else f"<p>{_e(no_gap_text(table))}</p>")
+    out.append("</details>")
+    return "\n".join(out)
+
+
+#: widest "All metrics" HTML table: long metric names at 8 columns still fit a 1400 px window
+HTML_MAX_COLUMNS = 8
+
+
+def _split_html(grid: Grid, css_class: str, keep: int = 2) -> str:
+    """``grid`` as tables of at most :data:`HTML_MAX_COLUMNS` columns (no sideways scrolling), footnotes once."""
+    parts = split_grid(grid, max_columns=HTML_MAX_COLUMNS, keep=keep)
+    html_parts = [grid_to_html(Grid(p.headers, p.rows, p.row_kinds, []), css_class) for p in parts[:-1]]
+    return "\n".join([*html_parts, grid_to_html(parts[-1], css_class)])
+
+
+def _section_html(s: Section, anchor: str) -> str:
+    inner = s.html if s.html is not None else f"<pre>{_e(s.markdown)}</pre>"
+    return f'<section id="{anchor}"><h2>{_e(s.title)}</h2>\n{inner}\n</section>'
+
+
+def _warnings_html(tables: Sequence[ScenarioTable]) -> str:
+    warns = report_warnings(list(tables))
+    if not warns:
+        return ""
+    items = "".join(f"<li><strong>{_e(w.kind.replace('_', ' '))}</strong> · {_e(str(w))}</li>" for w in warns)
+    return f'<section id="warnings" class="warnings"><h2>Warnings</h2><ul>{items}</ul></section>'
+
+
 def html_report(views: Sequence[RunView], tables: Sequence[ScenarioTable], sections: Sequence[Section] = ()) -> str:
-    """report.html from already aggregated tables (see :func:`render_html`)."""
+    """report.html from already aggregated tables (see :func:`render_html`).
+
+    Order: the leaderboard, the warnings, one compact table (with its figures and a collapsed "all
+    metrics" part) per scenario, then the other sections.
+    """
     body = ["<h1>unlearnkit report</h1>"]
+    first, rest = split_leaderboard(sections)
     if not views:
         body.append("<p>No runs to report.</p>")
     else:
-        body += [f'<p class="muted">{_e(overview(views, tables))}</p>', f'<p class="muted">{_e(LEGEND)}</p>']
-        body.append(f'<p class="muted">{_e(GAP_NOTE)}</p>')
-        toc = [f'<li><a href="#scenario-{i}">{_e(t.title)}</a></li>' for i, t in enumerate(tables, 1)]
-        toc += [f'<li><a href="#section-{i}">{_e(s.title)}</a></li>' for i, s in enumerate(sections, 1)]
+        body.append(f'<p class="muted">{_e(overview(views, tables))}</p>')
+        toc = [f'<li><a href="#lead-{i}">{_e(s.title)}</a></li>' for i, s in enumerate(first, 1)]
+        toc += [f'<li><a href="#scenario-{i}">{_e(t.title)}</a></li>' for i, t in enumerate(tables, 1)]
+        toc += [f'<li><a href="#section-{i}">{_e(s.title)}</a></li>' for i, s in enumerate(rest, 1)]
         body.append("<nav><ul>" + "".join(toc) + "</ul></nav>")
+    body += [_section_html(s, f"lead-{i}") for i, s in enumerate(first, 1)]
+    if views:
+        warns = _warnings_html(tables)
+        body += [warns] if warns else []
+        body.append(f'<p class="muted">{_e(LEGEND)}</p>')
         body += [_table_section(t, f"scenario-{i}") for i, t in enumerate(tables, 1)]
-    for i, s in enumerate(sections, 1):
-        inner = s.html if s.html is not None else f"<pre>{_e(s.markdown)}</pre>"
-        body.append(f'<section id="section-{i}"><h2>{_e(s.title)}</h2>\n{inner}\n</section>')
+    body += [_section_html(s, f"section-{i}") for i, s in enumerate(rest, 1)]
     return (
         '<!DOCTYPE html>\n<html lang="en">\n<head>\n<meta charset="utf-8">\n'
         '<meta name="viewport" content="width=device-width, initial-scale=1">\n'

@@ -25,10 +25,10 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from unlearnkit.reports._aggregate import ORIGINAL, RETRAIN, ScenarioTable, aggregate, canonical
+from unlearnkit.reports._aggregate import ORIGINAL, RETRAIN, ScenarioTable, Stat, aggregate, as_number, canonical
 from unlearnkit.reports._section import Section, register_section
 from unlearnkit.reports.html import html_table
-from unlearnkit.reports.tables import format_gap, format_number, markdown_table
+from unlearnkit.reports.tables import format_gap, format_mean_std, format_number, markdown_table
 
 #: gap metrics per ranking (the accuracies whose distance to retrain is averaged)
 CLASS_GAP_METRICS = ("acc_forget_test", "acc_retain_test", "acc_test")
@@ -59,6 +59,8 @@ class _Entry:
     time_ratio: list[float] = field(default_factory=list)
     relearn: list[float] = field(default_factory=list)  # per-scenario mean after-attack forget accuracy
     relearn_gap: list[float] = field(default_factory=list)  # ... minus retrain's
+    seed_scores: dict[str, list[float]] = field(default_factory=dict)  # seed -> per-scenario run |gap| means
+    seed_final: dict[str, list[float]] = field(default_factory=dict)  # seed -> per-scenario final_score
     n_ok: int = 0
     n_failed: int = 0
 
@@ -91,6 +93,16 @@ def _collect(
                     e.gaps.setdefault(m, []).append(g)
             if gaps and all(g is not None for g in gaps.values()):
                 e.scores.append(sum(abs(g) for g in gaps.values()) / len(gaps))  # type: ignore[arg-type]
+            ref_means = {m: t.retrain.mean(m) if t.retrain is not None else None for m in gap_metrics}
+            for run in row.runs:
+                vals = {m: as_number(run.metrics.get(m)) for m in gap_metrics}
+                run_gaps = [v - r for m, v in vals.items() if v is not None and (r := ref_means[m]) is not None]
+                if len(run_gaps) == len(gap_metrics) and gap_metrics:
+                    score = sum(abs(g) for g in run_gaps) / len(run_gaps)
+                    e.seed_scores.setdefault(canonical(run.seed), []).append(score)
+                final = as_number(run.metrics.get(FINAL_SCORE))
+                if final is not None:
+                    e.seed_final.setdefault(canonical(run.seed), []).append(final)
             fs = row.mean(FINAL_SCORE)
             if fs is not None:
                 e.final.append(fs)
@@ -125,6 +137,50 @@ def _fmt(v: float | None, gap: bool = False) -> str | None:
 
 def _score(e: _Entry, by_final: bool) -> float | None:
     return _mean(e.final) if by_final else _mean(e.scores)
+
+
+def _ci(e: _Entry, by_final: bool) -> float | None:
+    """Half-width of the 95% CI over seeds of the ranked score (each seed: its score averaged over the
+    scenarios), ``None`` with fewer than two seeds."""
+    per_seed = [_mean(v) for v in (e.seed_final if by_final else e.seed_scores).values()]
+    values = tuple(v for v in per_seed if v is not None)
+    return Stat(values, (), len(values)).ci95
+
+
+#: scores closer than this print the same and tie even without a CI
+TIE_ATOL = 5e-4
+
+
+def tied(a: float, ci_a: float | None, b: float, ci_b: float | None) -> bool:
+    """Whether two ranked scores cannot be told apart: they differ by at most the larger 95% CI
+    half-width over seeds, or by less than :data:`TIE_ATOL` (they print the same)."""
+    return abs(a - b) <= max(ci_a or 0.0, ci_b or 0.0, TIE_ATOL)
+
+
+def _ranks(entries: list[_Entry], by_final: bool) -> dict[int, tuple[int, bool]]:
+    """``id(entry) -> (rank, tied)`` for the scored entries (already sorted best first); tied entries share
+    the rank of the first of their group (1, 2=, 2=, 4)."""
+    out: dict[int, tuple[int, bool]] = {}
+    prev: _Entry | None = None
+    for pos, e in enumerate(entries, 1):
+        score = _score(e, by_final)
+        if score is None:
+            continue
+        if prev is not None and tied(_score(prev, by_final), _ci(prev, by_final), score, _ci(e, by_final)):  # type: ignore[arg-type]
+            rank = out[id(prev)][0]
+            out[id(prev)] = (rank, True)
+            out[id(e)] = (rank, True)
+        else:
+            out[id(e)] = (pos, False)
+        prev = e
+    return out
+
+
+def _score_cell(e: _Entry, by_final: bool) -> str | None:
+    score = _score(e, by_final)
+    if score is None:
+        return None
+    return format_mean_std(score, _ci(e, by_final))
 
 
 def _sort_key(e: _Entry, by_final: bool) -> tuple[int, float, float]:
@@ -175,32 +231,33 @@ def build_boards(runs: list[Mapping[str, Any]]) -> list[Board]:
 
         ranked = sorted(entries, key=lambda e: _sort_key(e, by_final))
         headers = ["rank", "method"]
-        headers += [FINAL_SCORE] if by_final else []
-        headers += ["mean |Δ|"] + [f"Δ {m}" for m in gap_metrics] + ([RELEARN_HEADER] if show_relearn else [])
+        headers += [f"{FINAL_SCORE} ± CI", "mean |Δ|"] if by_final else ["mean |Δ| ± CI"]
+        headers += [f"Δ {m}" for m in gap_metrics] + ([RELEARN_HEADER] if show_relearn else [])
         headers += [TIME_RATIO, "runs"]
         rows, payload = [], []
         listed = ([reference] if reference is not None else []) + ranked
-        rank = 0
+        ranks = _ranks(ranked, by_final)
         for e in listed:
             is_ref = e is reference
-            has_score = _score(e, by_final) is not None
-            if not is_ref and has_score:
-                rank += 1
+            rank, tie = ranks.get(id(e), (None, False)) if not is_ref else (None, False)
             label = (
                 f"{e.label} (reference)"
                 if is_ref
                 else (f"{e.label} (no unlearning)" if e.method == ORIGINAL else e.label)
             )
-            row: list[Any] = ["—" if is_ref or not has_score else str(rank), label]
-            row += [_fmt(_mean(e.final))] if by_final else []
-            row += [_fmt(_mean(e.scores))] + [_fmt(_mean(e.gaps.get(m, [])), gap=True) for m in gap_metrics]
+            row: list[Any] = ["—" if rank is None else f"{rank}{'=' if tie else ''}", label]
+            if by_final:
+                row += [_score_cell(e, True), _fmt(_mean(e.scores))]
+            else:
+                row += [_score_cell(e, False)]
+            row += [_fmt(_mean(e.gaps.get(m, [])), gap=True) for m in gap_metrics]
             row += [_relearn_cell(e, is_ref)] if show_relearn else []
             time_cell = "1.000" if is_ref else ("—" if e.method == ORIGINAL else _fmt(_mean(e.time_ratio)))
             row += [time_cell, _runs_text(e)]
             rows.append([("n/c" if v is None else v) for v in row])
             payload.append({
-                "rank": None if is_ref or not has_score else rank, "method": e.method, "label": e.label,
-                "final_score": _mean(e.final), "mean_abs_gap": _mean(e.scores),
+                "rank": rank, "tied": tie, "method": e.method, "label": e.label,
+                "final_score": _mean(e.final), "mean_abs_gap": _mean(e.scores), "ci95": _ci(e, by_final),
                 "gaps": {m: _mean(e.gaps.get(m, [])) for m in gap_metrics},
                 "time_ratio_vs_retrain": 1.0 if is_ref else _mean(e.time_ratio), "runs": e.n_ok, "failed": e.n_failed,
                 "after_relearning": _mean(e.relearn), "after_relearning_gap": None if is_ref else _mean(e.relearn_gap),
@@ -221,7 +278,9 @@ def leaderboard_section(runs: list[Mapping[str, Any]]) -> Section | None:
         return None
     intro = (
         "Methods ranked against retraining from scratch. Δ = mean(method) − mean(retrain) per scenario, "
-        "averaged over the scenarios of the kind; time ratio = unlearning time ÷ retraining time."
+        "averaged over the scenarios of the kind; ± CI: half-width of the 95% confidence interval over seeds "
+        "(several seeds only); rank n=: tied, the scores differ by less than their CI (or print the same); "
+        "time ratio = unlearning time ÷ retraining time."
     )
     md, hl = [intro], [f"<p>{html.escape(intro)}</p>"]
     for b in boards:

@@ -1,10 +1,10 @@
 """Report tables: aggregated cells (shared by Markdown and HTML) and the Markdown report.
 
-Per scenario table: the retrained model first, then the original, then each method; one column per
-metric with ``mean ± std`` over seeds (sample std, ``ddof=1``; the mean alone for one seed), ``n/c`` with
-a footnote when a value was not computed; with several seeds, the same table as ``mean ± 95% CI``
-(Student t, n − 1 dof) marking values over fewer seeds than asked; and a table of gaps
-``mean(method) − mean(retrain)``.
+A report opens with the leaderboard and the warnings; then, per scenario, a compact table with the default
+columns of its request kind (:func:`summary_grid`: at most :data:`MAX_COLUMNS` columns, ``mean ± std`` over
+seeds, bold = closest to retrain). Every metric follows under "All metrics": the full table, the same as
+``mean ± 95% CI`` (Student t, n − 1 dof) marking values over fewer seeds than asked, and the gaps
+``mean(method) − mean(retrain)``, each cut into tables that fit a page (:func:`split_grid`).
 """
 
 from __future__ import annotations
@@ -20,7 +20,9 @@ from unlearnkit.reports._aggregate import (
     RunView,
     ScenarioTable,
     aggregate,
+    best_of,
     canonical,
+    default_columns,
     format_params,
     is_gap_metric,
     metric_arrow,
@@ -28,14 +30,18 @@ from unlearnkit.reports._aggregate import (
     normalize_runs,
 )
 from unlearnkit.reports._section import Section, all_sections
+from unlearnkit.reports._warnings import ReportWarning, report_warnings
 
 #: decimals of every reported number (means, stds, gaps)
 DECIMALS = 3
+#: widest Markdown table (columns), so a line fits a page
+MAX_COLUMNS = 10
 
 LEGEND = (
     "↑ higher is better · ↓ lower is better · ≈ closest to retrain is better (matching the retrained model). "
     "Cells: mean ± std over seeds (sample std, ddof=1; the mean alone for one seed); n/c: not computed; "
-    "—: not reported; bold: best unlearning method in the column."
+    "—: not reported; bold: best unlearning method in the column (closest to retrain where a retrained model "
+    "exists, else by the metric's direction). Every metric, the 95% CIs and the gaps: see All metrics."
 )
 GAP_NOTE = (
     "Δ vs retrain: mean(method) − mean(retrain) for accuracies and metrics whose goal is to match retrain; "
@@ -47,6 +53,8 @@ CI_NOTE = (
     "scenario; a footnote marks values over fewer seeds than asked."
 )
 MAX_ERROR_CHARS = 500
+#: the registered leaderboard section's title: it opens every report
+LEADERBOARD_TITLE = "Leaderboard"
 #: what U-LiRA compares with, as a footnote on the first ulira_* column
 ULIRA_OUT_TEXT = {
     "unlearned": "shadows that never trained on x, unlearned too on their own forget sets",
@@ -56,35 +64,29 @@ ULIRA_OUT_TEXT = {
 
 # -- numbers ----------------------------------------------------------------------------------------
 def format_number(value: float) -> str:
-    """``DECIMALS`` decimals; scientific notation for tiny (< 1e-3) or huge (≥ 1e5) magnitudes."""
+    """``DECIMALS`` fixed decimals (scientific notation only for magnitudes ≥ 1e5), the same in every table."""
     if math.isnan(value):
         return "nan"
     if math.isinf(value):
         return "inf" if value > 0 else "-inf"
-    if value != 0 and (abs(value) < 10**-DECIMALS or abs(value) >= 1e5):
+    if abs(value) >= 1e5:
         return f"{value:.2e}"
-    return f"{value:.{DECIMALS}f}"
+    text = f"{value:.{DECIMALS}f}"
+    return text[1:] if text.startswith("-") and not any(c not in "-0." for c in text) else text  # no "-0.000"
 
 
 def format_mean_std(mean: float, std: float | None) -> str:
-    """``"0.512 ± 0.010"``, or ``"0.512"`` when there is no std (one seed).
-
-    The std uses the mean's notation (fixed decimals unless the mean itself needs scientific notation).
-    """
+    """``"0.512 ± 0.010"``, or ``"0.512"`` when there is no std (one seed)."""
     m = format_number(mean)
-    if std is None:
-        return m
-    s = format_number(std) if "e" in m or not math.isfinite(std) or abs(std) >= 1e5 else f"{std:.{DECIMALS}f}"
-    return f"{m} ± {s}"
+    return m if std is None else f"{m} ± {format_number(std)}"
 
 
 def format_gap(gap: float) -> str:
-    """A signed gap, ``"+0.012"`` / ``"-0.340"``."""
-    if not math.isfinite(gap):
+    """A signed gap with ``DECIMALS`` decimals, ``"+0.012"`` / ``"-0.340"`` (``"+0.000"`` when it rounds to 0)."""
+    if not math.isfinite(gap) or abs(gap) >= 1e5:
         return format_number(gap)
-    if gap != 0 and abs(gap) < 10**-DECIMALS:
-        return f"{gap:+.2e}"
-    return f"{gap:+.{DECIMALS}f}"
+    text = f"{gap:+.{DECIMALS}f}"
+    return "+" + text[1:] if not any(c not in "+-0." for c in text) else text
 
 
 def one_line(text: str, limit: int = MAX_ERROR_CHARS) -> str:
@@ -133,36 +135,86 @@ def _seeds_text(n_ok: int, n_failed: int, n_asked: int = 0) -> str:
     return f"{text} (+{n_failed} failed)" if n_failed else text
 
 
-def metrics_grid(table: ScenarioTable) -> Grid:
-    """The main table of ``table``: one row per method, one column per shown metric."""
-    grid = Grid(headers=[Cell("method"), Cell("seeds")] + [_header(m) for m in table.metrics], rows=[])
-    best = {m: table.best(m) for m in table.metrics}
+def _metric_cell(grid: Grid, row: Row, metric: str, bold: bool) -> Cell:
+    """The ``mean ± std`` cell of ``metric`` in ``row`` (``—`` missing, ``n/c`` not computed, with footnotes)."""
+    stat = row.stats.get(metric)
+    if stat is None or (stat.n == 0 and not stat.reasons):
+        return Cell("—")
+    if stat.n == 0:
+        return Cell("n/c", notes=(grid.note(f"{metric}: {stat.not_computed}"),))
+    notes: tuple[int, ...] = ()
+    if stat.n < stat.n_runs:
+        why = f"; {stat.not_computed}" if stat.reasons else "; missing in the others"
+        notes = (grid.note(f"{metric}: computed in {stat.n} of {stat.n_runs} seeds{why}"),)
+    return Cell(format_mean_std(stat.mean, stat.std), bold=bold, notes=notes)
+
+
+def _label_cell(row: Row) -> Cell:
+    return Cell(row.label, title=format_params(row.params) or "no hyperparameters")
+
+
+def metrics_grid(table: ScenarioTable, metrics: Sequence[str] | None = None) -> Grid:
+    """One row per method, one column per metric (default: every shown metric), ``mean ± std``."""
+    metrics = table.metrics if metrics is None else list(metrics)
+    grid = Grid(headers=[Cell("method"), Cell("seeds")] + [_header(m) for m in metrics], rows=[])
+    best = {m: table.best(m) for m in metrics}
     for i, row in enumerate(table.rows):
-        cells = [
-            Cell(row.label, title=format_params(row.params) or "no hyperparameters"),
-            Cell(_seeds_text(row.n_seeds, len(row.failed), table.n_asked)),
-        ]
-        for m in table.metrics:
-            stat = row.stats.get(m)
-            if stat is None or (stat.n == 0 and not stat.reasons):
-                cells.append(Cell("—"))
-            elif stat.n == 0:
-                cells.append(Cell("n/c", notes=(grid.note(f"{m}: {stat.not_computed}"),)))
-            else:
-                notes: tuple[int, ...] = ()
-                if stat.n < stat.n_runs:
-                    why = f"; {stat.not_computed}" if stat.reasons else "; missing in the others"
-                    notes = (grid.note(f"{m}: computed in {stat.n} of {stat.n_runs} seeds{why}"),)
-                cells.append(Cell(format_mean_std(stat.mean, stat.std), bold=i in best[m], notes=notes))
+        cells = [_label_cell(row), Cell(_seeds_text(row.n_seeds, len(row.failed), table.n_asked))]
+        cells += [_metric_cell(grid, row, m, i in best[m]) for m in metrics]
         grid.rows.append(cells)
         grid.row_kinds.append(row.kind)
-    _note_ulira(grid, table)
+    if any(m.startswith("ulira_") for m in metrics):
+        _note_ulira(grid, table, metrics)
     return grid
 
 
-def _note_ulira(grid: Grid, table: ScenarioTable) -> None:
+#: header of the compact table's gap column
+GAP_HEADER = "|Δ| vs retrain ↓"
+
+
+def summary_grid(table: ScenarioTable) -> Grid:
+    """The compact table: the default columns of the request kind (:func:`default_columns`) and, with a
+    retrained model, the mean |Δ| to it over the accuracy columns; at most 10 columns.
+
+    Bold marks the best unlearning method per column: closest to retrain (smallest |Δ|) where a
+    retrained model exists, else by the metric's direction among the unlearned models.
+    """
+    cols = default_columns(table)
+    accs = [m for m in cols if m.startswith("acc_")]
+    with_gap = table.retrain is not None and bool(accs)
+    grid = metrics_grid(table, cols)
+    if not with_gap:
+        return grid
+    at = 2 + len(accs)
+    grid.headers.insert(at, Cell(GAP_HEADER, title="mean |mean(method) − mean(retrain)| over " + ", ".join(accs)))
+    gaps = {i: table.mean_abs_gap(row, accs) for i, row in enumerate(table.rows)}
+    method_gaps = {i: -g for i, g in gaps.items() if g is not None and table.rows[i].kind == "method"}
+    best = best_of(method_gaps) if len(method_gaps) >= 2 else set()
+    for i, row in enumerate(table.rows):
+        g = gaps[i]
+        text = "—" if g is None else ("0 (reference)" if row.kind == "retrain" else format_number(g))
+        grid.rows[i].insert(at, Cell(text, bold=i in best))
+    return grid
+
+
+def split_grid(grid: Grid, max_columns: int = MAX_COLUMNS, keep: int = 2) -> list[Grid]:
+    """``grid`` cut into grids of at most ``max_columns`` columns, each repeating the first ``keep`` columns
+    (method, seeds), so a Markdown line fits a page. Footnotes stay with the first part."""
+    body = len(grid.headers) - keep
+    width = max(1, max_columns - keep)
+    if body <= width:
+        return [grid]
+    parts = []
+    for start in range(keep, len(grid.headers), width):
+        cols = list(range(keep)) + list(range(start, min(start + width, len(grid.headers))))
+        parts.append(Grid(headers=[grid.headers[c] for c in cols], rows=[[r[c] for c in cols] for r in grid.rows],
+                          row_kinds=list(grid.row_kinds), notes=grid.notes))  # fmt: skip
+    return parts
+
+
+def _note_ulira(grid: Grid, table: ScenarioTable, metrics: Sequence[str] | None = None) -> None:
     """Footnote the first U-LiRA column of ``grid`` with what U-LiRA's IN and OUT sides are."""
-    ulira = [i for i, m in enumerate(table.metrics) if m.startswith("ulira_")]
+    ulira = [i for i, m in enumerate(table.metrics if metrics is None else metrics) if m.startswith("ulira_")]
     if ulira:
         grid.headers[2 + ulira[0]].notes = (grid.note(_ulira_note(table)),)
 
@@ -335,29 +387,43 @@ def markdown_table(headers: Sequence[str], rows: Iterable[Sequence[Any]]) -> str
     return grid_to_markdown(plain_grid(headers, rows))
 
 
+NO_RETRAIN_BY_DESIGN = (
+    "No retrained model in setting 3, by design: methods are compared with the original, and bold marks "
+    "the best unlearned model by each metric's direction."
+)
+NO_RETRAIN = "No successful retrain run in this scenario: gaps to retrain cannot be computed."
+
+
+def no_gap_text(table: ScenarioTable) -> str:
+    """Why a table has no ``Δ vs retrain`` part."""
+    if table.retrain_by_design_absent:
+        return NO_RETRAIN_BY_DESIGN
+    if table.retrain is None:
+        return NO_RETRAIN
+    return "No accuracy metrics to compare with retrain."
+
+
+def _md_grids(grid: Grid) -> list[str]:
+    parts = split_grid(grid, keep=2 if len(grid.headers) > 1 and grid.headers[1].text == "seeds" else 1)
+    out: list[str] = []
+    for i, part in enumerate(parts):
+        if i:
+            part = Grid(part.headers, part.rows, part.row_kinds, [])  # footnotes once, after the first part
+        out += ["", grid_to_markdown(part)]
+    return out
+
+
 def table_to_markdown(table: ScenarioTable) -> str:
-    """One scenario's section of report.md."""
+    """One scenario's compact section of report.md: the default columns, failures and flags."""
     out = [f"## {_md_escape(table.title)}"]
     if table.caption:
         out += ["", f"_{_md_escape(table.caption)}_"]
     if table.metrics:
-        out += ["", grid_to_markdown(metrics_grid(table))]
+        out += ["", grid_to_markdown(summary_grid(table))]
     else:
         out += ["", "No metric values for this scenario."]
-    if table.dropped:
-        out += ["", "Columns not shown (no run has a value):", ""]
-        out += [f"- {_md_escape(line)}" for line in dropped_lines(table)]
-    ci = ci_grid(table)
-    if ci is not None:
-        out += ["", "### Mean ± 95% CI over seeds", "", f"_{_md_escape(CI_NOTE)}_", "", grid_to_markdown(ci)]
-    gaps = gap_grid(table)
-    out += ["", "### Δ vs retrain", ""]
-    if gaps is not None:
-        out.append(grid_to_markdown(gaps))
-    elif table.retrain is None:
-        out.append("No successful retrain run in this scenario: gaps to retrain cannot be computed.")
-    else:
-        out.append("No accuracy metrics to compare with retrain.")
+    if table.retrain is None:
+        out += ["", no_gap_text(table)]
     failures = failure_lines(table)
     if failures:
         out += ["", f"**Failed runs ({len(failures)}):**", ""]
@@ -369,17 +435,65 @@ def table_to_markdown(table: ScenarioTable) -> str:
     return "\n".join(out)
 
 
+def all_metrics_markdown(table: ScenarioTable) -> str:
+    """One scenario's part of the "All metrics" section: every metric, the 95% CIs and the gaps, in tables
+    of at most :data:`MAX_COLUMNS` columns."""
+    out = [f"### {_md_escape(table.title)}"]
+    if table.metrics:
+        out += _md_grids(metrics_grid(table))
+    if table.dropped:
+        out += ["", "Columns not shown (no run has a value):", ""]
+        out += [f"- {_md_escape(line)}" for line in dropped_lines(table)]
+    ci = ci_grid(table)
+    if ci is not None:
+        out += ["", "#### Mean ± 95% CI over seeds", "", f"_{_md_escape(CI_NOTE)}_", *_md_grids(ci)]
+    out += ["", "#### Δ vs retrain"]
+    gaps = gap_grid(table)
+    out += _md_grids(gaps) if gaps is not None else ["", no_gap_text(table)]
+    return "\n".join(out)
+
+
+def warnings_markdown(warnings: Sequence[ReportWarning]) -> str:
+    """The warnings block (empty string when there is none)."""
+    if not warnings:
+        return ""
+    return "\n".join(
+        ["## Warnings", ""] + [f"- **{w.kind.replace('_', ' ')}** · {_md_escape(str(w))}" for w in warnings]
+    )
+
+
+def split_leaderboard(sections: Sequence[Section]) -> tuple[list[Section], list[Section]]:
+    """``(leaderboard sections, the others)``: the leaderboard opens every report."""
+    first = [s for s in sections if s.title == LEADERBOARD_TITLE]
+    return first, [s for s in sections if s.title != LEADERBOARD_TITLE]
+
+
 def markdown_report(views: Sequence[RunView], tables: Sequence[ScenarioTable], sections: Sequence[Section] = ()) -> str:
-    """report.md from already aggregated tables (see :func:`render_markdown`)."""
+    """report.md from already aggregated tables (see :func:`render_markdown`).
+
+    Order: the leaderboard, the warnings, one compact table per scenario, the other sections, then every
+    metric ("All metrics").
+    """
     out = ["# unlearnkit report", ""]
+    first, rest = split_leaderboard(sections)
     if not views:
         out.append("No runs to report.")
     else:
-        out += [overview(views, tables), "", LEGEND, "", GAP_NOTE]
+        out.append(overview(views, tables))
+    for s in first:
+        out += ["", f"## {_md_escape(s.title)}", "", s.markdown.rstrip()]
+    if views:
+        warns = warnings_markdown(report_warnings(list(tables)))
+        out += ["", warns] if warns else []
+        out += ["", "## Scenarios", "", LEGEND]
         for table in tables:
             out += ["", table_to_markdown(table)]
-    for s in sections:
+    for s in rest:
         out += ["", f"## {_md_escape(s.title)}", "", s.markdown.rstrip()]
+    if views and any(t.metrics or t.dropped for t in tables):
+        out += ["", "## All metrics", "", GAP_NOTE]
+        for table in tables:
+            out += ["", all_metrics_markdown(table)]
     return "\n".join(out).rstrip() + "\n"
 
 

@@ -40,7 +40,13 @@ TALK_DATASETS = {
     "mnist": ("mnist", "MNIST"), "cifar10": ("cifar10", "CIFAR-10"), "imagenet": ("imagenet", "ImageNet-1k"),
 }  # fmt: skip
 TALK_MODELS = {"vgg16": "VGG16", "resnet18": "ResNet-18", "vit_tiny": "ViT-T", "vit_small": "ViT-S"}
-#: shown when the talk has no figures for the measured dataset
+#: registry model name -> the talk's model name (reference rows are shown where dataset and model both match)
+REGISTRY_TO_TALK_MODEL = {
+    "vgg16": "VGG16", "vgg16_bn": "VGG16", "resnet18": "ResNet-18", "resnet18_tv": "ResNet-18",
+    "vit_tiny": "ViT-T", "vit_tiny_patch16": "ViT-T", "vit_small": "ViT-S", "vit_small_patch16": "ViT-S",
+    "allcnn": "All-CNN",
+}  # fmt: skip
+#: shown when asked for every reference (``all_references=True``) and the talk has no figures for the dataset
 FALLBACK_DATASETS = ("mnist", "cifar10")
 
 
@@ -117,10 +123,16 @@ def _ref_cell(v: Any) -> str | None:
     return None if v is None else f"{float(v):.2f}"
 
 
-def _table(dataset: str, model: str, runs: list[Mapping[str, Any]]) -> tuple[str, str, dict[str, Any]]:
+def _table(
+    dataset: str, model: str, runs: list[Mapping[str, Any]], all_references: bool = False
+) -> tuple[str, str, dict[str, Any]]:
     measured = _measured(runs)
-    shown_datasets = [dataset] if reference_rows(dataset) else list(FALLBACK_DATASETS)
-    refs = [r for d in shown_datasets for r in reference_rows(d)]
+    if all_references:
+        shown_datasets = [dataset] if reference_rows(dataset) else list(FALLBACK_DATASETS)
+        refs = [r for d in shown_datasets for r in reference_rows(d)]
+    else:
+        talk_model = REGISTRY_TO_TALK_MODEL.get(model)
+        refs = [r for r in reference_rows(dataset) if talk_model is not None and r["model"] == talk_model]
     source = f"measured: {dataset}/{model}"
     grid: list[list[Any]] = [
         [source, r["label"], _pct(r["acc_r"]), _pct(r["acc_f"]), _pct(r["test"]),
@@ -137,8 +149,16 @@ def _table(dataset: str, model: str, runs: list[Mapping[str, Any]]) -> tuple[str
         f"{', '.join(map(str, seeds))} (Acc_r = acc_retain_test, Acc_f = acc_forget_test, test = acc_test, "
         "time = time_s and its ratio to retrain's in the same run)."
     )
-    if shown_datasets == [dataset]:
-        ref_note = f"Reference rows: the talk's published figures for {refs[0]['dataset']}, not measured here."
+    if not refs:
+        ref_note = (
+            f"No reference rows: the talk publishes no figures for {dataset} with {model} (its figures are for "
+            "MNIST, CIFAR-10 and ImageNet with its own models)."
+        )
+    elif {r["dataset"] for r in refs} == {refs[0]["dataset"]} and (not all_references or reference_rows(dataset)):
+        models = ", ".join(sorted({r["model"] for r in refs}))
+        ref_note = (
+            f"Reference rows: the talk's published figures for {refs[0]['dataset']} ({models}), not measured here."
+        )
     else:
         ref_note = (
             f"Reference rows: the talk has no figures for {dataset}; shown for comparison are its published "
@@ -163,12 +183,17 @@ def _table(dataset: str, model: str, runs: list[Mapping[str, Any]]) -> tuple[str
 
 
 @register_section("talk_layout")
-def talk_layout(runs: list[Mapping[str, Any]]) -> Section | None:
-    """The talk-layout table(s), or ``None`` when no setting-1 method ran on a class request."""
+def talk_layout(runs: list[Mapping[str, Any]], all_references: bool = False) -> Section | None:
+    """The talk-layout table(s), or ``None`` when no setting-1 method ran on a class request.
+
+    The talk's published rows are shown only where its dataset and model match the measured ones;
+    ``all_references=True`` shows the talk's figures for the dataset (any model), or its MNIST and CIFAR-10
+    figures when it has none for the dataset, labelled as not comparable.
+    """
     class_runs = [r for r in runs if ok_run_of_kind(r, "class:") and _setting(r) in (1, None)]
     if not any(_setting(r) == 1 for r in class_runs):
         return None
-    parts = [_table(dataset, model, group) for (dataset, model), group in by_dataset_model(class_runs)]
+    parts = [_table(d, m, group, all_references) for (d, m), group in by_dataset_model(class_runs)]
     intro = (
         "Setting-1 methods on class requests, in the talk's layout. Measured rows come from these runs; "
         "rows marked (reference) are the talk's published figures, never mixed into the measured means."
