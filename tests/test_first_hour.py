@@ -186,14 +186,22 @@ def test_user_text_is_printed_as_typed(tmp_path, spec):
     assert "🔤" not in out and "🐱" not in out
 
 
-def test_a_method_that_cannot_unlearn_the_model_is_refused_before_training(tmp_path, monkeypatch):
+@pytest.mark.parametrize(
+    ("args", "expect"),
+    [
+        (["--methods", "lora_bounded", "--model", "small_cnn"], "adapts attention Q/K/V projections"),
+        (["--methods", "eu_k", "--model", "mlp", "methods.eu_k.k=50"], "k = 50 but the model has"),
+        (["--methods", "wfnet", "--model", "mlp", "methods.wfnet.layers=conv"], "has no conv layer to filter"),
+    ],
+)
+def test_a_method_that_cannot_unlearn_the_model_is_refused_before_training(tmp_path, monkeypatch, args, expect):
     from unlearnkit.experiments import runner as run_mod
 
     def no_training(*args, **kwargs):
         raise AssertionError("a reference model was trained")
 
     monkeypatch.setattr(run_mod, "load_or_train_reference", no_training)
-    _refused(tmp_path, ["--methods", "lora_bounded", "--model", "small_cnn"], "adapts attention Q/K/V projections")
+    _refused(tmp_path, args, expect)
 
 
 def test_a_setting3_method_on_a_classifier_config_names_the_setting3_config(tmp_path):

@@ -101,6 +101,10 @@ class EUk(Method):
         self.batch_size = batch_size
         self.optimizer = optimizer
 
+    def check_model(self, model: nn.Module) -> None:
+        """A model with fewer than ``k`` convolution/linear layers is refused before any training."""
+        last_k_layers(model, self.k)
+
     def _unlearn(self, model: nn.Module, data: UnlearnData, generator: torch.Generator) -> nn.Module:
         top = last_k_layers(model, self.k)
         for m in top if self.reinit else ():  # θ_b ~ init (the global RNG is seeded by ``unlearn``)

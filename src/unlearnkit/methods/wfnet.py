@@ -148,6 +148,10 @@ class WFNet(Method):
         cls._CACHE.clear()
 
     # -- the verb ------------------------------------------------------------------------------------------
+    def check_model(self, model: nn.Module) -> None:
+        """A model with no layer of the kind ``layers`` names (nothing to filter) is refused before any training."""
+        find_filter_layers(model, self.layers)
+
     def _unlearn(self, model: nn.Module, data: UnlearnData, generator: torch.Generator) -> nn.Module:
         classes = data.request.classes
         bad = [c for c in classes if not 0 <= c < data.num_classes]
