@@ -40,7 +40,7 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
     epilog=(
         "Examples:\n\n"
-        "  unlearnkit run                                    # the default benchmark (digits, ~1-2 min on CPU)\n\n"
+        "  unlearnkit run                                    # the default benchmark (digits, ~2-3 min on CPU)\n\n"
         "  unlearnkit run --forget class:3,7 --methods retrain,neggrad_plus --seeds 0,1,2 --out runs/demo\n\n"
         "  unlearnkit run --config benchmarks/setting1_digits.yaml\n\n"
         "  unlearnkit run --config benchmarks/setting1_digits.yaml train.epochs=5 methods.scrub.lr=1e-3\n\n"
@@ -184,19 +184,13 @@ def run(
     progress = _progress(quiet)
     out_dir = out or Path("runs") / datetime.now().strftime("%Y%m%d-%H%M%S")
     try:
-        flags: dict = {}  # config keys set by options, for either kind of config
-        if methods is not None:
-            flags["methods"] = "all" if methods.strip() == "all" else [m.strip() for m in methods.split(",") if m]
-        if seeds is not None:
-            flags["seeds"] = _csv_ints(seeds, "--seeds")
-        if device is not None:
-            flags["device"] = device
-        if cache_dir is not None:
-            flags["cache_dir"] = cache_dir
-        if threads is not None:
-            flags["threads"] = threads
-        if allow_long:
-            flags["allow_long"] = True
+        given = {  # config keys set by options, for either kind of config (None: not given)
+            "methods": None if methods is None else "all" if methods.strip() == "all" else
+            [m.strip() for m in methods.split(",") if m],
+            "seeds": None if seeds is None else _csv_ints(seeds, "--seeds"), "device": device, "cache_dir": cache_dir,
+            "threads": threads, "allow_long": True if allow_long else None,
+        }  # fmt: skip
+        flags = {k: v for k, v in given.items() if v is not None}
         with _config_warnings():
             source = str(config) if config is not None else "default config"
             data = read_yaml(config) if config is not None else default_config_data()
@@ -209,16 +203,9 @@ def run(
                     if value:
                         raise UnlearnkitError(f"option {flag} does not apply to a setting-3 (concept) config: {config}")
             else:
-                if dataset is not None:
-                    flags["dataset"] = dataset
-                if data_root is not None:
-                    flags["data_root"] = data_root
-                if download:
-                    flags["download"] = True
-                if model is not None:
-                    flags["model"] = model
-                if forget:
-                    flags["forget"] = list(forget)
+                given = {"dataset": dataset, "data_root": data_root, "download": True if download else None,
+                         "model": model, "forget": list(forget) if forget else None}  # fmt: skip
+                flags.update({k: v for k, v in given.items() if v is not None})
             if not concept:  # the classifier config is in sections: flat keys and flags go to their section
                 data = sectioned(data, source)
                 for key, value in flags.items():
