@@ -103,6 +103,8 @@ def test_collapsed_model_is_scored_and_flagged(tmp_path: Path) -> None:
     res = _invoke(["audit", "--model", str(ckpt), "--config", str(cfg), "--out", str(out)])
     assert res.exit_code == 0, res.output
     assert "flagged" in res.output
+    # the report's warnings reach the console too (issue 18), one line each
+    assert any(line.startswith("warning:") and "collapsed" in line for line in res.output.splitlines()), res.output
     runs = {r["method"]: r for r in ResultsStore(out / "results.db").runs()}
     assert runs["audit"]["status"] == "ok" and runs["audit"]["flags"]
     assert runs["audit"]["flags"][0].startswith("collapsed:")

@@ -276,3 +276,15 @@ def test_one_log_line_per_finished_run_when_stdout_is_not_a_terminal(tmp_path):
         "[3/3] digits class:3 s0 finetune: ok",
     ]  # fmt: skip
     assert all(len(line) <= 80 for line in res.output.splitlines()), res.output  # the summary fits, too
+
+
+def test_api_records_the_thread_count_it_used() -> None:
+    """The verbs run with one torch thread by default (as the CLI) and record the count with the model."""
+    import unlearnkit as uk
+
+    sc = uk.Scenario(dataset="digits", forget="class:3", seed=0)
+    net = uk.train("mlp", sc, config=uk.TrainConfig(epochs=1), device="cpu")
+    assert uk.threads_of(net) == 1
+    out = uk.unlearn("finetune", net, sc, device="cpu", threads=2, epochs=1)
+    assert uk.threads_of(out) == 2 and uk.threads_of(net) == 1
+    assert uk.threads_of(uk.create_model("mlp", 10, (1, 8, 8))) is None

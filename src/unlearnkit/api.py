@@ -72,6 +72,8 @@ _RECIPES: weakref.WeakKeyDictionary[nn.Module, TrainRecipe] = weakref.WeakKeyDic
 
 
 _ELAPSED: weakref.WeakKeyDictionary[nn.Module, float] = weakref.WeakKeyDictionary()
+#: torch CPU threads :func:`train` / :func:`unlearn` ran with (float results depend on it)
+_THREADS: weakref.WeakKeyDictionary[nn.Module, int] = weakref.WeakKeyDictionary()
 
 
 def recipe_of(model: nn.Module) -> TrainRecipe | None:
@@ -82,6 +84,11 @@ def recipe_of(model: nn.Module) -> TrainRecipe | None:
 def elapsed_of(model: nn.Module) -> float | None:
     """Seconds :func:`train` or :func:`unlearn` took to produce ``model`` (``None`` for any other model)."""
     return _ELAPSED.get(model)
+
+
+def threads_of(model: nn.Module) -> int | None:
+    """torch CPU threads :func:`train` or :func:`unlearn` used to produce ``model`` (``None`` for any other model)."""
+    return _THREADS.get(model)
 
 
 def _use_threads(threads: int | None, device: torch.device) -> None:
@@ -172,6 +179,7 @@ def train(
     t0 = time.perf_counter()
     train_model(net, scenario.split(on), config, device=dev, generator=generator)
     _ELAPSED[net] = time.perf_counter() - t0
+    _THREADS[net] = torch.get_num_threads()
     _RECIPES[net] = TrainRecipe(make, config, seed)
     return net
 
@@ -238,6 +246,7 @@ def unlearn(
     _use_threads(threads, data.device)
     out = m.unlearn(model, data)
     _ELAPSED[out] = m.elapsed_s_
+    _THREADS[out] = torch.get_num_threads()
     rec = recipe_of(model)
     if rec is not None and m.preserves_architecture:
         _RECIPES[out] = rec

@@ -226,6 +226,7 @@ def run(
     _print_counts(res, "runs")
     if not quiet and "json" in res.reports:
         _print_summary(Path(res.reports["json"]))
+    _print_report_warnings(res)
     _exit_on_failures(res, "runs")
 
 
@@ -285,6 +286,21 @@ def _exit_on_failures(res: BenchmarkResult, unit: str) -> None:
     if len(reasons) > 5:
         console.print(f"  ... and {len(reasons) - 5} more reasons; see report.md", highlight=False)
     raise typer.Exit(code=1)
+
+
+def _print_report_warnings(res: BenchmarkResult, most: int = 10) -> None:
+    """The report's warnings (a request that cannot separate methods, a no-op method, a collapsed model), one
+    line each, also with ``--quiet``: they change how every number of the run should be read."""
+    import json
+
+    path = res.reports.get("json")
+    if path is None or not Path(path).is_file():
+        return
+    warnings = json.loads(Path(path).read_text()).get("warnings") or []
+    for w in warnings[:most]:
+        console.print(f"[yellow]warning:[/yellow] {escape(str(w.get('message', w)))}", highlight=False)
+    if len(warnings) > most:
+        console.print(f"[yellow]warning:[/yellow] ... and {len(warnings) - most} more; see report.md", highlight=False)
 
 
 def _print_summary(report_json: Path) -> None:
@@ -357,6 +373,7 @@ def audit(
                   highlight=False)  # fmt: skip
     if not quiet and "json" in res.reports:
         _print_summary(Path(res.reports["json"]))
+    _print_report_warnings(res)
     _exit_on_failures(res, "runs")
 
 
