@@ -134,11 +134,13 @@ def scatter_figure(table: ScenarioTable) -> tuple[Figure, list[str], str, str] |
     offsets = label_offsets([(x, y) for _, x, y, _ in drawn])
     for (row, x, y, (color, marker)), off in zip(drawn, offsets, strict=True):
         big = row.kind == RETRAIN
-        ax.errorbar(
+        bars = ax.errorbar(
             x, y, xerr=_std(row, xm), yerr=_std(row, ym), label=f"{row.label} (n={row.n_seeds})", fmt=marker,
             color=color, markersize=15 if big else 8, mec="black" if big else color, mew=0.6, alpha=0.9,
             zorder=5 if big else 4, capsize=3, elinewidth=1, clip_on=False,
         )  # fmt: skip
+        for part in (*bars[1], *bars[2]):  # the marker may sit on the frame (1.0); the std bars stay inside it
+            part.set_clip_on(True)
         ax.annotate(row.label, (x, y), xytext=off, textcoords="offset points", fontsize=7, color=color, zorder=6,
                     ha="right" if off[0] < 0 else "left", annotation_clip=False)  # fmt: skip
         if big:
