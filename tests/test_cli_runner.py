@@ -12,6 +12,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 import yaml
 from typer.testing import CliRunner
 
@@ -382,3 +383,15 @@ def test_cli_audits_an_exported_clip_folder_against_a_setting3_scenario(tmp_path
         res = _invoke(["audit", "--model", str(bad), "--config", str(path), "--out", str(out), "--quiet"])
         assert res.exit_code == 2 and msg in res.output and len(res.output.strip().splitlines()) == 1, res.output
         assert _rows(out / "results.db") == 0
+    # the same folder with NaN weights: a failed audit row with the reason, never scored (exit 1)
+    from safetensors.torch import load_file, save_file
+
+    state = load_file(str(folder / "model.safetensors"))
+    name = next(k for k, v in state.items() if v.is_floating_point())
+    state[name] = torch.full_like(state[name], float("nan"))
+    save_file(state, str(folder / "model.safetensors"))
+    res = _invoke(["audit", "--model", str(folder), "--config", str(path), "--out", str(tmp_path / "nan"), "--quiet"])
+    assert res.exit_code == 1, res.output
+    nan_rows = {r["method"]: r for r in ResultsStore(tmp_path / "nan" / "results.db").runs()}
+    assert nan_rows["audit"]["status"] == "failed" and "non-finite weights" in nan_rows["audit"]["error"]
+    assert nan_rows["audit"]["metrics"] == {} and nan_rows["original"]["status"] == "ok"

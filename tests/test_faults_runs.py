@@ -144,3 +144,22 @@ def test_exit_1_on_failure_and_retry_failed_reruns(tmp_path: Path, monkeypatch) 
     res = _invoke([*args, "--retry-failed"])
     assert res.exit_code == 0 and "1 runs (0 failed)" in res.output, res.output
     assert all(r["status"] == "ok" for r in ResultsStore(out / "results.db").runs())
+
+
+def test_a_non_finite_ensemble_member_gives_no_epsilon_score() -> None:
+    """The ε score's given unlearned models pass through the one member check: a NaN member is no number."""
+    sc = uk.Scenario(dataset="digits", forget="random:0.1", seed=0)
+    cfg = uk.TrainConfig(epochs=1)
+    good = uk.train("mlp", sc, config=cfg, device="cpu")
+    other = uk.train("mlp", sc, config=cfg, seed=1, device="cpu")
+    nan = uk.train("mlp", sc, config=cfg, seed=2, device="cpu")
+    with torch.no_grad():
+        next(nan.parameters()).fill_(float("nan"))
+    names = ["forget_quality", "final_score"]
+    ok = uk.evaluate(good, sc, metrics=names, model_factory="mlp", train_config=cfg, device="cpu",
+                     unlearned_models=[good, other])  # fmt: skip
+    assert all(isinstance(ok[n], float) for n in names), ok
+    bad = uk.evaluate(good, sc, metrics=names, model_factory="mlp", train_config=cfg, device="cpu",
+                      unlearned_models=[good, nan])  # fmt: skip
+    for n in names:
+        assert isinstance(bad[n], uk.NotComputed) and "non-finite" in bad[n].reason, bad[n]

@@ -50,7 +50,7 @@ from unlearnkit.engine import (
     train_model,
 )
 from unlearnkit.engine.cache import compute_context
-from unlearnkit.engine.checks import collapse_flag, nonfinite_reason
+from unlearnkit.engine.checks import collapse_flag, nonfinite_reason, nonfinite_weights
 from unlearnkit.engine.seed import preserved_global_state
 from unlearnkit.errors import ConfigError, UnlearnkitError
 from unlearnkit.experiments.config import AnyRunConfig, ConceptRunConfig, RunConfig, load_concept_entries
@@ -627,6 +627,9 @@ def run_concept_cell(
     except Exception as e:  # NaN loss or another failure while pretraining the original
         return record.failed(f"pretraining the original CLIP failed: {type(e).__name__}: {e}")
     record.trained_models += int(trained)
+    bad = nonfinite_weights(original)
+    if bad is not None:
+        return record.failed(f"the original CLIP is not usable: it has non-finite weights ({bad})")
     progress.run_started(cell.label)
     try:
         extra: dict[str, Any] = {}
@@ -644,8 +647,12 @@ def run_concept_cell(
                                        on_epoch=progress.epoch)  # fmt: skip
             model = method.unlearn(original, udata)
             extra = {"time_s": method.elapsed_s_, **{k: float(v) for k, v in getattr(method, "report_", {}).items()}}
+        bad = nonfinite_weights(model)
+        if bad is not None:
+            what = "audited CLIP" if cell.method == AUDIT else f"{cell.method} model"
+            return record.failed(f"the {what} is not usable: it has non-finite weights ({bad}); not scored")
         values = evaluate_concept(model, data, metrics=cell.metrics, batch_size=int(p.get("eval_batch_size", 256)))
-        record.metrics = {**values, **extra}
+        record.metrics = {k: clean_metric(k, v) for k, v in {**values, **extra}.items()}
         if p.get("export_dir") and cell.method not in (ORIGINAL, AUDIT):
             export_clip(model, data, Path(p["export_dir"]) / f"{cell.method}-{cell.key}")
     except (KeyboardInterrupt, UnlearnkitError):

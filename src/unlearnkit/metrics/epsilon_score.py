@@ -31,7 +31,8 @@ import torch
 from torch import nn
 
 from unlearnkit.engine import labels_of, predict_logits
-from unlearnkit.metrics._base import EvalContext, register_metric
+from unlearnkit.engine.checks import nonfinite_weights
+from unlearnkit.metrics._base import EvalContext, MetricUnavailable, register_metric
 from unlearnkit.metrics.forget_quality import final_score, forget_quality, logit_scaled_confidence
 from unlearnkit.scenario import Scenario
 
@@ -58,14 +59,26 @@ class MemberStats:
 
 
 def member_stats(model: nn.Module, scenario: Scenario, device: torch.device) -> MemberStats:
-    """φ on D_f and the retain/test accuracies of ``model``."""
+    """φ on D_f and the retain/test accuracies of ``model``.
+
+    Raises:
+        MetricUnavailable: the model has non-finite weights or outputs (an ensemble never scores such a member).
+    """
+    bad = nonfinite_weights(model)
+    if bad is not None:
+        raise MetricUnavailable(f"an ensemble member has non-finite weights ({bad}); the ε score is not computed")
+
+    def finite(logits: torch.Tensor, split: str) -> torch.Tensor:
+        if not bool(torch.isfinite(logits).all()):
+            raise MetricUnavailable(f"an ensemble member has non-finite outputs on {split}; no ε score from it")
+        return logits
 
     def acc(split: str) -> float:
         ds = scenario.split(split)
-        logits = predict_logits(model, ds, device=device)
+        logits = finite(predict_logits(model, ds, device=device), split)
         return float((logits.argmax(1) == labels_of(ds)).double().mean())
 
-    logits = predict_logits(model, scenario.forget, device=device)
+    logits = finite(predict_logits(model, scenario.forget, device=device), "forget")
     phi = logit_scaled_confidence(logits, labels_of(scenario.forget).numpy())
     return MemberStats(phi=phi, retain_acc=acc("retain"), test_acc=acc("test"))
 

@@ -369,7 +369,7 @@ def unlearned_ensemble(b: ResourceBuilder) -> list[MemberStats]:
         if method is None:  # N copies of one model: a zero-width sample
             return [member_stats(start, scenario, dev)] * n
         return _unlearned_stats(method, start, setup, run_seeds)
-    except (UnlearnkitError, KeyboardInterrupt):
+    except (UnlearnkitError, KeyboardInterrupt, MetricUnavailable):  # MetricUnavailable: e.g. a non-finite member
         raise
     except (_MethodFailed, _OriginalsFailed) as e:
         raise MetricUnavailable(str(e)) from None
