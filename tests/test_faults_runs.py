@@ -73,16 +73,21 @@ def _cfg(tmp_path: Path, methods: dict) -> Path:
     return p
 
 
+def _audit(tmp_path: Path, net: torch.nn.Module):
+    """``unlearnkit audit`` of ``net`` (an mlp checkpoint) against digits class:3; the CLI result and its out."""
+    ckpt = uk.save_checkpoint(net, tmp_path / "audited.safetensors")
+    cfg = tmp_path / "scenario.yaml"
+    cfg.write_text("dataset: digits\nmodel: mlp\nforget: ['class:3']\ntrain: {epochs: 2}\ndevice: cpu\n")
+    out = tmp_path / "a"
+    return _invoke(["audit", "--model", str(ckpt), "--config", str(cfg), "--out", str(out)]), out
+
+
 def test_audit_of_a_nan_checkpoint_is_failed(tmp_path: Path) -> None:
     net = uk.create_model("mlp", 10, (1, 8, 8))
     with torch.no_grad():
         for p in net.parameters():
             p.fill_(float("nan"))
-    ckpt = uk.save_checkpoint(net, tmp_path / "nan.safetensors")
-    cfg = tmp_path / "scenario.yaml"
-    cfg.write_text("dataset: digits\nmodel: mlp\nforget: ['class:3']\ntrain: {epochs: 2}\ndevice: cpu\n")
-    out = tmp_path / "a"
-    res = _invoke(["audit", "--model", str(ckpt), "--config", str(cfg), "--out", str(out)])
+    res, out = _audit(tmp_path, net)
     assert res.exit_code == 1, res.output
     runs = {r["method"]: r for r in ResultsStore(out / "results.db").runs()}
     assert runs["audit"]["status"] == "failed" and "non-finite weights" in runs["audit"]["error"]
@@ -91,16 +96,12 @@ def test_audit_of_a_nan_checkpoint_is_failed(tmp_path: Path) -> None:
 
 
 def test_collapsed_model_is_scored_and_flagged(tmp_path: Path) -> None:
-    """finetune at a huge learning rate can collapse to chance with a finite loss: scored, flagged, exit 0."""
+    """A model at chance with finite weights (as finetune at a huge learning rate can end): scored, flagged, exit 0."""
     net = uk.create_model("mlp", 10, (1, 8, 8))
     with torch.no_grad():
         for p in net.parameters():
             p.zero_()  # constant logits: predicts class 0 everywhere, ~chance accuracy
-    ckpt = uk.save_checkpoint(net, tmp_path / "flat.safetensors")
-    cfg = tmp_path / "scenario.yaml"
-    cfg.write_text("dataset: digits\nmodel: mlp\nforget: ['class:3']\ntrain: {epochs: 2}\ndevice: cpu\n")
-    out = tmp_path / "a"
-    res = _invoke(["audit", "--model", str(ckpt), "--config", str(cfg), "--out", str(out)])
+    res, out = _audit(tmp_path, net)
     assert res.exit_code == 0, res.output
     assert "flagged" in res.output
     # the report's warnings reach the console too (issue 18), one line each
