@@ -114,6 +114,21 @@ def test_two_image_folders_with_the_same_layout_train_their_own_models(tmp_path)
     assert "2 models trained" in outputs[1], "the inverted folder reused the first folder's models"
 
 
+def test_a_folder_changed_on_disk_is_read_again_in_the_same_process(tmp_path):
+    """One process, one path: after the images change on disk, the next benchmark trains on the new pixels
+    (the in-process dataset cache follows the files, so neither it nor the model cache serves stale data)."""
+    root = _image_folder(tmp_path / "data", False)
+    cfg = {"dataset": "image_folder", "data_root": str(root), "model": "mlp", "forget": ["class:1"],
+           "methods": ["retrain"], "train": {"epochs": 2}, "device": "cpu", "cache_dir": str(tmp_path / "cache"),
+           "relearn": False, "metrics": ["acc_test"]}  # fmt: skip
+    first = run_benchmark(parse_config(cfg), tmp_path / "out1")
+    shutil.rmtree(root)
+    _image_folder(root, True)  # the same layout and names, inverted pixels
+    second = run_benchmark(parse_config(cfg), tmp_path / "out2")
+    assert first.trained_models == 2
+    assert second.trained_models == 2, "the changed folder was served from the in-process cache"
+
+
 def test_from_torch_bundles_with_different_tensors_train_their_own_models(tmp_path):
     d = load_digits()
     x = torch.tensor(d.images[:, None], dtype=torch.float32) / 16

@@ -360,9 +360,27 @@ def with_export_dir(cells: list[Cell], out: Path) -> list[Cell]:
 # -- executing one cell ---------------------------------------------------------------------------------------
 
 
-@functools.lru_cache(maxsize=4)
 def _bundle(dataset: str, root: str | None, download: bool) -> DatasetBundle:
+    """The dataset, loaded once per process and state of its files: a folder changed on disk since the last
+    load (a file added, removed, resized or touched) is loaded again, never served from memory."""
+    return _load_bundle(dataset, root, download, _root_state(root))
+
+
+@functools.lru_cache(maxsize=4)
+def _load_bundle(dataset: str, root: str | None, download: bool, state: tuple[int, int, int]) -> DatasetBundle:
     return load_dataset(dataset, root, download)
+
+
+def _root_state(root: str | None) -> tuple[int, int, int]:
+    """``(files, bytes, newest mtime in ns)`` under ``root`` (zeros without one): cheap, and changes with the data."""
+    if root is None or not os.path.isdir(root):
+        return (0, 0, 0)
+    files = size = newest = 0
+    for folder, _, names in os.walk(root):
+        for name in names:
+            st = os.stat(os.path.join(folder, name))
+            files, size, newest = files + 1, size + st.st_size, max(newest, st.st_mtime_ns)
+    return (files, size, newest)
 
 
 def _versions() -> dict[str, str]:
