@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import copy
 from collections.abc import Mapping
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
 import numpy as np
@@ -53,6 +53,11 @@ class RelearnSettings:
         lr: attack learning rate (``None``: the training recipe's).
         batch_size: attack batch size, k forget + retain filling (``None``: the training recipe's).
         probe_retain: retain images in the linear probe's training set (besides the k forget images).
+        forget_only: also run the variant whose batches hold only the ``k`` forget images (no retain fill).
+        retain_only: also run the variant whose batches hold only retain images (zero forget images).
+        extra_steps: continue every attack this many steps beyond the budget (the recovery curve only: the
+            after-attack values and RelearnTime stay at ``steps``).
+        setting2_shots: the setting-2 (no-retain) rows attacked: those given this many forget images.
     """
 
     enabled: bool = True
@@ -62,6 +67,10 @@ class RelearnSettings:
     lr: float | None = None
     batch_size: int | None = None
     probe_retain: int = 500
+    forget_only: bool = False
+    retain_only: bool = False
+    extra_steps: int = 0
+    setting2_shots: int = 10
 
     @classmethod
     def parse(cls, data: Mapping[str, Any] | bool | None) -> RelearnSettings:
@@ -84,9 +93,11 @@ class RelearnSettings:
 
     def validate(self) -> None:
         """Raise a one-line :class:`UnlearnkitError` for an out-of-range knob."""
-        if not isinstance(self.enabled, bool):
-            raise UnlearnkitError(f"relearn.enabled must be true or false, got {self.enabled!r}")
-        for name, lo in (("k", 1), ("steps", 1), ("seeds", 1), ("probe_retain", 1)):
+        for name in ("enabled", "forget_only", "retain_only"):
+            if not isinstance(getattr(self, name), bool):
+                raise UnlearnkitError(f"relearn.{name} must be true or false, got {getattr(self, name)!r}")
+        for name, lo in (("k", 1), ("steps", 1), ("seeds", 1), ("probe_retain", 1), ("extra_steps", 0),
+                         ("setting2_shots", 1)):  # fmt: skip
             v = getattr(self, name)
             if isinstance(v, bool) or not isinstance(v, int) or v < lo:
                 raise UnlearnkitError(f"relearn.{name} must be an integer >= {lo}, got {v!r}")
@@ -110,10 +121,12 @@ class RelearnResult:
 
     Attributes:
         kind: ``"class"`` (forget-class attack, measured on forget_test) or ``"rtt"`` (split forget set).
-        curves: per attack seed, the measured accuracy before the attack and after each step (``steps + 1``).
+        curves: per attack seed, the measured accuracy before the attack and after each step
+            (``steps + extra_steps + 1`` values; the budget ends at index ``steps``).
         probe: per attack seed, the linear probe's accuracy on the measured set.
         settings: the knobs used, with ``lr`` and ``batch_size`` resolved.
         attacked: what was trained (one line, for reports).
+        variants: the optional attacks (``"forget_only"``, ``"retain_only"``), curves per seed as ``curves``.
     """
 
     kind: str
@@ -121,10 +134,21 @@ class RelearnResult:
     probe: list[float]
     settings: dict[str, Any]
     attacked: str
+    variants: dict[str, list[list[float]]] = field(default_factory=dict)
 
-    def mean_curve(self) -> list[float]:
-        """Accuracy per step, averaged over attack seeds."""
-        return np.asarray(self.curves, dtype=np.float64).mean(axis=0).tolist()
+    @property
+    def budget(self) -> int:
+        """The attack's step budget (the after-attack values are read there)."""
+        return int(self.settings.get("steps", len(self.curves[0]) - 1))
+
+    def mean_curve(self, variant: str | None = None) -> list[float]:
+        """Accuracy per step, averaged over attack seeds (of ``variant``, default the main attack)."""
+        curves = self.curves if variant is None else self.variants[variant]
+        return np.asarray(curves, dtype=np.float64).mean(axis=0).tolist()
+
+
+#: the optional attack variants: name -> (forget images per batch, whether retain images fill the batch)
+VARIANTS = ("forget_only", "retain_only")
 
 
 # -- data ------------------------------------------------------------------------------------------------------
@@ -135,11 +159,18 @@ def _batch(ds: Dataset, idx: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
     return next(iterate(Subset(ds, [int(i) for i in idx]), max(1, len(idx))))
 
 
-def _accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tensor, device: torch.device) -> float:
+def _layout(x: torch.Tensor, channels_last: bool) -> torch.Tensor:
+    return x.contiguous(memory_format=torch.channels_last) if channels_last and x.ndim == 4 else x
+
+
+def _accuracy(
+    model: nn.Module, x: torch.Tensor, y: torch.Tensor, device: torch.device, channels_last: bool = False
+) -> float:
     was = model.training
     model.eval()
     with torch.no_grad():
-        pred = torch.cat([model(x[i : i + 512].to(device)).argmax(1).cpu() for i in range(0, len(x), 512)])
+        pred = torch.cat([model(_layout(x[i : i + 512].to(device), channels_last)).argmax(1).cpu()
+                          for i in range(0, len(x), 512)])  # fmt: skip
     model.train(was)
     return float((pred == y).float().mean())
 
@@ -194,31 +225,40 @@ def finetune_attack(
     batch_size: int,
     seed: int,
     device: torch.device,
+    start: float | None = None,
 ) -> list[float]:
     """Fine-tune a copy of ``model``; return the accuracy on (eval_x, eval_y) before and after each step.
 
     Each step's batch holds ``k`` images of ``attack_x`` (all of them when it has ``k``; else drawn in turn
-    from a seeded permutation) plus ``batch_size - k`` retain images drawn from ``retain_pool``.
-    Global RNG states are restored on exit; ``model`` is not modified.
+    from a seeded permutation; ``k = 0``: none) plus ``batch_size - k`` retain images drawn from
+    ``retain_pool``. ``start``: the accuracy before the attack when the caller has it (the same model on the
+    same set), else measured. Global RNG states are restored on exit; ``model`` is not modified.
+
+    Convolution weights and image batches use the channels-last memory layout (faster convolutions on CPU;
+    the same arithmetic up to float rounding).
     """
     with preserved_global_state():
         torch.manual_seed(seed)  # dropout and other global draws inside forward()
         rng = np.random.default_rng(seed)
         twin = attackable_copy(model).to(device)
+        cl = any(p.ndim == 4 for p in twin.parameters())
+        if cl:
+            twin = twin.to(memory_format=torch.channels_last)
         opt = torch.optim.Adam([p for p in twin.parameters() if p.requires_grad], lr=lr)
         order = rng.permutation(len(attack_y))
+        k = min(k, len(order))
         fill = max(0, batch_size - k)
-        curve = [_accuracy(twin, eval_x, eval_y, device)]
+        curve = [_accuracy(twin, eval_x, eval_y, device, cl) if start is None else float(start)]
         pos = 0
         for _ in range(steps):
-            take = order[np.arange(pos, pos + min(k, len(order))) % len(order)]
+            take = order[np.arange(pos, pos + k) % len(order)] if k else order[:0]
             pos += len(take)
             xs, ys = [attack_x[take]], [attack_y[take]]
             if fill and len(retain_pool):
                 rx, ry = _batch(retain, rng.choice(retain_pool, size=fill, replace=len(retain_pool) < fill))
                 xs.append(rx)
                 ys.append(ry)
-            x, y = torch.cat(xs).to(device), torch.cat(ys).to(device)
+            x, y = _layout(torch.cat(xs).to(device), cl), torch.cat(ys).to(device)
             twin.train()
             loss = nn.functional.cross_entropy(twin(x).float(), y)
             if not torch.isfinite(loss):
@@ -226,7 +266,7 @@ def finetune_attack(
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
-            curve.append(_accuracy(twin, eval_x, eval_y, device))
+            curve.append(_accuracy(twin, eval_x, eval_y, device, cl))
         return curve
 
 
@@ -243,7 +283,8 @@ def head_layers(model: nn.Module, num_classes: int) -> list[nn.Linear]:
 def penultimate_features(model: nn.Module, x: torch.Tensor, num_classes: int, device: torch.device) -> np.ndarray:
     """Inputs of the classifier heads (concatenated) for ``x``, as ``[n, d]`` float64.
 
-    Hooks a deep copy, so ``model`` keeps its hooks and state.
+    Hooks a deep copy, so ``model`` keeps its hooks and state. For a timm ViT the head's input is the CLS
+    token after the final norm (``global_pool="token"``).
 
     Raises:
         MetricUnavailable: the model has no ``nn.Linear`` layer.
@@ -292,17 +333,36 @@ def _check(b: ResourceBuilder) -> str | None:
         return "relearning attacks are off (relearn: {enabled: false})"
     if b.inputs.evaluated is None:
         return "the relearning attack needs the evaluated model (the runner and unlearnkit.evaluate hand it in)"
+    if b.inputs.shots is not None and b.inputs.shots != s.setting2_shots:
+        return (
+            f"setting-2 rows are attacked at k = {s.setting2_shots} forget images only "
+            f"(this row has k = {b.inputs.shots}; relearn.setting2_shots)"
+        )
     if len(b.inputs.scenario.retain_idx) == 0:
         return "the retain set is empty (the attack fills its batches with retain images)"
     return None
 
 
+@dataclass
+class _SeedPlan:
+    seed: int
+    shots: np.ndarray  # the attacker's forget images (class) / half A (RTT), train indices
+    held: np.ndarray | None  # RTT: half B, train indices (class: None, forget_test is measured)
+    probe_retain: np.ndarray  # the probe's retain sample, train indices
+
+
 @register_resource(
-    "relearn_attack", depends_on=("scenario", "model", "train", "seed", "evaluated", "relearn"), check=_check,
-    max_kept=2,
+    "relearn_attack", depends_on=("scenario", "model", "train", "seed", "shots", "evaluated", "relearn"),
+    check=_check, max_kept=2,
 )  # fmt: skip
 def relearn_attack(b: ResourceBuilder) -> RelearnResult:
-    """Fine-tuning attack (class) or RTT (random) and a few-shot linear probe on the evaluated model."""
+    """Fine-tuning attack (class) or RTT (random) and a few-shot linear probe on the evaluated model.
+
+    Per attack seed the draws are, in order from one seeded generator: the attacker's ``k`` forget images
+    (class) or the split of the forget set (RTT), then the probe's retain sample; the fine-tuning attack
+    draws its retain fill from its own generator of the same seed. The probe's features are extracted once
+    for every image any seed needs, and the accuracy before the attack once for the (shared) forget test set.
+    """
     i = b.inputs
     s = settings_of(b)
     sc = i.scenario
@@ -319,35 +379,61 @@ def relearn_attack(b: ResourceBuilder) -> RelearnResult:
         raise MetricUnavailable("the forget test split is empty")
     if len(forget_idx) < (1 if class_level else 2):
         raise MetricUnavailable("the forget set is too small for the relearning attack")
-    curves: list[list[float]] = []
-    probes: list[float] = []
     attacked = describe_attacked(model)
+    total = s.steps + s.extra_steps
+    plans = []
+    for a in range(s.seeds):
+        seed = _sub_seed(i.seed or 0, 0x7E1EA2, a)
+        rng = np.random.default_rng(seed)
+        if class_level:
+            shots, held = rng.choice(forget_idx, size=min(s.k, len(forget_idx)), replace=False), None
+        else:  # RTT: attack half A, measure half B (seeded split)
+            perm = rng.permutation(forget_idx)
+            shots, held = perm[: len(perm) // 2], perm[len(perm) // 2 :]
+        probe_retain = rng.choice(retain_idx, size=min(s.probe_retain, len(retain_idx)), replace=False)
+        plans.append(_SeedPlan(seed, shots, held, probe_retain))
+    # the probe's features: one pass over every training image any seed needs (+ the forget test set)
+    needed = [np.concatenate([p.probe_retain, p.shots, *([] if p.held is None else [p.held])]) for p in plans]
+    rows = np.unique(np.concatenate(needed))
+    where = {int(r): j for j, r in enumerate(rows)}
+    rx, ry = _batch(train_ds, rows)
+    if class_level:
+        test_x, test_y = _batch(sc.bundle.test, np.asarray(sc.forget_test_idx))
+        feats = penultimate_features(model, torch.cat([rx, test_x]), num_classes, device)
+        f_rows, f_test = feats[: len(rows)], feats[len(rows) :]
+        start: float | None = _accuracy(model, test_x, test_y, device)
+    else:
+        f_rows, start = penultimate_features(model, rx, num_classes, device), None
+    curves: list[list[float]] = []
+    variants: dict[str, list[list[float]]] = {v: [] for v in VARIANTS if getattr(s, v)}
+    probes: list[float] = []
     with preserved_global_state():
-        for a in range(s.seeds):
-            seed = _sub_seed(i.seed or 0, 0x7E1EA2, a)
-            rng = np.random.default_rng(seed)
+        for p in plans:
             if class_level:
-                shots = rng.choice(forget_idx, size=min(s.k, len(forget_idx)), replace=False)
-                eval_x, eval_y = _batch(sc.bundle.test, np.asarray(sc.forget_test_idx))
-            else:  # RTT: attack half A, measure half B (seeded split)
-                perm = rng.permutation(forget_idx)
-                half = len(perm) // 2
-                shots, held = perm[:half], perm[half:]
-                eval_x, eval_y = _batch(train_ds, held)
-            ax, ay = _batch(train_ds, shots)
-            retain_pool = retain_idx
-            curve = finetune_attack(
-                model, ax, ay, train_ds, retain_pool, eval_x, eval_y, k=min(s.k, len(shots)), steps=s.steps,
-                lr=lr, batch_size=bs, seed=seed, device=device,
-            )  # fmt: skip
-            curves.append(curve)
-            probe_shots = shots[: s.k]
-            probe_retain = rng.choice(retain_idx, size=min(s.probe_retain, len(retain_idx)), replace=False)
-            px, py = _batch(train_ds, np.concatenate([probe_retain, probe_shots]))
-            if len(np.unique(py.numpy())) < 2:
+                eval_x, eval_y = test_x, test_y
+            else:
+                sel = [where[int(r)] for r in p.held]  # type: ignore[union-attr]
+                eval_x, eval_y = rx[sel], ry[sel]
+            sel = [where[int(r)] for r in p.shots]
+            ax, ay = rx[sel], ry[sel]
+            common = {"steps": total, "lr": lr, "batch_size": bs, "seed": p.seed, "device": device}
+            curves.append(finetune_attack(model, ax, ay, train_ds, retain_idx, eval_x, eval_y, k=min(s.k, len(ax)),
+                                          start=start, **common))  # fmt: skip
+            if "forget_only" in variants:  # the k forget images alone, no retain fill
+                variants["forget_only"].append(finetune_attack(
+                    model, ax, ay, train_ds, retain_idx[:0], eval_x, eval_y, k=min(s.k, len(ax)), start=start,
+                    **common))  # fmt: skip
+            if "retain_only" in variants:  # zero forget images: whole batches of retain images
+                variants["retain_only"].append(finetune_attack(
+                    model, ax, ay, train_ds, retain_idx, eval_x, eval_y, k=0, start=start, **common))  # fmt: skip
+            train_sel = [where[int(r)] for r in np.concatenate([p.probe_retain, p.shots[: s.k]])]
+            py = ry[train_sel].numpy()
+            if len(np.unique(py)) < 2:
                 raise MetricUnavailable("the probe's training sample has a single class")
-            f_train = penultimate_features(model, px, num_classes, device)
-            f_test = penultimate_features(model, eval_x, num_classes, device)
-            probes.append(probe_accuracy(f_train, py.numpy(), f_test, eval_y.numpy(), seed))
+            if class_level:
+                test_f = f_test
+            else:
+                test_f = f_rows[[where[int(r)] for r in p.held]]  # type: ignore[union-attr]
+            probes.append(probe_accuracy(f_rows[train_sel], py, test_f, eval_y.numpy(), p.seed))
     resolved = {**s.to_dict(), "lr": float(lr), "batch_size": int(bs)}
-    return RelearnResult("class" if class_level else "rtt", curves, probes, resolved, attacked)
+    return RelearnResult("class" if class_level else "rtt", curves, probes, resolved, attacked, variants)
