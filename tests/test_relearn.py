@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import copy
+
+import numpy as np
 import pytest
 import torch
 from torch import nn
@@ -196,3 +199,111 @@ def test_the_report_shows_before_after_and_the_gap_to_retrain(tmp_path):
     plain = [_run(r["method"], "class:3", {"acc_forget_test": 0.0, "acc_retain_test": 0.9, "acc_test": 0.9})
              for r in runs]  # fmt: skip
     assert relearning(plain) is None and RELEARN_HEADER not in build_boards(plain)[0].headers
+
+
+class _Spy(nn.Module):
+    """Records every training-mode input batch in ``seen`` (a list shared by its deep copies)."""
+
+    def __init__(self, net: nn.Module, seen: list[torch.Tensor]) -> None:
+        super().__init__()
+        self.net = net
+        self.seen = seen
+
+    def __deepcopy__(self, memo):
+        return _Spy(copy.deepcopy(self.net, memo), self.seen)
+
+    def forward(self, x):
+        if self.training:
+            self.seen.append(x.detach().clone())
+        return self.net(x)
+
+
+def _rows(x: torch.Tensor) -> set[bytes]:
+    return {r.numpy().tobytes() for r in x.flatten(1)}
+
+
+def test_variants_draw_only_the_images_they_name(trained_mlp, digits_class_scenario):
+    sc = digits_class_scenario
+    seen: list[torch.Tensor] = []
+    spy = _Spy(copy.deepcopy(trained_mlp), seen)
+    knobs = {"seeds": 1, "steps": 3, "probe_retain": 50, "forget_only": True, "retain_only": True}
+    out = uk.evaluate(spy, sc, original=trained_mlp, metrics=list(RELEARN_METRICS), device="cpu", relearn=knobs)
+    forget = _rows(torch.stack([sc.bundle.train[int(i)][0] for i in sc.forget_idx]))
+    assert len(seen) == 9  # main, forget-only, retain-only attacks, 3 steps each
+    per_batch = [(len(x), len(_rows(x) & forget)) for x in seen]
+    assert per_batch[:3] == [(64, 10)] * 3  # k = 10 forget images + 54 retain images
+    assert per_batch[3:6] == [(10, 10)] * 3  # forget images only
+    assert per_batch[6:] == [(64, 0)] * 3  # retain only: zero forget images
+    for name in ("relearn_forget_only_acc", "relearn_retain_only_acc"):
+        assert 0.0 <= out[name] <= 1.0
+    assert set(out["relearn_curve"]["variants"]) == {"forget_only", "retain_only"}
+    off = _relearn(trained_mlp, sc, original=trained_mlp)
+    assert (
+        isinstance(off["relearn_retain_only_acc"], NotComputed)
+        and "retain_only: true" in off["relearn_retain_only_acc"].reason
+    )
+
+
+def test_the_curve_goes_on_beyond_the_budget_without_moving_the_after_attack_value(
+    finetuned_mlp, trained_mlp, digits_class_scenario
+):
+    out = _relearn(finetuned_mlp, digits_class_scenario, original=trained_mlp, steps=4, extra_steps=3)
+    curve = out["relearn_curve"]
+    assert len(curve["mean"]) == 8 and curve["budget"] == 4
+    assert out["relearn_acc_forget_test"] == pytest.approx(curve["mean"][4], abs=1e-6)
+    assert out["relearn_time"] <= 4  # capped at the budget, not at the curve's end
+    short = _relearn(finetuned_mlp, digits_class_scenario, original=trained_mlp, steps=4)
+    assert short["relearn_curve"]["mean"] == curve["mean"][:5]  # the same attack, stopped at the budget
+
+
+def test_the_new_options_stay_out_of_the_run_key_at_their_defaults():
+    base = {"methods": ["finetune"], "forget": ["class:3"]}
+    on, _ = plan(parse_config(base))
+    assert "retain_only" not in on[0].identity()["relearn"]
+    opt, _ = plan(parse_config({**base, "relearn": {"retain_only": True}}))
+    assert opt[0].identity()["relearn"]["retain_only"] is True and opt[0].key != on[0].key
+    with pytest.raises(ConfigError, match="extra_steps"):
+        parse_config({"relearn": {"extra_steps": -1}})
+
+
+def test_setting2_attacks_the_merged_vit_at_k_10_only(digits_class_scenario):
+    pytest.importorskip("timm")
+    from unlearnkit.engine import TrainConfig as TC
+    from unlearnkit.metrics import MetricUnavailable
+    from unlearnkit.models import create_model
+    from unlearnkit.protocols import ResourceBuilder, ResourceInputs
+
+    torch.manual_seed(0)
+    vit = create_model("vit_digits", 10, (1, 8, 8), depth=1)
+    nn.init.normal_(vit.head.weight, std=0.5)
+    knobs = {"seeds": 1, "steps": 2, "probe_retain": 40}
+
+    def attack(shots):
+        inputs = ResourceInputs(digits_class_scenario, model="vit_digits", model_kwargs={"depth": 1},
+                                train=TC(batch_size=32), shots=shots, evaluated=vit, relearn=knobs)  # fmt: skip
+        return ResourceBuilder(inputs, disk=False).get("relearn_attack")
+
+    res = attack(10)
+    assert res.kind == "class" and len(res.curves[0]) == 3 and res.attacked.startswith("VisionTransformer")
+    with pytest.raises(MetricUnavailable, match="k = 10 forget images only"):
+        attack(5)
+    x = torch.stack([digits_class_scenario.bundle.test[i][0] for i in range(6)])
+    cls = vit.eval().forward_head(vit.forward_features(x), pre_logits=True)  # the CLS token before the head
+    assert np.allclose(penultimate_features(vit, x, 10, torch.device("cpu")), cls.detach().double().numpy(), atol=1e-5)
+
+
+def test_the_report_adds_a_column_per_variant_and_marks_the_budget():
+    from unlearnkit.reports._aggregate import aggregate
+    from unlearnkit.reports.relearn import recovery_plot, relearning
+
+    runs = [
+        _run("retrain", "class:3", {**_class_metrics(0.0, 0.3, 0.7, [0.0, 0.3, 0.4]), "relearn_retain_only_acc": 0.1}),
+        _run("scrub", "class:3", {**_class_metrics(0.0, 0.9, 0.9, [0.0, 0.9, 0.9]), "relearn_retain_only_acc": 0.6}),
+    ]
+    for r in runs:
+        r["metrics"]["relearn_curve"]["budget"] = 1
+    sec = relearning(runs)
+    assert "retain-only attack" in sec.markdown and "forget-only attack" not in sec.markdown
+    assert "| scrub | 0.000 | 0.900 | 0.300 | +0.600 | 5.0 | 0.900 | +0.200 | 0.600 |" in sec.markdown
+    fig_budget = recovery_plot(aggregate(runs)[0])
+    assert fig_budget is not None

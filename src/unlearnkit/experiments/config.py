@@ -80,6 +80,10 @@ class TrainSection(StrictModel):
         return TrainConfig(**self.model_dump())
 
 
+#: RelearnSection fields added after the attacks first shipped, with their defaults (left out of run keys there)
+_LATER_OPTIONS = {"forget_only": False, "retain_only": False, "extra_steps": 0, "setting2_shots": 10}
+
+
 class RelearnSection(StrictModel):
     """The relearning attacks run on every classifier row (see :mod:`unlearnkit.protocols.relearn`).
 
@@ -93,6 +97,13 @@ class RelearnSection(StrictModel):
     lr: float | None = Field(None, gt=0)
     batch_size: int | None = Field(None, ge=1)
     probe_retain: int = Field(500, ge=1)
+    #: options (off by default): the attack with only the k forget images per batch, and with retain images only
+    forget_only: bool = False
+    retain_only: bool = False
+    #: steps the attack goes on beyond the budget (the recovery curve only; after-attack values stay at ``steps``)
+    extra_steps: int = Field(0, ge=0, le=100_000)
+    #: setting-2 (no-retain) rows are attacked at this many forget images only
+    setting2_shots: int = Field(10, ge=1)
 
     @model_validator(mode="after")
     def _batch_holds_k(self) -> RelearnSection:
@@ -101,8 +112,15 @@ class RelearnSection(StrictModel):
         return self
 
     def for_cell(self) -> dict[str, Any] | None:
-        """The settings a run records (``None`` when off: its run key stays what it was without attacks)."""
-        return self.model_dump() if self.enabled else None
+        """The settings a run records (``None`` when off: its run key stays what it was without attacks).
+
+        The options added after the attacks existed are left out at their defaults, so a run's key stays what
+        it was unless one is set.
+        """
+        if not self.enabled:
+            return None
+        d = self.model_dump()
+        return {k: v for k, v in d.items() if k not in _LATER_OPTIONS or v != _LATER_OPTIONS[k]}
 
 
 class MethodSpec(StrictModel):

@@ -9,8 +9,10 @@ One table per scenario whose runs carry the relearning metrics (:mod:`unlearnkit
 * random requests: the same for RTT (accuracy on the held-out forget half before → after attacking with
   the other half, ``relearn_rtt_acc``).
 
-Values are means over the runs (seeds) of each row. The HTML report adds the recovery curves (accuracy per
-attack step, mean over attack seeds and runs), retrain in red.
+When the runs carry the optional variants (``relearn.forget_only`` / ``relearn.retain_only``), their
+after-attack values get a column each. Values are means over the runs (seeds) of each row. The HTML report adds
+the recovery curves (accuracy per attack step, mean over attack seeds and runs), retrain in red, with a dashed
+line at the step budget when the attack went on beyond it (``relearn.extra_steps``).
 """
 
 from __future__ import annotations
@@ -34,6 +36,8 @@ HEADERS = (
     "method", "forget acc before", "after attack", "retrain after", "gap to retrain (after)", "RelearnTime [steps]",
     "probe", "probe gap to retrain",
 )  # fmt: skip
+#: optional attack variants: metric -> column header (a column when some run of the scenario carries it)
+VARIANTS = {"relearn_forget_only_acc": "forget-only attack", "relearn_retain_only_acc": "retain-only attack"}
 NOTE = (
     "Attack: a copy of each model is fine-tuned (Adam, training lr) on batches of k forget images plus retain "
     "images; class requests measure forget-test accuracy, random requests use RTT (attack one half of the "
@@ -93,9 +97,19 @@ def _table_rows(table: ScenarioTable) -> tuple[str, list[dict[str, Any]]] | None
             "gap_after": None if row.kind == RETRAIN else _gap(a, ref_after),
             "relearn_time": row.mean("relearn_time") if kind == "class" else None,
             "probe": probe, "probe_gap": None if row.kind == RETRAIN else _gap(probe, ref_probe),
-            "curve": curve, "n_runs": row.n_seeds,
+            "curve": curve, "n_runs": row.n_seeds, "budget": _budget(row),
+            **{m: row.mean(m) for m in VARIANTS},
         })  # fmt: skip
     return kind, rows
+
+
+def _budget(row: Row) -> int | None:
+    """The attack's step budget recorded with the row's curves (``None``: not recorded, the curve's end)."""
+    for run in row.runs:
+        c = run.metrics.get(CURVE)
+        if isinstance(c, Mapping) and isinstance(c.get("budget"), int):
+            return int(c["budget"])
+    return None
 
 
 def recovery_plot(table: ScenarioTable) -> Plot | None:
@@ -103,15 +117,21 @@ def recovery_plot(table: ScenarioTable) -> Plot | None:
     fig = Figure(figsize=(8.0, 3.8))
     ax = fig.add_subplot(1, 1, 1)
     drawn = 0
+    budget: int | None = None
     for row, color in zip(table.rows, row_colors(table), strict=True):
         curve = _mean_curve(row)
         if curve is None:
             continue
+        b = _budget(row)
+        if b is not None and b < len(curve) - 1:
+            budget = b
         width = 2.5 if row.kind == RETRAIN else 1.2
         ax.plot(range(len(curve)), curve, color=color, linewidth=width, label=row.label)
         drawn += 1
     if not drawn:
         return None
+    if budget is not None:  # the curves go on beyond the budget: mark where the after-attack values are read
+        ax.axvline(budget, color="black", linestyle="--", linewidth=1.0, label=f"budget ({budget} steps)")
     ax.set_xlabel("attack step")
     ax.set_ylabel("forget accuracy")
     ax.set_ylim(-0.02, 1.02)
@@ -130,16 +150,18 @@ def relearning(runs: list[Mapping[str, Any]]) -> Section | None:
         if got is None:
             continue
         kind, rows = got
+        extra = [m for m in VARIANTS if any(r[m] is not None for r in rows)]
+        headers = (*HEADERS, *(VARIANTS[m] for m in extra))
         grid = [
             [r["method"], _fmt(r["before"]), _fmt(r["after"]), _fmt(r["retrain_after"]), _fmt(r["gap_after"], True),
              None if r["relearn_time"] is None else f"{r['relearn_time']:.1f}", _fmt(r["probe"]),
-             _fmt(r["probe_gap"], True)]
+             _fmt(r["probe_gap"], True), *(_fmt(r[m]) for m in extra)]
             for r in rows
         ]  # fmt: skip
         what = "forget-test accuracy" if kind == "class" else "RTT: accuracy on the held-out forget half"
-        md_parts.append(f"### {table.title}\n\n_{what}_\n\n{markdown_table(HEADERS, grid)}")
+        md_parts.append(f"### {table.title}\n\n_{what}_\n\n{markdown_table(headers, grid)}")
         block = f'<h3>{html.escape(table.title)}</h3>\n<p class="caption">{html.escape(what)}</p>\n'
-        block += html_table(HEADERS, grid)
+        block += html_table(headers, grid)
         plot = recovery_plot(table)
         if plot is not None:
             block += f'\n<figure><img src="{plot.data_uri}" alt="{html.escape(plot.caption)}">'
