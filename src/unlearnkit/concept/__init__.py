@@ -21,6 +21,7 @@ from __future__ import annotations
 
 from unlearnkit.concept import neg_contrastive as _neg_contrastive  # noqa: F401  (registers)
 from unlearnkit.concept import projection as _projection  # noqa: F401  (registers)
+from unlearnkit.concept import relearn as _relearn  # noqa: F401  (registers the CLIP relearning attack)
 from unlearnkit.concept import safe_clip as _safe_clip  # noqa: F401  (registers)
 from unlearnkit.concept._data import (
     ConceptData,

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
+from typing import Any
 
 import torch
 from torch import nn
@@ -28,7 +29,15 @@ class ConceptEvalContext:
     model: nn.Module
     data: ConceptData
     batch_size: int = 256
+    #: the row's resource builder (e.g. the relearning attack); ``None``: metrics that need one are not computed
+    resources: Any = None
     _cache: dict[str, object] = field(default_factory=dict)
+
+    def resource(self, name: str) -> Any:
+        """The built resource ``name``; raises :class:`MetricUnavailable` with the reason."""
+        if self.resources is None:
+            raise MetricUnavailable(f"needs the {name.replace('_', ' ')}, which the runner's resource builder provides")
+        return self.resources.get(name)
 
     def embeddings(self) -> dict[str, torch.Tensor]:
         """Normalised test embeddings ``{"s", "v", "u", "g"}`` (each ``[N, D]``)."""
@@ -88,17 +97,24 @@ _register("zero_shot_acc", _zero_shot, True, "zero-shot classification accuracy 
 
 
 def evaluate_concept(
-    model: nn.Module, data: ConceptData, *, metrics: Iterable[str] | None = None, batch_size: int = 256
+    model: nn.Module,
+    data: ConceptData,
+    *,
+    metrics: Iterable[str] | None = None,
+    batch_size: int = 256,
+    resources: Any = None,
 ) -> dict[str, float | NotComputed]:
     """Compute ``metrics`` (default: every registered CLIP metric) of ``model`` on ``data.test``.
 
-    Classifier (setting 1/2) metric names raise in one line.
+    Classifier (setting 1/2) metric names raise in one line. ``resources``: the row's
+    :class:`~unlearnkit.protocols.ResourceBuilder` (the relearning attack); without one, the metrics that
+    need a resource are not computed.
 
     Returns:
         name -> float, or :class:`~unlearnkit.metrics.NotComputed` with the reason.
     """
     chosen = select_metrics(metrics, "clip", "evaluate_concept")
-    ctx = ConceptEvalContext(model, data, batch_size)
+    ctx = ConceptEvalContext(model, data, batch_size, resources)
     out: dict[str, float | NotComputed] = {}
     for m in chosen:
         try:

@@ -422,6 +422,25 @@ class PretrainSection(StrictModel):
     weight_decay: float = Field(0.05, ge=0)
 
 
+class ConceptRelearnSection(StrictModel):
+    """The relearning attack on every setting-3 row (see :mod:`unlearnkit.concept.relearn`): the CLIP is
+    fine-tuned on ``k`` unsafe training pairs for ``steps`` Adam steps with CLIP's loss, ``seeds`` times.
+
+    ``relearn: false`` (or ``enabled: false``) turns it off; ``lr`` null: the pretraining lr of a small CLIP,
+    1e-5 for ``from_pretrained`` weights.
+    """
+
+    enabled: bool = True
+    k: int = Field(10, ge=2)
+    steps: int = Field(10, ge=1, le=100_000)
+    seeds: int = Field(3, ge=1, le=100)
+    lr: float | None = Field(None, gt=0)
+
+    def for_cell(self) -> dict[str, Any] | None:
+        """The settings a run records (``None`` when off)."""
+        return self.model_dump() if self.enabled else None
+
+
 class ConceptRunConfig(StrictModel):
     """A setting-3 benchmark: concept data × CLIP × methods × seeds (``setting: 3`` in the YAML)."""
 
@@ -444,6 +463,13 @@ class ConceptRunConfig(StrictModel):
     save_models: bool = False
     #: lift the ceilings on epochs and steps (pretrain.epochs and method hyperparameters)
     allow_long: bool = False
+    #: the relearning attack on every row (``relearn: false`` turns it off)
+    relearn: ConceptRelearnSection = Field(default_factory=ConceptRelearnSection)
+
+    @field_validator("relearn", mode="before")
+    @classmethod
+    def _relearn_switch(cls, v: Any) -> Any:
+        return {"enabled": v} if isinstance(v, bool) else v
 
     @model_validator(mode="after")
     def _dataset_sources(self) -> ConceptRunConfig:

@@ -336,7 +336,7 @@ def plan_concept(cfg: ConceptRunConfig, *, with_methods: bool = True) -> list[Ce
 
     common: dict[str, Any] = {
         "dataset": cfg.dataset, "forget": FORGET, "model": cfg.clip.label, "train": {}, "metrics": cfg.metrics,
-        "threads": cfg.threads, "setting": 3,
+        "threads": cfg.threads, "setting": 3, "relearn": cfg.relearn.for_cell(),
     }  # fmt: skip
     cells: list[Cell] = []
     for seed in cfg.seeds:
@@ -669,7 +669,9 @@ def run_concept_cell(
         if bad is not None:
             what = "audited CLIP" if cell.method == AUDIT else f"{cell.method} model"
             return record.failed(f"the {what} is not usable: it has non-finite weights ({bad}); not scored")
-        values = evaluate_concept(model, data, metrics=cell.metrics, batch_size=int(p.get("eval_batch_size", 256)))
+        resources = concept_resource_builder(cell, data, model, cache_dir=cache_dir, device=device)
+        values = evaluate_concept(model, data, metrics=cell.metrics, batch_size=int(p.get("eval_batch_size", 256)),
+                                  resources=resources)  # fmt: skip
         record.metrics = {k: clean_metric(k, v) for k, v in {**values, **extra}.items()}
         if p.get("export_dir") and cell.method not in (ORIGINAL, AUDIT):
             export_clip(model, data, Path(p["export_dir"]) / f"{cell.method}-{cell.key}")
@@ -734,6 +736,22 @@ def resource_builder(
     )  # fmt: skip
     key = None if cache_dir is None else str(cache_dir)
     return ResourceBuilder(inputs, cache_dir=cache_dir, memo=_resource_memo(key), ensemble_cache=_ensemble_cache(key))
+
+
+def concept_resource_builder(
+    cell: Cell, data: Any, model: nn.Module, *, cache_dir: str | Path | None, device: torch.device
+) -> ResourceBuilder:
+    """The builder of the resources a setting-3 row's metrics need (the CLIP relearning attack).
+
+    The attack's default learning rate is the pretraining recipe's for a small CLIP (``None``, hence 1e-5,
+    for ``from_pretrained`` weights).
+    """
+    pretrain = (cell.concept or {}).get("pretrain") or {}
+    relearn = {**cell.relearn, "train_lr": pretrain.get("lr")} if cell.relearn else {"enabled": False}
+    inputs = ResourceInputs(None, seed=cell.seed, device=device, method=cell.method, params=cell.params,  # type: ignore[arg-type]
+                            evaluated=model, evaluated_id=cell.key or None, relearn=relearn, concept=data)  # fmt: skip
+    key = None if cache_dir is None else str(cache_dir)
+    return ResourceBuilder(inputs, cache_dir=cache_dir, memo=_resource_memo(key), disk=False)
 
 
 def _load_checkpoints(paths: list[str], make_model: Callable[[], nn.Module], device: torch.device) -> list[nn.Module]:

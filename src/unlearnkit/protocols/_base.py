@@ -50,6 +50,7 @@ ModelFactory = str | Callable[[], nn.Module]
 KEY_FIELDS = (
     "scenario", "model", "train", "seed", "method", "params", "shots", "original", "unlearned_models",
     "lira_shadows", "lira_nonmember_split", "ensemble_n", "ensemble_originals", "evaluated", "relearn",
+    "concept",
 )  # fmt: skip
 
 
@@ -77,9 +78,11 @@ class ResourceInputs:
         evaluated_id: its identity for the key (the runner: the row's run key; ``None``: the object itself).
         relearn: the relearning attack's settings (see :class:`~unlearnkit.protocols.relearn.RelearnSettings`;
             ``{}``: the defaults, ``{"enabled": False}``: off).
+        concept: a setting-3 row's concept data (:class:`~unlearnkit.concept.ConceptData`); its ``scenario`` is
+            ``None`` and ``seed`` must be given.
     """
 
-    scenario: Scenario
+    scenario: Scenario  # None for a setting-3 (CLIP) row, whose data is ``concept``
     model: ModelFactory | None = None
     model_kwargs: dict[str, Any] = field(default_factory=dict)
     train: TrainConfig | None = None
@@ -101,8 +104,11 @@ class ResourceInputs:
     evaluated: nn.Module | None = None
     evaluated_id: str | None = None
     relearn: dict[str, Any] = field(default_factory=dict)
+    concept: Any = None
 
     def __post_init__(self) -> None:
+        if self.scenario is None and self.seed is None:
+            raise UnlearnkitError("resource inputs without a scenario (a setting-3 row) need a seed")
         self.seed = self.scenario.seed if self.seed is None else int(self.seed)
         self.device = resolve_device(self.device)
         self.params = {k: v for k, v in self.params.items() if k != "shots"}
@@ -161,6 +167,8 @@ def _key_value(inputs: ResourceInputs, name: str, keep: list[Any]) -> Any:
         return {"factory": id(v)}
     if name == "train":
         return None if v is None else v.to_dict()
+    if name == "concept":
+        return None if v is None else {"name": v.name, "spec": v.spec, "train": v.fingerprint()}
     if name == "unlearned_models":
         if v is None or inputs.unlearned_models_id is not None:
             return inputs.unlearned_models_id

@@ -173,3 +173,69 @@ def relearning(runs: list[Mapping[str, Any]]) -> Section | None:
     md = f"_{NOTE}_\n\n" + "\n\n".join(md_parts)
     body = f'<p class="caption">{html.escape(NOTE)}</p>\n' + "\n".join(html_parts)
     return Section(title=TITLE, markdown=md, html=body, data=data)
+
+
+# -- setting 3: the CLIP relearning attack -----------------------------------------------------------------------
+
+CLIP_TITLE = "Relearning in CLIP (setting 3)"
+#: (label, metric before the attack, metric after it)
+CLIP_PAIRS = (
+    ("unsafe T*", "unsafe_rate_tstar", "relearn_unsafe_rate_tstar"),
+    ("unsafe V*", "unsafe_rate_vstar", "relearn_unsafe_rate_vstar"),
+    ("T*→V∪V* R@1", "tstar_to_v_union_r1", "relearn_tstar_to_v_union_r1"),
+    ("V*→T∪T* R@1", "vstar_to_t_union_r1", "relearn_vstar_to_t_union_r1"),
+)
+CLIP_HEADERS = ("method", *(f"{label} {when}" for label, _, _ in CLIP_PAIRS for when in ("before", "after")))
+CLIP_NOTE = (
+    "Attack: a copy of each CLIP is fine-tuned with CLIP's contrastive loss on k unsafe (caption, image) training "
+    "pairs for a few Adam steps (relearn: k, steps, seeds, lr); the test quadruplets are scored before and after. "
+    "No retrained model exists in setting 3: compare a method's after-attack values with the original's (first "
+    "row). Unsafe T*/V*: fraction of unsafe queries whose top-1 result is unsafe (lower is safer); R@1: the safe "
+    "twin retrieved (higher is safer). Means over seeds."
+)
+
+
+def _clip_rows(runs: list[Mapping[str, Any]]) -> list[dict[str, Any]]:
+    from unlearnkit.reports._aggregate import ORIGINAL, as_number, canonical, format_params
+
+    groups: dict[tuple[str, str], list[Mapping[str, Any]]] = {}
+    for r in runs:
+        groups.setdefault((str(r["method"]), canonical(r.get("params") or {})), []).append(r)
+    names = [m for m, _ in groups]
+    rows = []
+    for (method, _), group in sorted(groups.items(), key=lambda kv: (kv[0][0] != ORIGINAL, kv[0])):
+        label = method
+        if names.count(method) > 1:
+            label = f"{method} ({format_params(dict(group[0].get('params') or {}))})"
+        values: dict[str, float | None] = {}
+        for _, before, after in CLIP_PAIRS:
+            for m in (before, after):
+                nums = [v for v in (as_number((r.get("metrics") or {}).get(m)) for r in group) if v is not None]
+                values[m] = sum(nums) / len(nums) if nums else None
+        rows.append({"method": label, **values})
+    return rows
+
+
+@register_section("relearning_concept")
+def clip_relearning(runs: list[Mapping[str, Any]]) -> Section | None:
+    """The setting-3 relearning table(s), or ``None`` when no concept run carries the attack's figures."""
+    from unlearnkit.reports._section import by_dataset_model, ok_run_of_kind
+
+    concept = [r for r in runs if ok_run_of_kind(r, "concept:")]
+    concept = [r for r in concept if any(isinstance((r.get("metrics") or {}).get(a), int | float)
+                                         for _, _, a in CLIP_PAIRS)]  # fmt: skip
+    if not concept:
+        return None
+    md_parts, html_parts, data = [], [], []
+    for (dataset, model), group in by_dataset_model(concept):
+        rows = _clip_rows(group)
+        grid = [[r["method"], *(_fmt(r[m]) for _, b, a in CLIP_PAIRS for m in (b, a))] for r in rows]
+        md_parts.append(f"### {dataset} · {model}\n\n{markdown_table(CLIP_HEADERS, grid)}")
+        html_parts.append(f"<h3>{html.escape(dataset)} · {html.escape(model)}</h3>\n{html_table(CLIP_HEADERS, grid)}")
+        data.append({"dataset": dataset, "model": model, "rows": rows})
+    return Section(
+        title=CLIP_TITLE,
+        markdown=f"_{CLIP_NOTE}_\n\n" + "\n\n".join(md_parts),
+        html=f'<p class="caption">{html.escape(CLIP_NOTE)}</p>\n' + "\n".join(html_parts),
+        data=data,
+    )
