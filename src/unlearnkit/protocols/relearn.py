@@ -15,8 +15,19 @@ receives), with the retrained model's value under the *same* attack as the floor
   an ensemble such as SISA's; the last ``nn.Linear`` when none matches) fit on a retain sample plus ``k``
   forget images, scored on the forget test set (class requests) or half B (random requests).
 
+Options (off by default): the **forget-only** attack (batches of the ``k`` forget images alone) and the
+**retain-only** attack (batches of retain images only, zero forget images: Siddiqui et al., arXiv 2505.22310,
+find that forget accuracy returns even then), and ``extra_steps`` that continue every attack beyond the budget
+for the recovery curve (the after-attack values and RelearnTime stay at ``steps``). Setting-2 (no-retain) rows
+are attacked on the merged ViT they return, at ``setting2_shots`` (10) forget images only; the probe then
+reads the ViT's CLS token before the head.
+
 Each attack is repeated with ``seeds`` attack seeds and averaged by the metrics
-(:mod:`unlearnkit.metrics.relearn`). The evaluated model is never modified (the attack trains a deep copy,
+(:mod:`unlearnkit.metrics.relearn`). Cost: the attack's fine-tuning steps dominate (on CPU they are
+compute-bound: batching the seeds with ``vmap`` was measured slower there, as grouped convolutions); the probe's
+features are extracted in one pass per model and the accuracy before the attack is measured once.
+
+The evaluated model is never modified (the attack trains a deep copy,
 the probe hooks another copy) and the caller's global RNG states are restored afterwards.
 
 Whatever ``forward()`` uses is attacked: every floating-point parameter of the copy is trained, frozen ones
