@@ -43,7 +43,8 @@ NOTE = (
     "images; class requests measure forget-test accuracy, random requests use RTT (attack one half of the "
     "forget set, measure the other). Retrain's after-attack value is the floor; a method far above it hid the "
     "forgotten data rather than removing it. Probe: logistic regression on penultimate features, fit on "
-    "retain images plus k forget images."
+    "retain images plus k forget images. Optional columns (relearn.forget_only / retain_only): the same attack on "
+    "batches of the k forget images alone, or of retain images only (zero forget images)."
 )
 
 
