@@ -46,6 +46,7 @@ def test_runs_stores_reports_and_resumes(tmp_path):
         assert r["scenario"]["dataset"] == "concept_world" and r["scenario"]["forget"] == "concept:unsafe"
         assert r["model"] == "clip_tiny" and r["seed"] == 0 and r["status"] == "ok"
         assert 0 <= r["metrics"]["t2v_r1"] <= 1 and 0 <= r["metrics"]["unsafe_rate_tstar"] <= 1
+        assert 0 <= r["metrics"]["relearn_unsafe_rate_tstar"] <= 1  # the relearning attack, on by default
         assert "time_s" in r["metrics"]
     report = json.loads((tmp_path / "out" / "report.json").read_text())
     assert {r["method"] for r in report["runs"]} == {r["method"] for r in runs}
