@@ -25,10 +25,12 @@ from unlearnkit.methods import (  # noqa: F401  (importing registers each method
     random_labels,
     retrain,
     salun,
+    sam_npo,
     scrub,
     sisa,
     ssd,
     unsir,
+    undo,
     untrain,
     wfnet,
 )
