@@ -29,8 +29,8 @@ from unlearnkit.methods import (  # noqa: F401  (importing registers each method
     scrub,
     sisa,
     ssd,
-    unsir,
     undo,
+    unsir,
     untrain,
     wfnet,
 )

@@ -87,7 +87,7 @@ class SAMNPO(Method):
     }
 
     def __init__(
-        self, *, rho: float = 0.05, beta: float = 0.1, retain_weight: float = 1.0, epochs: int = 3, lr: float = 1e-3,
+        self, *, rho: float = 0.05, beta: float = 0.1, retain_weight: float = 5.0, epochs: int = 3, lr: float = 1e-3,
         batch_size: int = 64, forget_batch_size: int = 16, optimizer: str = "adam", max_grad_norm: float = 5.0,
     ) -> None:  # fmt: skip
         self.rho = rho
