@@ -27,6 +27,10 @@ the defaults leaves the model as it was, and α = 7-8 tips from partial forgetti
 (measured on small_cnn). The paper's full-class results are on CIFAR-100/-20, where a class is 1-5% of D.
 
 ``report_``: ``ssd_dampened`` (entries dampened), ``ssd_dampened_fraction`` (of all parameter entries).
+
+Search space of ``unlearnkit tune`` (``search_space``; every other hyperparameter stays at its default):
+``selection_weighting`` log-uniform [1.0, 20.0]; ``dampening_constant`` log-uniform [0.1, 20.0]. The ranges bracket
+the defaults and stay inside ``_parameter_constraints``.
 """
 
 from __future__ import annotations
@@ -38,7 +42,7 @@ from torch.utils.data import ConcatDataset, Dataset
 
 from unlearnkit.engine import check_finite, iterate
 from unlearnkit.errors import TrainingDivergedError
-from unlearnkit.methods._base import POSITIVE, POSITIVE_INT, Interval, Method, UnlearnData, register_method
+from unlearnkit.methods._base import POSITIVE, POSITIVE_INT, Interval, LogUniform, Method, UnlearnData, register_method
 
 #: α must be at least 1: an entry is selected when the forget set matters *more* to it than D does
 AT_LEAST_ONE = Interval(float, 1.0, None, "left")
@@ -74,6 +78,7 @@ class SelectiveSynapticDampening(Method):
     """Dampen the weights that matter far more to D_f than to D (no training)."""
 
     paper = 'Foster et al., "... Selective Synaptic Dampening", AAAI 2024, arXiv:2308.07707'
+    search_space = {"selection_weighting": LogUniform(1.0, 20.0), "dampening_constant": LogUniform(0.1, 20.0)}
     needs = frozenset({"forget", "retain"})
     _parameter_constraints = {
         "selection_weighting": [AT_LEAST_ONE],
