@@ -534,6 +534,12 @@ def _param_rows(cls: type) -> list[tuple[str, str, str]]:
     return rows
 
 
+def _search(cls: type, name: str) -> str | None:
+    """How ``unlearnkit tune`` draws hyperparameter ``name`` of ``cls`` (``None``: it stays at its default)."""
+    space = getattr(cls, "search_space", None) or {}
+    return str(space[name]) if name in space else None
+
+
 def _entries(what: ListWhat, clip: bool) -> list[dict]:
     """The registered entries of one kind, as plain records (what --json prints and the table shows)."""
     import unlearnkit as uk
@@ -546,7 +552,10 @@ def _entries(what: ListWhat, clip: bool) -> list[dict]:
             cls = METHODS.get(n)
             out.append({"name": n, "setting": cls.setting, "modality": cls.modality, "needs": sorted(cls.needs),
                         "requests": sorted(cls.requests), "paper": cls.paper or None,
-                        "params": {p: {"default": d, "constraint": c} for p, d, c in _param_rows(cls)}})  # fmt: skip
+                        "params": {p: {"default": d, "constraint": c, "search": _search(cls, p)}
+                                   for p, d, c in _param_rows(cls)},
+                        "search_space": None if getattr(cls, "search_space", None) is None else
+                        {k: str(v) for k, v in cls.search_space.items()}})  # fmt: skip
         return out
     if what is ListWhat.metrics:
         return [{"name": n, "settings": list(m.settings), "better": {True: "higher", False: "lower",
@@ -595,7 +604,10 @@ def list_(
         for e in entries:
             typer.echo(f"{e['name']} (setting {e['setting']}, {e['modality']})")
             for p, spec in e["params"].items():
-                typer.echo(f"  {p} = {spec['default']}  ({spec['constraint']})")
+                tuned = f"; tune: {spec['search']}" if spec["search"] else ""
+                typer.echo(f"  {p} = {spec['default']}  ({spec['constraint']}{tuned})")
+            if e["setting"] == 1 and e["search_space"] == {} and e["params"]:
+                typer.echo("  (not tuned: empty search space)")
             if not e["params"]:
                 typer.echo("  (no hyperparameters)")
         return

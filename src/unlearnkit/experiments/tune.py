@@ -502,12 +502,12 @@ def write_tuned_yaml(
 
     data = cfg.model_dump(mode="json")
     data["name"] = f"{cfg.name}-tuned"
-    data["methods"] = [{n: _plain(p)} for n, p in best.items()]
+    data["methods"] = {n: _plain(p) for n, p in best.items()}
     head = (
         f"# Tuned by unlearnkit tune: {settings.trials} trials per method (TPE, median pruning), objective = mean\n"
         f"# |gap| to retrain on proxy requests {', '.join(f'{f} seed {s}' for f, s in proxies)} (never the\n"
-        f"# evaluated ones), time_ratio_vs_retrain <= {settings.max_time_ratio}. Each methods: entry below can be\n"
-        "# copied into any run config; parameters not listed keep their defaults.\n"
+        f"# evaluated ones), time_ratio_vs_retrain <= {settings.max_time_ratio}. Each entry under methods: can be\n"
+        "# copied into any run config's methods mapping; parameters not listed keep their defaults.\n"
     )
     path.write_text(head + yaml.safe_dump(data, sort_keys=False, default_flow_style=None))
     return path

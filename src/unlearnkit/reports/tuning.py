@@ -47,7 +47,8 @@ def gap_by_kind(runs: Sequence[Mapping[str, Any]], method: str, params: Mapping[
     for r in runs:
         if r.get("status", "ok") != "ok":
             continue
-        sc = canonical(r.get("scenario", {}))
+        # one scenario table = the scenario without its seed, and the model (seeds are aggregated)
+        sc = canonical([{k: v for k, v in r.get("scenario", {}).items() if k != "seed"}, r.get("model")])
         side = "retrain" if r.get("method") == "retrain" else (
             "method" if r.get("method") == method and canonical(r.get("params", {})) == want else None)  # fmt: skip
         if side:
