@@ -21,6 +21,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator
 
 from unlearnkit.reports._aggregate import canonical, format_params
 from unlearnkit.reports._section import Section
@@ -88,6 +89,7 @@ def _progress_plot(trials: Sequence[Mapping[str, Any]], studies: Sequence[Mappin
         drawn += 1
     if not drawn:
         return None
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set_xlabel("trial")
     ax.set_ylabel("best proxy objective so far (mean |gap|)")
     ax.set_yscale("log")
@@ -100,16 +102,19 @@ def _importance_plot(studies: Sequence[Mapping[str, Any]]) -> Plot | None:
     rows = [(st["method"], st.get("importance") or {}) for st in studies if st.get("importance")]
     if not rows:
         return None
-    params = sorted({p for _, imp in rows for p in imp})
-    fig = Figure(figsize=(7.5, 0.35 * len(rows) + 1.2))
+    labels, values, colors = [], [], []
+    for k, (method, imp) in enumerate(rows):
+        for p, v in sorted(imp.items(), key=lambda kv: -kv[1]):
+            labels.append(f"{method} · {p}")
+            values.append(float(v))
+            colors.append(f"C{k % 10}")
+    fig = Figure(figsize=(7.5, 0.22 * len(labels) + 1.0))
     ax = fig.add_subplot(1, 1, 1)
-    left = [0.0] * len(rows)
-    for p in params:
-        vals = [float(imp.get(p, 0.0)) for _, imp in rows]
-        ax.barh([m for m, _ in rows], vals, left=left, label=p)
-        left = [a + b for a, b in zip(left, vals, strict=True)]
-    ax.set_xlabel("parameter importance (Optuna, sums to 1 per method)")
-    ax.legend(fontsize=7, ncol=3, loc="lower right")
+    ax.barh(range(len(labels)), values, color=colors)
+    ax.set_yticks(range(len(labels)), labels, fontsize=7)
+    ax.invert_yaxis()
+    ax.set_xlim(0, 1)
+    ax.set_xlabel("parameter importance (Optuna; sums to 1 per method)")
     fig.tight_layout()
     return Plot(to_png(fig), "which hyperparameter mattered, per method (Optuna's importance evaluator)")
 
