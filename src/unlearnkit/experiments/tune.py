@@ -85,7 +85,8 @@ class TuneSettings:
         relearn_weight: weight of the after-relearning forget-accuracy gap in the objective (0: off; on, every
             trial runs the config's relearning attacks).
         seed: seeds the sampler and the choice of proxy classes.
-        startup_trials: trials drawn at random before TPE models the results.
+        startup_trials: at most this many trials drawn at random (and at most a third of ``trials``) before TPE
+            models the results.
     """
 
     trials: int = 30
@@ -384,7 +385,8 @@ def _tune_method(
     study = optuna.create_study(
         study_name=study_name, storage=storage, load_if_exists=True, direction="minimize",
         sampler=optuna.samplers.TPESampler(
-            seed=_study_seed(settings.seed, name), n_startup_trials=min(settings.startup_trials, settings.trials),
+            seed=_study_seed(settings.seed, name),
+            n_startup_trials=min(settings.startup_trials, max(2, settings.trials // 3)),  # a small budget: TPE too
         ),
         pruner=optuna.pruners.MedianPruner(n_startup_trials=5, n_warmup_steps=0),
     )  # fmt: skip
