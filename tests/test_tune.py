@@ -114,6 +114,20 @@ def test_proxies_never_touch_an_evaluated_request():
         proxy_requests(parse_config({"forget": [f"class:{c}" for c in range(10)]}), 10, 1)
 
 
+def test_a_class_only_method_is_tuned_on_the_class_proxies_only():
+    from unlearnkit.experiments.tune import _cells_for
+
+    cfg = parse_config({**TINY, "forget": ["class:1", "random:0.1"]})
+    proxies = proxy_requests(cfg, 10, 1)
+    assert [f.split(":")[0] for f, _ in proxies] == ["class", "random"]
+    cells = _cells_for(cfg, "boundary_shrink", proxies, TuneSettings())  # boundary methods serve class requests
+    assert [(p.forget, p.seed) for p in cells] == [proxies[0]]
+    assert cells[0].template.metrics == ["acc_forget_test", "acc_retain_test", "acc_test", "time_ratio_vs_retrain"]
+    assert cells[0].template.relearn is None and cells[0].template.lira_shadows == 0
+    both = _cells_for(cfg, "finetune", proxies, TuneSettings())
+    assert [p.level for p in both] == ["class", "sample"] and both[1].template.metrics[0] == "acc_forget"
+
+
 # -- an end-to-end tuning, resumed --------------------------------------------------------------------------------
 
 

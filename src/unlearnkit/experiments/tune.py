@@ -240,8 +240,16 @@ class _Proxy:
 
 
 def _cells_for(cfg: RunConfig, method: str, proxies: list[tuple[str, int]], settings: TuneSettings) -> list[_Proxy]:
+    """The proxy cells of ``method``: the proxies of the request kinds it serves (a class-only method is tuned on
+    the class proxies), each planned (so validated) now."""
+    cls = METHODS.get(method)
+    served = [(f, s) for f, s in proxies if cls.unsupported_reason(ForgetRequest.parse(f)) is None]
+    if not served:
+        raise ConfigError(
+            f"tune: method {method!r} serves none of the proxy requests ({', '.join(f for f, _ in proxies)})"
+        )
     out = []
-    for forget, seed in proxies:
+    for forget, seed in served:
         cells, _ = plan(_trial_config(cfg, forget, seed, method, settings))
         mine = [c for c in cells if c.method == method]
         if not mine:
