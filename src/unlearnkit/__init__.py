@@ -13,7 +13,7 @@ The public API::
 from __future__ import annotations
 
 from unlearnkit._meta import __version__, _version  # noqa: F401  (_version: the release test reads it)
-from unlearnkit.api import TrainRecipe, benchmark, elapsed_of, evaluate, recipe_of, threads_of, train, unlearn
+from unlearnkit.api import TrainRecipe, benchmark, elapsed_of, evaluate, recipe_of, threads_of, train, tune, unlearn
 from unlearnkit.data import DatasetBundle, from_torch, list_datasets, load_dataset
 from unlearnkit.engine import TrainConfig, load_checkpoint, save_checkpoint
 from unlearnkit.errors import UnlearnkitError
@@ -52,5 +52,6 @@ __all__ = [
     "save_checkpoint",
     "threads_of",
     "train",
+    "tune",
     "unlearn",
 ]

@@ -512,3 +512,76 @@ def benchmark(
         if cfg.dataset != bundle.name:
             cfg = cfg.replace(dataset=bundle.name)
     return run_benchmark(cfg, out, bundle=bundle, progress=progress, retry_failed=retry_failed, max_cells=max_cells)
+
+
+def tune(
+    config: RunConfig | Mapping[str, Any] | str | Path,
+    out: str | Path = "runs/tune",
+    *,
+    methods: Sequence[str] | None = None,
+    trials: int = 30,
+    proxies: int = 2,
+    max_time_ratio: float = 0.5,
+    relearn_weight: float = 0.0,
+    compare: bool = True,
+    ray: bool = False,
+    ray_address: str | None = None,
+    on_trial: Callable[[str, int, str, float | None, float | None], None] | None = None,
+) -> Any:
+    """Tune each method's hyperparameters on proxy requests (never the evaluated ones), as ``unlearnkit tune``.
+
+    Every method gets ``trials`` Optuna trials (TPE, median pruning; the first is its defaults) on ``proxies``
+    proxy requests per request kind of ``config`` (other classes, other seeds), minimising the leaderboard's
+    mean |gap| to retrain with ``time_ratio_vs_retrain <= max_time_ratio``. Rerunning with the same ``out``
+    resumes. See :mod:`unlearnkit.experiments.tune`.
+
+    Args:
+        config: a run config (mapping, YAML path or :class:`~unlearnkit.experiments.RunConfig`); its requests and
+            seeds are the evaluated ones.
+        out: the output directory (``tuned.yaml``, ``results.db``, ``tune.optuna.db``, reports).
+        methods: the methods to tune (default: the config's).
+        trials: trials per method (> 0).
+        proxies: proxy requests per request kind.
+        max_time_ratio: the time constraint (mean ratio of the method's time to retraining's).
+        relearn_weight: weight of the after-relearning forget-accuracy gap in the objective (0: off).
+        compare: run the evaluated requests with defaults and tuned parameters into ``out`` (the report's
+            "tuned vs defaults" leaderboard).
+        ray: run each trial's proxy runs as tasks on a local Ray; ``ray_address``: on that cluster.
+        on_trial: called after each trial with ``(method, number, state, value, best so far)``.
+
+    Returns:
+        a :class:`~unlearnkit.experiments.tune.TuneResult`.
+    """
+    from unlearnkit.experiments.config import ConceptRunConfig, RunConfig, load_config, parse_config
+    from unlearnkit.experiments.tune import TuneSettings, tunable_methods
+    from unlearnkit.experiments.tune import tune as _tune
+
+    if isinstance(config, RunConfig | ConceptRunConfig):
+        cfg = config
+    elif isinstance(config, str | Path):
+        cfg = load_config(config)
+    elif isinstance(config, Mapping):
+        cfg = parse_config(dict(config), "tune config")
+    else:
+        raise UnlearnkitError(f"config must be a mapping, a YAML path or a RunConfig, got {type(config).__name__}")
+    settings = TuneSettings(trials=trials, proxies=proxies, max_time_ratio=max_time_ratio,
+                            relearn_weight=relearn_weight)  # fmt: skip
+    settings.check()
+    if not (ray or ray_address):
+        return _tune(cfg, out, methods=methods, settings=settings, compare=compare, on_trial=on_trial)
+    from unlearnkit.engine import default_cache_dir
+    from unlearnkit.experiments.config import RaySection
+    from unlearnkit.experiments.ray_backend import RayExecutor
+
+    if isinstance(cfg, ConceptRunConfig):
+        raise UnlearnkitError("tune serves setting-1 (classifier) configs, not a setting-3 config")
+    tunable_methods(cfg, methods)  # a bad method name or space: refused before Ray starts
+    cache = Path(cfg.cache_dir or default_cache_dir()).expanduser().resolve()
+    section = RaySection()
+    ex = RayExecutor(cache_dir=str(cache), device=cfg.device, resources=section)
+    ex.connect(address=ray_address, timeout_s=section.connect_timeout_s)
+    try:
+        return _tune(cfg.replace(cache_dir=str(cache)), out, methods=methods, settings=settings, compare=compare,
+                     executor=ex, on_trial=on_trial)  # fmt: skip
+    finally:
+        ex.close()

@@ -45,6 +45,7 @@ app = typer.Typer(
         "  unlearnkit run --config benchmarks/setting1_digits.yaml\n\n"
         "  unlearnkit run --config benchmarks/setting1_digits.yaml train.epochs=5 methods.scrub.lr=1e-3\n\n"
         "  unlearnkit sweep benchmarks/sweep_digits_16.yaml --ray\n\n"
+        "  unlearnkit tune benchmarks/setting1_digits.yaml --trials 30\n\n"
         "  unlearnkit list methods\n\n"
         "  unlearnkit report runs/demo\n\n"
         "  unlearnkit audit --model unlearned.safetensors --config scenario.yaml"
@@ -431,6 +432,87 @@ def sweep(
     _exit_on_failures(res, "cells")
 
 
+@app.command(
+    epilog="Example: unlearnkit tune benchmarks/setting1_digits.yaml --trials 30 --out runs/tune  (rerun to resume)"
+)
+def tune(
+    config: Annotated[
+        Path, typer.Argument(help="YAML run config (setting 1); its requests and seeds are not tuned on.")
+    ],
+    overrides: Overrides = None,
+    methods: Annotated[
+        str | None, typer.Option(help="Comma-separated methods to tune (default: the config's; all = every one).")
+    ] = None,
+    trials: Annotated[
+        int, typer.Option(help="Trials per method (the same for every method; the first = defaults).")
+    ] = 30,
+    proxies: Annotated[int, typer.Option(help="Proxy requests per request kind (other classes, other seeds).")] = 2,
+    max_time_ratio: Annotated[
+        float, typer.Option(help="Constraint: mean time_ratio_vs_retrain of a tuned method.")
+    ] = 0.5,
+    relearn_weight: Annotated[
+        float, typer.Option(help="Weight of the after-relearning forget-accuracy gap in the objective (0: off).")
+    ] = 0.0,
+    compare: Annotated[
+        bool, typer.Option("--compare/--no-compare", help="Run the evaluated requests with defaults and tuned values.")
+    ] = True,
+    use_ray: Annotated[
+        bool, typer.Option("--ray", help="Run each trial's proxy runs as tasks on a local Ray.")
+    ] = False,
+    ray_address: Annotated[
+        str | None, typer.Option(help="Run on an existing Ray cluster: host:port, ray://host:port or auto.")
+    ] = None,
+    out: Annotated[Path | None, typer.Option(help="Output directory (default runs/tune-<config name>).")] = None,
+    quiet: Quiet = False,
+) -> None:
+    """Tune each method's hyperparameters on proxy requests (Optuna TPE), then compare tuned vs defaults.
+
+    Writes OUT/tuned.yaml (a run config whose methods: entries are the tuned values), the trials in
+    OUT/results.db and OUT/report.md. KEY=VALUE arguments set config keys, as for run.
+    """
+    from unlearnkit._config import apply_overrides, read_yaml
+    from unlearnkit.api import tune as api_tune
+    from unlearnkit.experiments.config import FLAT_KEYS, parse_config, sectioned
+
+    def line(method: str, number: int, state: str, value: float | None, best: float | None) -> None:
+        v = "n/c" if value is None else f"{value:.4f}"
+        b = "n/c" if best is None else f"{best:.4f}"
+        console.print(Text(f"{method} trial {number}: {state.lower()} {v} (best {b})"), highlight=False)
+
+    try:
+        with _config_warnings():
+            source = str(config)
+            data = sectioned(apply_overrides(read_yaml(config), [], source), source)
+            if overrides:
+                data = apply_overrides(data, overrides, source, aliases=FLAT_KEYS)
+                source += " with the command-line options"
+            cfg = parse_config(data, source)
+            names = None if methods is None else [m.strip() for m in methods.split(",") if m.strip()]
+            if names == ["all"]:
+                names = None
+                cfg = cfg.replace(methods="all")
+            out_dir = out or Path("runs") / f"tune-{cfg.name}"
+            res = api_tune(
+                cfg, out_dir, methods=names, trials=trials, proxies=proxies, max_time_ratio=max_time_ratio,
+                relearn_weight=relearn_weight, compare=compare, ray=use_ray, ray_address=ray_address,
+                on_trial=None if quiet else line,
+            )  # fmt: skip
+    except UnlearnkitError as e:
+        _fail(str(e))
+        return
+    except KeyboardInterrupt:
+        err_console.print("interrupted: every finished trial is stored; rerun the same command to resume")
+        raise typer.Exit(code=130) from None
+    for name in res.not_tuned:
+        console.print(f"[yellow]not tuned:[/yellow] {escape(name)} (empty search space)", highlight=False)
+    for name, params in res.best.items():
+        d, b = res.default_value.get(name), res.best_value.get(name)
+        console.print(Text(f"{name}: {params}  proxy objective {'n/c' if d is None else f'{d:.4f}'} (defaults) -> "
+                           f"{b:.4f} (tuned), {res.ran.get(name, 0)} trials run now"), highlight=False)  # fmt: skip
+    console.print(Text(f"tuned in {res.tune_wall_s:.1f} s, {res.wall_s:.1f} s in all -> {res.tuned_yaml}"),
+                  highlight=False)  # fmt: skip
+
+
 class ListWhat(StrEnum):
     methods = "methods"
     metrics = "metrics"
@@ -452,6 +534,12 @@ def _param_rows(cls: type) -> list[tuple[str, str, str]]:
     return rows
 
 
+def _search(cls: type, name: str) -> str | None:
+    """How ``unlearnkit tune`` draws hyperparameter ``name`` of ``cls`` (``None``: it stays at its default)."""
+    space = getattr(cls, "search_space", None) or {}
+    return str(space[name]) if name in space else None
+
+
 def _entries(what: ListWhat, clip: bool) -> list[dict]:
     """The registered entries of one kind, as plain records (what --json prints and the table shows)."""
     import unlearnkit as uk
@@ -464,7 +552,10 @@ def _entries(what: ListWhat, clip: bool) -> list[dict]:
             cls = METHODS.get(n)
             out.append({"name": n, "setting": cls.setting, "modality": cls.modality, "needs": sorted(cls.needs),
                         "requests": sorted(cls.requests), "paper": cls.paper or None,
-                        "params": {p: {"default": d, "constraint": c} for p, d, c in _param_rows(cls)}})  # fmt: skip
+                        "params": {p: {"default": d, "constraint": c, "search": _search(cls, p)}
+                                   for p, d, c in _param_rows(cls)},
+                        "search_space": None if getattr(cls, "search_space", None) is None else
+                        {k: str(v) for k, v in cls.search_space.items()}})  # fmt: skip
         return out
     if what is ListWhat.metrics:
         return [{"name": n, "settings": list(m.settings), "better": {True: "higher", False: "lower",
@@ -513,7 +604,10 @@ def list_(
         for e in entries:
             typer.echo(f"{e['name']} (setting {e['setting']}, {e['modality']})")
             for p, spec in e["params"].items():
-                typer.echo(f"  {p} = {spec['default']}  ({spec['constraint']})")
+                tuned = f"; tune: {spec['search']}" if spec["search"] else ""
+                typer.echo(f"  {p} = {spec['default']}  ({spec['constraint']}{tuned})")
+            if e["setting"] == 1 and e["search_space"] == {} and e["params"]:
+                typer.echo("  (not tuned: empty search space)")
             if not e["params"]:
                 typer.echo("  (no hyperparameters)")
         return
@@ -554,6 +648,7 @@ def report(directory: Annotated[Path, typer.Argument(help="A run directory conta
     """Regenerate report.json, report.md and report.html from DIRECTORY/results.db (opened read-only)."""
     from unlearnkit.experiments import ResultsStore
     from unlearnkit.reports import write_reports
+    from unlearnkit.reports.tuning import tune_sections
 
     try:
         db = directory / "results.db"
@@ -564,7 +659,8 @@ def report(directory: Annotated[Path, typer.Argument(help="A run directory conta
             from unlearnkit.experiments.config import load_concept_entries
 
             load_concept_entries()  # registers the setting-3 metrics and report section
-        paths = write_reports(runs, directory)
+        store = ResultsStore(db, readonly=True)
+        paths = write_reports(runs, directory, extra_sections=tune_sections(store.studies(), store.trials(), runs))
     except UnlearnkitError as e:
         _fail(str(e))
         return

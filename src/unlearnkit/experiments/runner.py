@@ -594,6 +594,9 @@ def _run_cell(
             data = _unlearn_data(cell, scenario, make_model, train_cfg, dev, progress)
             with peak_memory(dev) as mem:
                 model = method.unlearn(original, data)
+            resolved = method.resolved_params(data)  # a request-dependent default, as it was resolved
+            if resolved:
+                record.config["resolved_params"] = resolved
             timing = {"time_s": method.elapsed_s_, "retrain_time_s": retrain_time}
             if mem.mb is not None:
                 timing["peak_mem_mb"] = mem.mb
@@ -987,7 +990,9 @@ def run_audit(
 
 
 def write_reports_from(store: ResultsStore, out: Path, runs: Iterable[dict[str, Any]] | None = None) -> dict[str, Path]:
-    """Regenerate the three reports from the store."""
+    """Regenerate the three reports from the store (with the tuning sections when it holds a tuning)."""
     from unlearnkit.reports import write_reports
+    from unlearnkit.reports.tuning import tune_sections
 
-    return write_reports(list(runs) if runs is not None else store.runs(), out)
+    rows = list(runs) if runs is not None else store.runs()
+    return write_reports(rows, out, extra_sections=tune_sections(store.studies(), store.trials(), rows))

@@ -14,8 +14,12 @@ What a store promises:
   stored as the string ``"nan"``, ``"inf"`` or ``"-inf"`` (the run already happened: its row is kept, and
   the JSON stays readable by any strict parser, e.g. SQLite's ``json_extract``).
 * **Old stores open.** Schema version 1 (before ``setting``, ``needs`` and ``flags``) is read as is; its
-  rows get the setting inferred (:func:`infer_setting`) and empty needs and flags. The first write
-  migrates it to version 2 in the same transaction as that write.
+  rows get the setting inferred (:func:`infer_setting`) and empty needs and flags. Version 2 (before the
+  tuning tables) reads as a store without tunings. The first write migrates either to version 3 in the
+  same transaction as that write.
+* **Tuning history.** ``unlearnkit tune`` records each finished trial (``tune_trials``: study, trial number,
+  state, objective, parameters, what it measured) and each study (``tune_studies``: method, settings,
+  proxy requests, defaults and the best parameters) beside the runs.
 * **Read-only means read-only.** ``ResultsStore(path, readonly=True)`` opens the file with SQLite's
   ``mode=ro``; ``unlearnkit report`` never changes the database.
 * **One-line errors.** Every SQLite or JSON problem after opening (a damaged page, an unknown schema
@@ -41,9 +45,9 @@ from typing import Any
 from unlearnkit.errors import StoreError
 from unlearnkit.experiments.record import RunRecord, decode_metrics, encode_metrics
 
-SCHEMA_VERSION = 2
-#: schema versions this unlearnkit reads (a version-1 store is migrated by its first write)
-READABLE_VERSIONS = (1, 2)
+SCHEMA_VERSION = 3
+#: schema versions this unlearnkit reads (a version-1 or -2 store is migrated by its first write)
+READABLE_VERSIONS = (1, 2, 3)
 #: the advisory lock file a writing process holds inside its output folder
 LOCK_NAME = ".unlearnkit.lock"
 
@@ -70,6 +74,26 @@ _CREATE = (
         flags_json TEXT
     )""",
     "CREATE TABLE IF NOT EXISTS splits (hash TEXT PRIMARY KEY, splits_json TEXT NOT NULL)",
+)
+#: the tables version 3 adds: the tuning history of ``unlearnkit tune``
+_V3_TABLES = (
+    """CREATE TABLE IF NOT EXISTS tune_trials (
+        study TEXT NOT NULL,
+        number INTEGER NOT NULL,
+        method TEXT NOT NULL,
+        state TEXT NOT NULL,
+        value REAL,
+        params_json TEXT NOT NULL,
+        info_json TEXT NOT NULL,
+        created_at TEXT NOT NULL,
+        PRIMARY KEY (study, number)
+    )""",
+    """CREATE TABLE IF NOT EXISTS tune_studies (
+        study TEXT PRIMARY KEY,
+        method TEXT NOT NULL,
+        info_json TEXT NOT NULL,
+        updated_at TEXT NOT NULL
+    )""",
 )
 #: the columns version 2 adds to version 1's ``runs`` (NULL in migrated rows: inferred on read)
 _V2_COLUMNS = (("setting", "INTEGER"), ("needs_json", "TEXT"), ("flags_json", "TEXT"))
@@ -300,14 +324,67 @@ class ResultsStore:
     def put(self, record: RunRecord) -> None:
         """Insert (or replace) one run record, and its splits, in one transaction.
 
-        The first put creates the database (or migrates a version-1 store) in that same transaction.
+        The first put creates the database (or migrates a version-1/2 store) in that same transaction.
         """
-        if self.readonly:
-            raise StoreError(f"results store {self.path} is open read-only")
         if not isinstance(record, RunRecord):
             raise TypeError(f"ResultsStore.put takes a RunRecord, got {type(record).__name__}")
         with self._guard():
             row = self._row(record)
+
+        def write(con: sqlite3.Connection) -> None:
+            if record.splits is not None and record.splits_hash:
+                con.execute(
+                    "INSERT OR IGNORE INTO splits VALUES (?, ?)",
+                    (record.splits_hash, json.dumps(record.splits, allow_nan=False)),
+                )
+            con.execute(f"INSERT OR REPLACE INTO runs ({', '.join(_ROW_COLUMNS)}) VALUES ({', '.join('?' * len(row))})",
+                        row)  # fmt: skip
+
+        self._write(write)
+
+    def put_trial(
+        self, study: str, number: int, method: str, state: str, value: float | None, params: Mapping[str, Any],
+        info: Mapping[str, Any],
+    ) -> None:  # fmt: skip
+        """Insert (or replace) one finished tuning trial (``tune_trials``) in one transaction."""
+        with self._guard():
+            now = datetime.now(UTC).isoformat(timespec="seconds")
+            v = None if value is None or not math.isfinite(float(value)) else float(value)
+            row = (study, int(number), method, state, v, _strict_json(dict(params)), _strict_json(dict(info)), now)
+        self._write(lambda con: con.execute("INSERT OR REPLACE INTO tune_trials VALUES (?, ?, ?, ?, ?, ?, ?, ?)", row))
+
+    def put_study(self, study: str, method: str, info: Mapping[str, Any]) -> None:
+        """Insert (or replace) what a tuning study is (``tune_studies``): settings, proxies, defaults, best."""
+        with self._guard():
+            row = (study, method, _strict_json(dict(info)), datetime.now(UTC).isoformat(timespec="seconds"))
+        self._write(lambda con: con.execute("INSERT OR REPLACE INTO tune_studies VALUES (?, ?, ?, ?)", row))
+
+    def trials(self, study: str | None = None) -> list[dict[str, Any]]:
+        """The stored tuning trials (all, or one study's), by study then trial number; none before version 3."""
+        if (self._open() or 0) < 3:
+            return []
+        q = "SELECT * FROM tune_trials" + (" WHERE study=?" if study else "") + " ORDER BY study, number"
+        rows = self._query(q, (study,) if study else ())
+        return [
+            {"study": r["study"], "number": int(r["number"]), "method": r["method"], "state": r["state"],
+             "value": r["value"], "params": self._json(r["params_json"], f"trial {r['study']}#{r['number']}", dict),
+             "info": self._json(r["info_json"], f"trial {r['study']}#{r['number']}", dict),
+             "created_at": r["created_at"]}
+            for r in rows
+        ]  # fmt: skip
+
+    def studies(self) -> list[dict[str, Any]]:
+        """The stored tuning studies (method and info), by name; none before version 3."""
+        if (self._open() or 0) < 3:
+            return []
+        rows = self._query("SELECT * FROM tune_studies ORDER BY study")
+        return [{"study": r["study"], "method": r["method"], "updated_at": r["updated_at"],
+                 **self._json(r["info_json"], f"study {r['study']}", dict)} for r in rows]  # fmt: skip
+
+    def _write(self, write: Any) -> None:
+        """Run ``write(connection)`` in one transaction, creating or migrating the store first."""
+        if self.readonly:
+            raise StoreError(f"results store {self.path} is open read-only")
         self._open()
         new_file = not self.path.exists()
         try:
@@ -315,15 +392,7 @@ class ResultsStore:
                 con.execute("BEGIN IMMEDIATE")
                 try:
                     self._prepare(con)
-                    if record.splits is not None and record.splits_hash:
-                        con.execute(
-                            "INSERT OR IGNORE INTO splits VALUES (?, ?)",
-                            (record.splits_hash, json.dumps(record.splits, allow_nan=False)),
-                        )
-                    con.execute(
-                        f"INSERT OR REPLACE INTO runs ({', '.join(_ROW_COLUMNS)}) VALUES ({', '.join('?' * len(row))})",
-                        row,
-                    )
+                    write(con)
                     con.execute("COMMIT")
                 except BaseException:
                     if con.in_transaction:
@@ -337,13 +406,13 @@ class ResultsStore:
         self._version = SCHEMA_VERSION
 
     def _prepare(self, con: sqlite3.Connection) -> None:
-        """Inside the write transaction: create the tables of a new store, or migrate a version-1 one."""
+        """Inside the write transaction: create the tables of a new store, or migrate a version-1/2 one."""
         if self._version is None:
             tables = {r[0] for r in con.execute("SELECT name FROM sqlite_master WHERE type='table'")}
             if tables:  # created since this store was opened (another writer): check it like any existing file
                 self._version = self._check(con)
             else:
-                for sql in _CREATE:
+                for sql in (*_CREATE, *_V3_TABLES):
                     con.execute(sql)
                 con.execute("INSERT INTO meta VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),))
                 return
@@ -352,6 +421,9 @@ class ResultsStore:
             for name, kind in _V2_COLUMNS:
                 if name not in have:
                     con.execute(f"ALTER TABLE runs ADD COLUMN {name} {kind}")
+        if self._version in (1, 2):
+            for sql in _V3_TABLES:
+                con.execute(sql)
             con.execute("UPDATE meta SET value=? WHERE key='schema_version'", (str(SCHEMA_VERSION),))
 
     @staticmethod

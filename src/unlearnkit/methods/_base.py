@@ -107,6 +107,119 @@ UNIT = Interval(float, 0.0, 1.0, "both")
 OPTIMIZER = Options(frozenset({"adam", "adamw", "sgd"}))
 
 
+# -- search spaces (what `unlearnkit tune` explores; declared next to the constraints) -------------------
+
+
+@dataclass(frozen=True)
+class LogUniform:
+    """A float drawn log-uniformly in ``[low, high]`` (learning rates, weights spanning decades)."""
+
+    low: float
+    high: float
+
+    def bounds(self) -> list[Any]:
+        """The extreme values a trial can take (checked against the parameter's constraints)."""
+        return [float(self.low), float(self.high)]
+
+    def suggest(self, trial: Any, name: str) -> float:
+        """Draw the value from an Optuna trial."""
+        return float(trial.suggest_float(name, self.low, self.high, log=True))
+
+    def __str__(self) -> str:
+        return f"log-uniform [{self.low:g}, {self.high:g}]"
+
+
+@dataclass(frozen=True)
+class Uniform:
+    """A float drawn uniformly in ``[low, high]`` (mixing weights, fractions)."""
+
+    low: float
+    high: float
+
+    def bounds(self) -> list[Any]:
+        """The extreme values a trial can take."""
+        return [float(self.low), float(self.high)]
+
+    def suggest(self, trial: Any, name: str) -> float:
+        """Draw the value from an Optuna trial."""
+        return float(trial.suggest_float(name, self.low, self.high))
+
+    def __str__(self) -> str:
+        return f"uniform [{self.low:g}, {self.high:g}]"
+
+
+@dataclass(frozen=True)
+class IntRange:
+    """An integer in ``[low, high]`` (epochs, steps, layer counts)."""
+
+    low: int
+    high: int
+
+    def bounds(self) -> list[Any]:
+        """The extreme values a trial can take."""
+        return [int(self.low), int(self.high)]
+
+    def suggest(self, trial: Any, name: str) -> int:
+        """Draw the value from an Optuna trial."""
+        return int(trial.suggest_int(name, self.low, self.high))
+
+    def __str__(self) -> str:
+        return f"int [{self.low}, {self.high}]"
+
+
+@dataclass(frozen=True)
+class Choice:
+    """One of a few values (losses, optimizers, variants)."""
+
+    values: tuple[Any, ...]
+
+    def bounds(self) -> list[Any]:
+        """Every value a trial can take."""
+        return list(self.values)
+
+    def suggest(self, trial: Any, name: str) -> Any:
+        """Draw the value from an Optuna trial."""
+        return trial.suggest_categorical(name, list(self.values))
+
+    def __str__(self) -> str:
+        return "one of " + ", ".join(repr(v) for v in self.values)
+
+
+#: one dimension of a search space
+Dimension = LogUniform | Uniform | IntRange | Choice
+
+
+def search_space_problems(cls: type) -> list[str]:
+    """What is wrong with ``cls.search_space``: a name that is no hyperparameter, a range outside the
+    parameter's constraints, an empty or reversed range (empty list: nothing)."""
+    space = getattr(cls, "search_space", None)
+    if space is None:
+        return [f"method {cls.name!r} declares no search_space"]
+    problems = []
+    names = cls._get_param_names()
+    for pname, dim in space.items():
+        if pname not in names:
+            problems.append(f"method {cls.name!r}: search_space names {pname!r}, which is no hyperparameter"
+                            f"{suggest(pname, names)} (its hyperparameters: {', '.join(names) or 'none'})")  # fmt: skip
+            continue
+        if not isinstance(dim, LogUniform | Uniform | IntRange | Choice):
+            problems.append(f"method {cls.name!r}: search_space[{pname!r}] is a {type(dim).__name__}, not a dimension")
+            continue
+        if isinstance(dim, LogUniform | Uniform | IntRange) and not dim.low < dim.high:
+            problems.append(f"method {cls.name!r}: search_space[{pname!r}] = {dim} is empty")
+        if isinstance(dim, LogUniform) and dim.low <= 0:
+            problems.append(f"method {cls.name!r}: search_space[{pname!r}] = {dim} must be positive (log scale)")
+        if isinstance(dim, Choice) and not dim.values:
+            problems.append(f"method {cls.name!r}: search_space[{pname!r}] has no values")
+        constraints = cls._parameter_constraints.get(pname)
+        for v in dim.bounds() if constraints else []:
+            if not any(c.check(v) for c in constraints):
+                expected = " or ".join(str(c) for c in constraints)
+                problems.append(f"method {cls.name!r}: search_space[{pname!r}] = {dim} reaches {v!r}, but "
+                                f"{pname!r} must be {expected}")  # fmt: skip
+    return problems
+
+
 # -- the data a method receives ------------------------------------------------------------------------
 
 
@@ -211,6 +324,10 @@ class Hyperparameters:
     needs: ClassVar[frozenset[str]] = frozenset()
     #: forget-request kinds the method can serve
     requests: ClassVar[frozenset[str]] = frozenset()
+    #: what `unlearnkit tune` explores: hyperparameter -> :class:`LogUniform` / :class:`Uniform` /
+    #: :class:`IntRange` / :class:`Choice`, inside ``_parameter_constraints``; ``{}`` = nothing worth tuning,
+    #: ``None`` = not declared yet (the contract test asks for one for every setting-1 method)
+    search_space: ClassVar[dict[str, Any] | None] = None
 
     @classmethod
     def _get_param_names(cls) -> list[str]:
@@ -248,6 +365,11 @@ class Hyperparameters:
             if not any(c.check(v) for c in constraints):
                 expected = " or ".join(str(c) for c in constraints)
                 raise UnlearnkitError(f"method {self.name!r}: parameter {pname!r} must be {expected}, got {v!r}")
+
+    def resolved_params(self, data: UnlearnData) -> dict[str, Any]:
+        """Hyperparameters whose default depends on the request (e.g. ``ssd``'s α from |D|/|D_f|), as resolved
+        for ``data``; the runner stores them with the run (``config.resolved_params``). Default: none."""
+        return {}
 
 
 class Method(Hyperparameters):

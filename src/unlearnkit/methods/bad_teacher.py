@@ -25,6 +25,11 @@ batches of 256 take only two steps on the small offline sets (nothing is forgott
 batches of 64 are the defaults here, still for one epoch [CHOICE, measured on digits/small_cnn].
 
 ``report_``: ``bad_teacher_retain_used`` (retain samples in the mix).
+
+Search space of ``unlearnkit tune`` (``search_space``; every other hyperparameter stays at its default):
+``lr`` log-uniform [1e-4, 1e-2]; ``epochs`` integer 1, 5; ``temperature`` log-uniform [0.5, 4.0];
+``retain_fraction`` uniform [0.1, 1.0]. The ranges bracket the defaults and stay inside
+``_parameter_constraints``.
 """
 
 from __future__ import annotations
@@ -45,7 +50,10 @@ from unlearnkit.methods._base import (
     POSITIVE,
     POSITIVE_INT,
     UNIT,
+    IntRange,
+    LogUniform,
     Method,
+    Uniform,
     UnlearnData,
     register_method,
 )
@@ -80,6 +88,12 @@ class BadTeacher(Method):
     """KL distillation: original teacher on a D_r subset (l=0), random teacher on D_f (l=1)."""
 
     paper = 'Chundawat et al., "Can Bad Teaching Induce Forgetting?", AAAI 2023, arXiv:2205.08096'
+    search_space = {
+        "lr": LogUniform(1e-4, 1e-2),
+        "epochs": IntRange(1, 5),
+        "temperature": LogUniform(0.5, 4.0),
+        "retain_fraction": Uniform(0.1, 1.0),
+    }
     needs = frozenset({"forget", "retain"})
     _parameter_constraints = {
         "epochs": [POSITIVE_INT],

@@ -23,6 +23,10 @@ forgets less than Boundary Shrink, as in the talk's CIFAR-10 table. The model tr
 batch norm included, as in the code (freezing batch norm cost far more retain accuracy on digits). Only
 class requests are served (the method remaps a *class*); several classes at once share the one shadow
 class.
+
+Search space of ``unlearnkit tune`` (``search_space``; every other hyperparameter stays at its default):
+``lr`` log-uniform [1e-4, 1e-2]; ``epochs`` integer [1, 10]. The ranges bracket the defaults and stay inside
+``_parameter_constraints``.
 """
 
 from __future__ import annotations
@@ -33,7 +37,7 @@ from torch import nn
 
 from unlearnkit.engine import check_finite, iterate, make_optimizer
 from unlearnkit.errors import UnlearnkitError
-from unlearnkit.methods._base import UnlearnData, register_method
+from unlearnkit.methods._base import IntRange, LogUniform, UnlearnData, register_method
 from unlearnkit.methods._boundary import BoundaryMethod
 
 
@@ -94,6 +98,7 @@ class BoundaryExpand(BoundaryMethod):
     """
 
     paper = 'Chen et al., "Boundary Unlearning", CVPR 2023, arXiv:2303.11570'
+    search_space = {"lr": LogUniform(1e-4, 1e-2), "epochs": IntRange(1, 10)}
 
     def __init__(
         self, *, epochs: int = 10, lr: float = 1e-3, optimizer: str = "sgd", momentum: float = 0.9,

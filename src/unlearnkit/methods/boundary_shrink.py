@@ -39,6 +39,10 @@ Deliberate differences and choices, each a hyperparameter:
 Only class requests are served: the method shrinks a *class's* decision region, so pushing random
 samples across boundaries would mislabel them on purpose rather than make them look unseen.
 D_r is not used (spec §5: it serves only for evaluation).
+
+Search space of ``unlearnkit tune`` (``search_space``; every other hyperparameter stays at its default):
+``lr`` log-uniform [1e-4, 1e-2]; ``epochs`` integer [1, 10]; ``bound`` log-uniform [0.05, 1.0]. The ranges bracket
+the defaults and stay inside ``_parameter_constraints``.
 """
 
 from __future__ import annotations
@@ -50,7 +54,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from unlearnkit.engine import check_finite, iterate, make_optimizer
-from unlearnkit.methods._base import POSITIVE, Options, UnlearnData, register_method
+from unlearnkit.methods._base import POSITIVE, IntRange, LogUniform, Options, UnlearnData, register_method
 from unlearnkit.methods._boundary import FINETUNE_CONSTRAINTS, BoundaryMethod
 
 CLIP_MODES = Options(frozenset({"auto", "unit", "none"}))
@@ -108,6 +112,7 @@ class BoundaryShrink(BoundaryMethod):
     """
 
     paper = 'Chen et al., "Boundary Unlearning", CVPR 2023, arXiv:2303.11570'
+    search_space = {"lr": LogUniform(1e-4, 1e-2), "epochs": IntRange(1, 10), "bound": LogUniform(0.05, 1.0)}
     _parameter_constraints = {"bound": [POSITIVE], "clip": [CLIP_MODES], **FINETUNE_CONSTRAINTS}
 
     def __init__(

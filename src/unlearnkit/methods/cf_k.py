@@ -9,13 +9,17 @@ in the top layers comes from catastrophic forgetting only. The paper reports it 
 
 Layers as in :mod:`unlearnkit.methods.eu_k` (convolutions and ``nn.Linear``; the normalisation layers after
 the first selected one go with them); the frozen part stays in eval mode.
+
+Search space of ``unlearnkit tune`` (``search_space``; every other hyperparameter stays at its default):
+``lr`` log-uniform [1e-4, 1e-2]; ``epochs`` integer [1, 10]; ``k`` integer 1, 3. The ranges bracket the defaults
+and stay inside ``_parameter_constraints``.
 """
 
 from __future__ import annotations
 
 from typing import ClassVar
 
-from unlearnkit.methods._base import register_method
+from unlearnkit.methods._base import IntRange, LogUniform, register_method
 from unlearnkit.methods.eu_k import EUk
 
 
@@ -28,4 +32,5 @@ class CFk(EUk):
     """
 
     paper = EUk.paper
+    search_space = {"lr": LogUniform(1e-4, 1e-2), "epochs": IntRange(1, 10), "k": IntRange(1, 3)}
     reinit: ClassVar[bool] = False

@@ -11,6 +11,10 @@ D_f left in the frozen ``h`` is what the paper's interclass-confusion test and a
 Here a layer is a convolution or ``nn.Linear`` (in module order); the normalisation layers placed after the
 first of the last ``k`` of them go with them. The frozen part stays in eval mode (its BatchNorm statistics
 are not updated), as freezing it implies.
+
+Search space of ``unlearnkit tune`` (``search_space``; every other hyperparameter stays at its default):
+``lr`` log-uniform [1e-4, 1e-2]; ``epochs`` integer [1, 10]; ``k`` integer 1, 3. The ranges bracket the defaults
+and stay inside ``_parameter_constraints``.
 """
 
 from __future__ import annotations
@@ -22,7 +26,16 @@ from torch import nn
 
 from unlearnkit.engine import check_finite, cycle, make_optimizer
 from unlearnkit.errors import UnlearnkitError
-from unlearnkit.methods._base import OPTIMIZER, POSITIVE, POSITIVE_INT, Method, UnlearnData, register_method
+from unlearnkit.methods._base import (
+    OPTIMIZER,
+    POSITIVE,
+    POSITIVE_INT,
+    IntRange,
+    LogUniform,
+    Method,
+    UnlearnData,
+    register_method,
+)
 
 _WEIGHT_LAYERS = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d)
 
@@ -81,6 +94,7 @@ class EUk(Method):
     """Re-initialise the last ``k`` layers and train them from scratch on D_r (the rest frozen)."""
 
     paper = 'Goel et al., "Towards Adversarial Evaluations for Inexact Machine Unlearning", arXiv:2201.06640'
+    search_space = {"lr": LogUniform(1e-4, 1e-2), "epochs": IntRange(1, 10), "k": IntRange(1, 3)}
     needs = frozenset({"retain"})
     #: re-initialise the last k layers before training them (EU-k); CF-k (:mod:`.cf_k`) starts from the original
     reinit: ClassVar[bool] = True

@@ -2,6 +2,10 @@
 
 The standard baseline of Golatkar et al. (CVPR 2020) and most later papers; defaults follow the
 bad-teaching CIFAR-20 notebook's range (a few epochs, lr 1e-4 to 1e-2) [CHOICE].
+
+Search space of ``unlearnkit tune`` (``search_space``; every other hyperparameter stays at its default):
+``lr`` log-uniform [1e-4, 1e-2]; ``epochs`` integer [1, 10]; ``optimizer`` adam or sgd. The ranges
+bracket the defaults and stay inside ``_parameter_constraints``.
 """
 
 from __future__ import annotations
@@ -15,6 +19,9 @@ from unlearnkit.methods._base import (
     OPTIMIZER,
     POSITIVE,
     POSITIVE_INT,
+    Choice,
+    IntRange,
+    LogUniform,
     Method,
     UnlearnData,
     register_method,
@@ -26,6 +33,7 @@ class Finetune(Method):
     """Minimise CE on D_r for ``epochs`` epochs (cosine schedule)."""
 
     paper = 'baseline, as in Golatkar et al., "Eternal Sunshine of the Spotless Net", CVPR 2020, arXiv:1911.04933'
+    search_space = {"lr": LogUniform(1e-4, 1e-2), "epochs": IntRange(1, 10), "optimizer": Choice(("adam", "sgd"))}
     needs = frozenset({"retain"})
     _parameter_constraints = {
         "epochs": [POSITIVE_INT],

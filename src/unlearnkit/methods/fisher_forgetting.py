@@ -28,6 +28,9 @@ paraphrased, never copied.
 models above ``max_params`` parameters (a clear error before any work) [CHOICE: 2 million].
 
 ``report_``: ``fisher_params`` (parameters of the model), ``fisher_mean_std`` (mean noise std).
+
+Search space of ``unlearnkit tune`` (``search_space``; every other hyperparameter stays at its default):
+``alpha`` log-uniform [1e-9, 1e-4]. The ranges bracket the defaults and stay inside ``_parameter_constraints``.
 """
 
 from __future__ import annotations
@@ -40,7 +43,7 @@ from torch.utils.data import Dataset
 
 from unlearnkit.engine import check_finite, iterate
 from unlearnkit.errors import TrainingDivergedError, UnlearnkitError
-from unlearnkit.methods._base import POSITIVE, POSITIVE_INT, Method, UnlearnData, register_method
+from unlearnkit.methods._base import POSITIVE, POSITIVE_INT, LogUniform, Method, UnlearnData, register_method
 
 
 def diagonal_fisher(
@@ -82,6 +85,7 @@ class FisherForgetting(Method):
     """Add Gaussian noise with variance α·F⁻¹ (Fisher on D_r) to every weight; small models only."""
 
     paper = 'Golatkar et al., "Eternal Sunshine of the Spotless Net", CVPR 2020, arXiv:1911.04933'
+    search_space = {"alpha": LogUniform(1e-9, 1e-4)}
     needs = frozenset({"retain"})
     _parameter_constraints = {
         "alpha": [POSITIVE],

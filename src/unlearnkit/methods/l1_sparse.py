@@ -25,6 +25,10 @@ is over every trainable parameter (biases and batch-norm affine included), as th
 ``l1_regularization`` does.
 
 ``history_``: per epoch ``(γ_t, mean CE, ‖θ‖₁ at the end of the epoch)``; :func:`l1_schedule` gives γ_t.
+
+Search space of ``unlearnkit tune`` (``search_space``; every other hyperparameter stays at its default):
+``lr`` log-uniform [1e-4, 1e-2]; ``epochs`` integer [1, 10]; ``alpha`` log-uniform [1e-5, 1e-2]. The ranges bracket
+the defaults and stay inside ``_parameter_constraints``.
 """
 
 from __future__ import annotations
@@ -41,6 +45,8 @@ from unlearnkit.methods._base import (
     OPTIMIZER,
     POSITIVE,
     POSITIVE_INT,
+    IntRange,
+    LogUniform,
     Method,
     UnlearnData,
     register_method,
@@ -63,6 +69,7 @@ class L1Sparse(Method):
     """Fine-tune on D_r minimising CE + γ_t·‖θ‖₁ with γ_t decaying linearly over the epochs."""
 
     paper = 'Jia et al., "Model Sparsity Can Simplify Machine Unlearning", NeurIPS 2023, arXiv:2304.04934'
+    search_space = {"lr": LogUniform(1e-4, 1e-2), "epochs": IntRange(1, 10), "alpha": LogUniform(1e-5, 1e-2)}
     needs = frozenset({"retain"})
     _parameter_constraints = {
         "epochs": [POSITIVE_INT],

@@ -3,6 +3,10 @@
 The standard baseline (e.g. Golatkar et al., CVPR 2020; Thudi et al., 2022). The loss is unbounded, so
 gradients are clipped, and training stops early once the forget-set accuracy reaches
 ``stop_forget_acc`` (spec §7.2: "stop when Acc_f reaches 0" [CHOICE]; ``None`` runs every epoch).
+
+Search space of ``unlearnkit tune`` (``search_space``; every other hyperparameter stays at its default):
+``lr`` log-uniform [1e-5, 1e-2]; ``epochs`` integer [1, 10]. The ranges bracket the defaults and stay inside
+``_parameter_constraints``.
 """
 
 from __future__ import annotations
@@ -17,6 +21,8 @@ from unlearnkit.methods._base import (
     POSITIVE,
     POSITIVE_INT,
     UNIT,
+    IntRange,
+    LogUniform,
     Method,
     UnlearnData,
     register_method,
@@ -29,6 +35,7 @@ class NegGrad(Method):
     """Minimise −CE(f(x_f), y_f) on D_f with clipped gradients."""
 
     paper = 'baseline, as in Golatkar et al., "Eternal Sunshine of the Spotless Net", CVPR 2020, arXiv:1911.04933'
+    search_space = {"lr": LogUniform(1e-5, 1e-2), "epochs": IntRange(1, 10)}
     needs = frozenset({"forget"})
     _parameter_constraints = {
         "epochs": [POSITIVE_INT],

@@ -3,6 +3,10 @@
 Kurmanji et al. (SCRUB, NeurIPS 2023, arXiv 2302.09880) define it as
 L = α·CE(D_r) − (1 − α)·CE(D_f); their code uses α close to 1. Each step pairs one retain batch with
 one forget batch; the forget stream cycles, so an epoch is one pass over D_r.
+
+Search space of ``unlearnkit tune`` (``search_space``; every other hyperparameter stays at its default):
+``lr`` log-uniform [1e-5, 1e-2]; ``epochs`` integer [1, 10]; ``alpha`` uniform [0.5, 0.99]. The ranges bracket the
+defaults and stay inside ``_parameter_constraints``.
 """
 
 from __future__ import annotations
@@ -16,7 +20,10 @@ from unlearnkit.methods._base import (
     POSITIVE,
     POSITIVE_INT,
     UNIT,
+    IntRange,
+    LogUniform,
     Method,
+    Uniform,
     UnlearnData,
     register_method,
 )
@@ -28,6 +35,7 @@ class NegGradPlus(Method):
     """Minimise α·CE_r − (1−α)·CE_f over paired retain/forget batches."""
 
     paper = 'NegGrad+ of Kurmanji et al., "Towards Unbounded Machine Unlearning", NeurIPS 2023, arXiv:2302.09880'
+    search_space = {"lr": LogUniform(1e-5, 1e-2), "epochs": IntRange(1, 10), "alpha": Uniform(0.5, 0.99)}
     needs = frozenset({"forget", "retain"})
     _parameter_constraints = {
         "epochs": [POSITIVE_INT],

@@ -3,6 +3,10 @@
 Each forget sample gets a random label different from its own, drawn once; the model is then trained
 on the relabelled D_f together with D_r. Defaults: 3 epochs, Adam (the bad-teaching notebook uses
 lr 1e-4 on CIFAR; 1e-3 suits the small offline models) [CHOICE].
+
+Search space of ``unlearnkit tune`` (``search_space``; every other hyperparameter stays at its default):
+``lr`` log-uniform [1e-4, 1e-2]; ``epochs`` integer 1, 5. The ranges bracket the defaults and stay inside
+``_parameter_constraints``.
 """
 
 from __future__ import annotations
@@ -18,6 +22,8 @@ from unlearnkit.methods._base import (
     OPTIMIZER,
     POSITIVE,
     POSITIVE_INT,
+    IntRange,
+    LogUniform,
     Method,
     UnlearnData,
     register_method,
@@ -30,6 +36,7 @@ class RandomLabels(Method):
     """Train on D_f (each sample relabelled to a random wrong class) ∪ D_r."""
 
     paper = 'Graves et al., "Amnesiac Machine Learning", AAAI 2021, arXiv:2010.10981'
+    search_space = {"lr": LogUniform(1e-4, 1e-2), "epochs": IntRange(1, 5)}
     needs = frozenset({"forget", "retain"})
     _parameter_constraints = {
         "epochs": [POSITIVE_INT],

@@ -2,6 +2,9 @@
 
 The model is re-initialised with the scenario's model factory and trained with the same recipe as the
 original (``UnlearnData.train_config``), so the only difference is the missing forget set.
+
+Retraining has no hyperparameters of its own (``search_space = {}``): it is the reference every tuning
+measures against.
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ class Retrain(Method):
     """Train a freshly initialised model on D_r with the original training recipe."""
 
     paper = "baseline: retraining from scratch on the retain set (exact unlearning)"
+    search_space = {}
     needs = frozenset({"retain", "train_recipe"})
 
     def __init__(self) -> None:

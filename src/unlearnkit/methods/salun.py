@@ -26,6 +26,10 @@ defaults are Adam, lr 3e-3, 3 epochs, batches of 64 on D_r and 16 on D_f (with l
 of 64 the retain passes undid the forgetting on digits) [CHOICE, measured on digits/small_cnn].
 
 ``report_``: ``salun_masked_fraction`` (fraction of parameter entries that may change).
+
+Search space of ``unlearnkit tune`` (``search_space``; every other hyperparameter stays at its default):
+``lr`` log-uniform [1e-4, 1e-2]; ``epochs`` integer 1, 5; ``saliency_fraction`` uniform [0.1, 1.0]. The ranges
+bracket the defaults and stay inside ``_parameter_constraints``.
 """
 
 from __future__ import annotations
@@ -41,7 +45,10 @@ from unlearnkit.methods._base import (
     POSITIVE,
     POSITIVE_INT,
     Interval,
+    IntRange,
+    LogUniform,
     Method,
+    Uniform,
     UnlearnData,
     register_method,
 )
@@ -82,6 +89,7 @@ class SalUn(Method):
     """Random labels on D_f, then D_r, updating only the weights salient for D_f."""
 
     paper = 'Fan et al., "SalUn", ICLR 2024, arXiv:2310.12508'
+    search_space = {"lr": LogUniform(1e-4, 1e-2), "epochs": IntRange(1, 5), "saliency_fraction": Uniform(0.1, 1.0)}
     needs = frozenset({"forget", "retain"})
     _parameter_constraints = {
         "saliency_fraction": [FRACTION],

@@ -27,6 +27,10 @@ forgotten (acc on it 0.24 vs 0.00 for retrain on digits class 1). The notebook's
 and the SWA "rewinding" extension are not implemented.
 
 ``history_``: per epoch ``(max-step mean loss or nan, min-step mean loss)``.
+
+Search space of ``unlearnkit tune`` (``search_space``; every other hyperparameter stays at its default):
+``lr`` log-uniform [1e-4, 1e-2]; ``msteps`` integer 1, 5; ``alpha`` uniform [0.1, 1.0]. The ranges bracket the
+defaults and stay inside ``_parameter_constraints``.
 """
 
 from __future__ import annotations
@@ -45,7 +49,10 @@ from unlearnkit.methods._base import (
     OPTIMIZER,
     POSITIVE,
     POSITIVE_INT,
+    IntRange,
+    LogUniform,
     Method,
+    Uniform,
     UnlearnData,
     register_method,
 )
@@ -63,6 +70,7 @@ class Scrub(Method):
     """Alternate max-steps (diverge from the teacher on D_f) and min-steps (match it + CE on D_r)."""
 
     paper = 'Kurmanji et al., "Towards Unbounded Machine Unlearning", NeurIPS 2023, arXiv:2302.09880'
+    search_space = {"lr": LogUniform(1e-4, 1e-2), "msteps": IntRange(1, 5), "alpha": Uniform(0.1, 1.0)}
     needs = frozenset({"forget", "retain"})
     _parameter_constraints = {
         "epochs": [POSITIVE_INT],

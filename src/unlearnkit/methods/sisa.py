@@ -37,6 +37,9 @@ The output is not the original architecture (``preserves_architecture = False``)
 :meth:`unlearn` is not used. When D_f and D_r are not subsets of one base dataset, samples are identified
 by their position in D_r followed by D_f (exactness still holds for this D, but the assignment then
 depends on the split). Defaults S = 5, R = 4 [CHOICE: the paper sweeps S up to 20 on larger data].
+
+SISA is not tuned (``search_space = {}``): it retrains shards exactly, and its shards/slices trade accuracy
+for the cost of training, which the time constraint of a tuning would decide alone.
 """
 
 from __future__ import annotations
@@ -148,6 +151,7 @@ class SISA(Method):
     """Sharded, sliced training; unlearning retrains only the affected shards from their last clean slice."""
 
     paper = 'Bourtoule et al., "Machine Unlearning", IEEE S&P 2021, arXiv:1912.03817'
+    search_space = {}
     needs = frozenset({"forget", "retain", "train_recipe"})
     preserves_architecture: ClassVar[bool] = False
     _parameter_constraints = {"shards": [POSITIVE_INT], "slices": [POSITIVE_INT]}

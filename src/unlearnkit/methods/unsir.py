@@ -36,6 +36,10 @@ after the repair step: retain accuracy then matches retrain, but the forget clas
 ≈ 0.8), so the default keeps the code's behaviour (``False``) [CHOICE].
 
 Only class requests are served (the method needs the forget class label, nothing else).
+
+Search space of ``unlearnkit tune`` (``search_space``; every other hyperparameter stays at its default):
+``impair_lr`` log-uniform [1e-4, 1e-2]; ``repair_lr`` log-uniform [1e-4, 1e-2]; ``noise_lambda`` log-uniform [0.01,
+1.0]. The ranges bracket the defaults and stay inside ``_parameter_constraints``.
 """
 
 from __future__ import annotations
@@ -54,6 +58,7 @@ from unlearnkit.methods._base import (
     OPTIMIZER,
     POSITIVE,
     POSITIVE_INT,
+    LogUniform,
     Method,
     UnlearnData,
     register_method,
@@ -148,6 +153,11 @@ class UNSIR(Method):
     """Error-maximising noise per forget class; impair on noise ∪ retain subset; repair on the subset."""
 
     paper = 'Tarun et al., "Fast Yet Effective Machine Unlearning", IEEE TNNLS 2023, arXiv:2111.08947'
+    search_space = {
+        "impair_lr": LogUniform(1e-4, 1e-2),
+        "repair_lr": LogUniform(1e-4, 1e-2),
+        "noise_lambda": LogUniform(0.01, 1.0),
+    }
     needs = frozenset({"retain"})
     requests = frozenset({"class"})
     multi_class = True

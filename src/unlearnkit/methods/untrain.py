@@ -18,6 +18,10 @@ Defaults: ε = 1e-6 [spec]. λ = 10 instead of the spec's λ = 1 [CHOICE]: on di
 × 3 seeds, 1 epoch of Adam lr 1e-3, retain batches of 64 paired with forget batches of 32) λ = 1 forgets
 the class but loses ~3 points of retain accuracy, λ = 10 loses under one point and still forgets it.
 Serves every request kind that gives a forget and a retain set.
+
+Search space of ``unlearnkit tune`` (``search_space``; every other hyperparameter stays at its default):
+``lr`` log-uniform [1e-4, 1e-2]; ``epochs`` integer 1, 3; ``lam`` log-uniform [1.0, 100.0]. The ranges bracket the
+defaults and stay inside ``_parameter_constraints``.
 """
 
 from __future__ import annotations
@@ -32,6 +36,8 @@ from unlearnkit.methods._base import (
     OPTIMIZER,
     POSITIVE,
     POSITIVE_INT,
+    IntRange,
+    LogUniform,
     Method,
     UnlearnData,
     register_method,
@@ -49,6 +55,7 @@ class Untrain(Method):
     """Minimise 1/(CE_f + ε) + λ·CE_r over paired forget/retain batches."""
 
     paper = "the untraining loss of Poppi et al., IEEE Intelligent Systems 2024, arXiv:2304.02049"
+    search_space = {"lr": LogUniform(1e-4, 1e-2), "epochs": IntRange(1, 3), "lam": LogUniform(1.0, 100.0)}
     needs = frozenset({"forget", "retain"})
     _parameter_constraints = {
         "epochs": [POSITIVE_INT],

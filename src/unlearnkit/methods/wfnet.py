@@ -30,6 +30,10 @@ also on cache hits) and ``alpha_params``.
 
 Not implemented from the spec: checkpoint selection on validation (§1.3, step 5) — the α of the last
 epoch is used, so the method needs no validation data.
+
+Search space of ``unlearnkit tune`` (``search_space``; every other hyperparameter stays at its default):
+``lr`` log-uniform [1e-3, 1e-1]; ``epochs`` integer [5, 30]; ``lambda_forget`` log-uniform [0.1, 10.0]. The ranges
+bracket the defaults and stay inside ``_parameter_constraints``.
 """
 
 from __future__ import annotations
@@ -56,6 +60,8 @@ from unlearnkit.methods._base import (
     POSITIVE,
     POSITIVE_INT,
     Interval,
+    IntRange,
+    LogUniform,
     Method,
     Options,
     UnlearnData,
@@ -103,6 +109,7 @@ class WFNet(Method):
     """
 
     paper = "Poppi et al., IEEE Intelligent Systems 2024, arXiv:2304.02049"
+    search_space = {"lr": LogUniform(1e-3, 1e-1), "epochs": IntRange(5, 30), "lambda_forget": LogUniform(0.1, 10.0)}
     needs = frozenset({"forget", "retain"})
     requests = frozenset({"class"})
     multi_class = True  # rows combine by elementwise product (spec §1.2)
