@@ -7,8 +7,8 @@ mode, in one process: ``auto`` (the fixed rule of :func:`unlearnkit.engine.ensem
 resolves to is printed), ``grouped`` (one wide network: grouped convolutions, batched matmuls), ``vmap``
 (``torch.func`` + ``torch.vmap``; ``--batch-models`` members per step) and ``loop`` (exactly
 :func:`unlearnkit.engine.train_model` per seed). Prints the wall times, loop/path ratios, and how far each
-path's weights are from the loop's (float32 rounding, amplified by training; see engine/ensemble.py). No cache is used; nothing is
-downloaded. ``--device cuda`` times a GPU (CIFAR-shaped work: ``--model airbench --data cifar-synthetic``).
+path's weights are from the loop's (float32 rounding, amplified by training; see engine/ensemble.py). No
+cache is used; nothing is downloaded. ``--device cuda`` times a GPU (CIFAR-shaped work: ``--model airbench --data cifar-synthetic``).
 """
 
 from __future__ import annotations
@@ -37,7 +37,7 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=0, help="torch intra-op threads (0: leave as is)")
     ap.add_argument("--modes", default="auto,vmap,loop", help="comma-separated: auto, grouped, vmap, loop")
     ap.add_argument("--data", default="digits", choices=["digits", "cifar-synthetic"],
-                    help="digits (8x8) or random CIFAR-shaped data (3x32x32, 10 classes, --samples of them)")  # fmt: skip
+                    help="digits (8x8) or random CIFAR-shaped data (3x32x32, 10 classes, --samples)")  # fmt: skip
     ap.add_argument("--samples", type=int, default=1024, help="training samples of --data cifar-synthetic")
     ap.add_argument("--batch-size", type=int, default=64)
     args = ap.parse_args()
