@@ -8,7 +8,8 @@ resolves to is printed), ``grouped`` (one wide network: grouped convolutions, ba
 (``torch.func`` + ``torch.vmap``; ``--batch-models`` members per step) and ``loop`` (exactly
 :func:`unlearnkit.engine.train_model` per seed). Prints the wall times, loop/path ratios, and how far each
 path's weights are from the loop's (float32 rounding, amplified by training; see engine/ensemble.py). No
-cache is used; nothing is downloaded. ``--device cuda`` times a GPU (CIFAR-shaped work: ``--model airbench --data cifar-synthetic``).
+cache is used; nothing is downloaded. ``--device cuda`` times a GPU (CIFAR-shaped work: ``--model airbench
+--data cifar-synthetic``).
 """
 
 from __future__ import annotations
