@@ -358,7 +358,7 @@ def test_a_damaged_ensemble_member_is_quarantined_and_retrained(tmp_path, digits
 
     ds, cfg, key = digits_random_scenario.forget, TrainConfig(epochs=1), {"test": "integrity"}
     first = train_ensemble(make, ds, cfg, [0, 1], device="cpu", cache=EnsembleCache(tmp_path), key=key, mode="loop")
-    victim = EnsembleCache(tmp_path).models.path(EnsembleCache.member_key(key, cfg, 1))
+    victim = EnsembleCache(tmp_path).models.path(EnsembleCache.member_key({**key, "path": "loop"}, cfg, 1))
     victim.write_bytes(victim.read_bytes()[:-8])
     again = EnsembleCache(tmp_path)
     with pytest.warns(CacheEntryWarning, match=victim.name):

@@ -319,6 +319,7 @@ def test_audit_scores_a_set_of_checkpoints(tmp_path):
     f = [r["metrics"]["forget_quality"] for r in audits]
     assert isinstance(f[0], float) and 0.0 <= f[0] <= 1.0 and f[0] == f[1]  # one score for the set
     assert audits[0]["metrics"]["acc_test"] != audits[1]["metrics"]["acc_test"]  # but each row its own model
+    assert all(r["config"]["ensemble_path"] == "grouped" for r in audits)  # ensemble_mode auto's path for an MLP
     one = _invoke(["audit", "--model", str(folder / "seed0.safetensors"), "--config", str(cfg),
                    "--out", str(tmp_path / "one"), "--quiet"])  # fmt: skip
     assert one.exit_code == 0, one.output

@@ -13,9 +13,12 @@ from unlearnkit.engine import TrainConfig, seed_everything, train_model
 from unlearnkit.engine.ensemble import (
     EnsembleCache,
     EnsembleFallbackWarning,
+    auto_path,
+    ensemble_path,
     train_ensemble,
     vmap_unsupported_reason,
 )
+from unlearnkit.engine.grouped import GroupedMembers, grouped_unsupported_reason
 from unlearnkit.errors import TrainingDivergedError, UnlearnkitError
 from unlearnkit.metrics import METRICS, evaluate, forget_quality, is_not_computed
 from unlearnkit.metrics import epsilon_score as S
@@ -94,6 +97,89 @@ def test_vmap_batch_norm_is_per_member_in_float64(digits_random_scenario):
     assert not torch.equal(batched[0].net.features[1].running_mean, batched[1].net.features[1].running_mean)
 
 
+@pytest.mark.parametrize("optimizer", ["adam", "sgd"])
+def test_grouped_matches_loop_per_member_mlp(digits_random_scenario, optimizer):
+    """Batched matmuls (and the fused Adam step) give each member the loop's weights up to float32 rounding."""
+    cfg = TrainConfig(epochs=2, lr=1e-2, optimizer=optimizer, weight_decay=5e-4)
+    seeds, ds = [3, 11, 7], digits_random_scenario.forget
+    batched = train_ensemble(_mlp, ds, cfg, seeds, device=CPU, mode="grouped")
+    for s, m in zip(seeds, batched, strict=True):
+        assert _max_diff(m, _reference_loop(_mlp, ds, cfg, s)) < 1e-5, f"member seed {s} differs beyond rounding"
+    assert _max_diff(batched[0], batched[1]) > 1e-2
+
+
+def test_grouped_small_cnn_equals_loop_in_float64(digits_random_scenario):
+    """Grouped convolutions with per-member batch norm: the loop's weights and running statistics, to 1e-10 in
+    float64 (float32 differs by rounding only)."""
+    from unlearnkit.data._base import ArrayDataset
+
+    f = digits_random_scenario.forget
+    ds = ArrayDataset(torch.stack([f[i][0] for i in range(len(f))]), [int(f[i][1]) for i in range(len(f))])
+    ds.x = ds.x.double()  # in-memory float64 features (the constructor stores float32)
+
+    def make() -> nn.Module:
+        return _cnn().double()
+
+    cfg = TrainConfig(epochs=2, lr=1e-2, batch_size=50)
+    batched = train_ensemble(make, ds, cfg, [0, 1], device=CPU, mode="grouped")
+    for s, m in zip([0, 1], batched, strict=True):
+        ref = _reference_loop(make, ds, cfg, s)
+        assert _max_diff(m, ref) < 1e-10
+        assert int(m.features[1].num_batches_tracked) == int(ref.features[1].num_batches_tracked) == 6
+    assert not torch.equal(batched[0].features[1].running_mean, batched[1].features[1].running_mean)
+
+
+@pytest.mark.parametrize("split_convs", [False, True])
+def test_grouped_forward_is_each_members_forward(split_convs):
+    """One grouped convolution (or M plain ones) over channel blocks = each member on its own batch."""
+    torch.manual_seed(0)
+    members = [create_model("small_cnn", 10, (3, 12, 12), width=4).double().train() for _ in range(3)]
+    for m in members:  # non-trivial running statistics and affine parameters
+        for p in m.parameters():
+            p.data.normal_()
+    wide = GroupedMembers(members, split_convs=split_convs)
+    x = torch.randn(3, 5, 3, 12, 12, dtype=torch.float64)
+    out = wide.forward(x)
+    for i, m in enumerate(members):
+        torch.testing.assert_close(out[i], m(x[i]), rtol=1e-12, atol=1e-12)
+    copies = [create_model("small_cnn", 10, (3, 12, 12), width=4).double() for _ in range(3)]
+    wide.write_back(copies)  # running statistics updated per member by the one forward above
+    for m, c in zip(members, copies, strict=True):
+        torch.testing.assert_close(c.features[1].running_var, m.features[1].running_var, rtol=1e-12, atol=1e-12)
+
+
+def test_grouped_airbench_on_cifar_shaped_data_equals_the_loop():
+    """The airbench-style GPU recipe's model, tiny widths, synthetic 3x32x32 data: grouped == loop (float64)."""
+    from unlearnkit.data._base import ArrayDataset
+
+    g = torch.Generator().manual_seed(0)
+    ds = ArrayDataset(torch.rand(40, 3, 32, 32, generator=g), torch.randint(0, 10, (40,), generator=g))
+    ds.x = ds.x.double()
+
+    def make() -> nn.Module:
+        return create_model("airbench", 10, (3, 32, 32), widths=(4, 8, 8)).double()
+
+    cfg = TrainConfig(epochs=1, lr=1e-2, batch_size=16, optimizer="sgd", weight_decay=5e-4)
+    batched = train_ensemble(make, ds, cfg, [0, 1], device=CPU, mode="auto")  # auto on the CPU: the loop
+    grouped = train_ensemble(make, ds, cfg, [0, 1], device=CPU, mode="grouped")
+    for seed, a, b in zip([0, 1], batched, grouped, strict=True):
+        assert _max_diff(a, _reference_loop(make, ds, cfg, seed)) == 0.0
+        assert _max_diff(a, b) < 1e-10
+    assert _max_diff(grouped[0], grouped[1]) > 1e-3
+
+
+def test_auto_is_a_fixed_rule_and_the_path_is_checked():
+    cnn, mlp = _cnn(), _mlp()
+    drop = nn.Sequential(nn.Flatten(), nn.Linear(64, 16), nn.Dropout(0.5), nn.Linear(16, 10))
+    assert auto_path(cnn, CPU) == "loop"  # convolutions on the CPU: nothing batched beat the loop
+    assert auto_path(mlp, CPU) == "grouped"
+    assert auto_path(cnn, torch.device("cuda")) == "grouped"
+    assert auto_path(drop, CPU) is None and "Dropout" in (grouped_unsupported_reason(drop) or "")
+    assert "layer_sequence" in (grouped_unsupported_reason(create_model("resnet18", 10, (3, 32, 32))) or "")
+    with pytest.raises(UnlearnkitError, match="cannot be trained grouped"):
+        ensemble_path("grouped", lambda: drop, [(torch.zeros(1, 8, 8), 0)], CPU)
+
+
 def test_loop_mode_is_exactly_train_model(digits_random_scenario):
     (m,) = train_ensemble(_mlp, digits_random_scenario.forget, CFG, [5], device=CPU, mode="loop")
     assert _max_diff(m, _reference_loop(_mlp, digits_random_scenario.forget, CFG, 5)) == 0.0
@@ -139,14 +225,16 @@ def test_cache_hit_trains_nothing_and_returns_the_same_weights(digits_random_sce
     cache = EnsembleCache(tmp_path)
     first = train_ensemble(_mlp, ds, CFG, [0, 1, 2], device=CPU, cache=cache, key=key, batch_models=2)
     assert cache.trained == 3 and len(list(tmp_path.glob("*.safetensors"))) == 3
-    assert cache.info(key, CFG, 0)["mode"] == "vmap" and cache.info(key, CFG, 2)["mode"] == "loop"  # batch of 1
+    grouped = {**key, "path": "grouped"}  # auto's path for an MLP, part of every member's key
+    assert cache.info(grouped, CFG, 0)["mode"] == "grouped" and cache.info(grouped, CFG, 2)["batch"] == 1
+    assert not cache.has(key, CFG, 0)  # an entry keyed without a path (as before paths were keys) is another
 
     from unlearnkit.engine import ensemble as ens
 
     def boom(*a, **k):
         raise AssertionError("a cached member was retrained")
 
-    monkeypatch.setattr(ens, "_train_vmap", boom)
+    monkeypatch.setattr(ens, "_train_batched", boom)
     monkeypatch.setattr(ens, "_train_loop", boom)
     again = EnsembleCache(tmp_path)
     second = train_ensemble(_mlp, ds, CFG, [0, 1, 2], device=CPU, cache=again, key=key)
@@ -155,6 +243,19 @@ def test_cache_hit_trains_nothing_and_returns_the_same_weights(digits_random_sce
         assert _max_diff(a, b) == 0.0
     with pytest.raises(AssertionError, match="retrained"):  # a new seed, another recipe: trained
         train_ensemble(_mlp, ds, CFG, [0, 9], device=CPU, cache=again, key=key)
+    with pytest.raises(AssertionError, match="retrained"):  # another path: never served the grouped members
+        train_ensemble(_mlp, ds, CFG, [0], device=CPU, cache=again, key=key, mode="vmap")
+
+
+def test_members_cached_without_a_path_are_not_reused(digits_random_scenario, tmp_path):
+    """Entries written before the path was part of the key (whichever path trained them) are never read."""
+    ds, key = digits_random_scenario.forget, {"test": "old-entries", "model": "mlp"}
+    cache = EnsembleCache(tmp_path)
+    (old,) = train_ensemble(_mlp, ds, CFG, [4], device=CPU, mode="vmap")
+    cache.save(key, CFG, 4, old, {"mode": "vmap"})  # what the previous version stored under this key
+    (new,) = train_ensemble(_mlp, ds, CFG, [4], device=CPU, cache=cache, key=key, mode="loop")
+    assert cache.trained == 2 and cache.loaded == 0 and cache.info({**key, "path": "loop"}, CFG, 4)["mode"] == "loop"
+    assert _max_diff(new, _reference_loop(_mlp, ds, CFG, 4)) == 0.0
 
 
 # -- the ε score of a method, and its ceiling -------------------------------------------------------------

@@ -17,9 +17,13 @@ from unlearnkit.metrics.forget_quality import (
     _double_setup,
     _epsilon_table,
     _forget_quality_loop,
+    _forget_quality_searchsorted,
     _is_peaky,
+    _left_edges,
+    _left_edges_at,
     _linspace_f32,
     _orient,
+    _quadrant_max,
     _rule_epsilons_fast,
     _rule_epsilons_loop,
     final_score,
@@ -133,6 +137,41 @@ def test_every_rule_matches_loop(kind: str, n: int, seed: int) -> None:
         np.testing.assert_array_equal(fast_d, slow_d)
 
 
+@pytest.mark.parametrize(("kind", "n", "seed"), [("normal", 64, 20), ("ties", 48, 21), ("grid", 40, 22),
+                                                  ("coarse", 33, 23), ("peaky", 64, 24)])  # fmt: skip
+def test_block_search_equals_every_rule_search(kind: str, n: int, seed: int) -> None:
+    """The block search skips rules it can bound; at larger N (more levels prune) it still gives what counting
+    all ~160k rules per example gives: ε, rule (ties between the families included) and F, bit for bit."""
+    u, r = _random_case(np.random.default_rng(seed), kind, n, 40)
+    fast, full = forget_quality(u, r), _forget_quality_searchsorted(u, r)
+    np.testing.assert_array_equal(fast.epsilons, full.epsilons)
+    np.testing.assert_array_equal(fast.rule, full.rule)
+    assert fast.F == full.F
+    on_cpu = forget_quality(torch.tensor(u), torch.tensor(r), device="cpu")  # the explicit torch device path
+    np.testing.assert_array_equal(on_cpu.epsilons, fast.epsilons)
+
+
+def test_left_edges_formula_is_numpy_linspace_bit_for_bit() -> None:
+    rng = np.random.default_rng(0)
+    right = np.concatenate([rng.normal(scale=3.0, size=300), rng.uniform(-110, 110, size=100), [0.0, 2.0, -2.0]])
+    width = float(rng.uniform(0.0, 8.0))
+    want = _left_edges(right, width)  # [R, 400] from np.linspace
+    base = torch.tensor(right) - width
+    start, stop = base - 2.0, base + 2.0
+    k = torch.arange(400, dtype=torch.float64)
+    got = _left_edges_at(k, start[:, None], stop[:, None], ((stop - start) / 399)[:, None]).numpy()
+    np.testing.assert_array_equal(got, want)
+
+
+def test_quadrant_max_bounds_every_entry_of_its_quadrant() -> None:
+    rng = np.random.default_rng(1)
+    t = rng.choice([-1.0, 0.0, 0.3, 1.2, 2.5, np.inf], size=(7, 9)).astype(np.float32)
+    u = _quadrant_max(t)
+    for i in range(7):
+        for j in range(9):
+            assert u[i, j] == t[i:, j:].max()
+
+
 def test_single_grid_is_torch_float32_linspace() -> None:
     # The scorer's torch.linspace on float64 0-d tensors runs in the default dtype, float32.
     for a, b in [(-1.3, 2.7), (0.1234567, 0.1534), (-103.6, 103.6)]:
@@ -244,9 +283,11 @@ def test_final_score_by_hand_and_uncapped() -> None:
     ],
 )
 def test_forget_quality_rejects_bad_input(u: np.ndarray, r: np.ndarray, delta: float, match: str) -> None:
-    for fn in (forget_quality, _forget_quality_loop):
+    for fn in (forget_quality, _forget_quality_loop, _forget_quality_searchsorted):
         with pytest.raises(UnlearnkitError, match=match):
             fn(u, r, delta=delta)
+    with pytest.raises(UnlearnkitError, match="device"):
+        forget_quality(np.zeros((4, 2)), np.ones((4, 2)), device="nodevice")
 
 
 def test_logit_scaled_confidence_rejects_bad_input() -> None:

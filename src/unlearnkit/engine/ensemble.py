@@ -2,9 +2,20 @@
 
 The challenge's forgetting quality (evaluation spec §1) compares N unlearned with N retrained models
 (N = 512 there). Training N small models one after the other leaves an accelerator mostly idle, so
-:func:`train_ensemble` stacks ``batch_models`` models' parameters and buffers along a new leading axis
-(``torch.func.stack_module_state``) and runs one vectorised step for all of them
-(``torch.func.functional_call`` under ``torch.vmap`` over the model axis).
+:func:`train_ensemble` trains ``batch_models`` members at once by one of two batched paths:
+
+* ``"grouped"`` (:mod:`unlearnkit.engine.grouped`): the members as one wide network, convolutions as one
+  grouped convolution (``groups = M``), batch norm over the members' concatenated channels, linear layers
+  as one batched matmul. For models that are a plain sequence of such layers (``mlp``, ``small_cnn``,
+  ``airbench``).
+* ``"vmap"``: the members' parameters and buffers stacked along a new leading axis
+  (``torch.func.stack_module_state``) and one vectorised step (``torch.func.functional_call`` under
+  ``torch.vmap`` over the model axis); any model vmap can batch.
+
+and ``"loop"`` trains them one after the other. ``mode="auto"`` picks by the fixed rule of
+:func:`auto_path` (model structure and device type, never a timing): on the CPU the loop for models with
+convolutions (nothing batched beat it) and grouped for supported models without; elsewhere grouped when
+the model supports it; else vmap when a probe succeeds, else the loop.
 
 **Same recipe as the loop.** Member ``seed`` is, up to float rounding, exactly what the per-model loop
 gives for that seed, i.e. what the runner does for its original/retrained model::
@@ -24,24 +35,26 @@ gives for that seed, i.e. what the runner does for its original/retrained model:
 * **Batch norm** (``small_cnn``, ResNets) is handled, not avoided: running statistics are stacked
   buffers passed to ``functional_call``, so each member's batch statistics and its in-place running-mean
   / running-variance / ``num_batches_tracked`` updates stay in its own slice. No module is patched.
-* **Why results differ slightly from the loop.** In float64 the two paths give bitwise-identical weights
-  (checked: small_cnn with batch norm, 2 epochs). In float32 the batched matrix products and
-  convolutions are computed by different kernels than the single-model ones, with a different
-  summation order, so members differ from the loop by float32 rounding that training amplifies (about
-  1e-6 to 1e-3 in weights after a few epochs). Which rounding a member gets depends on which seeds share
-  its batch, so the cache key below does not include the batch composition or the mode: a cached member
-  is reused whichever path trained it.
+* **Why results differ slightly from the loop.** In float64 both batched paths give the loop's weights to
+  1e-10 (tested: small_cnn with batch norm, 2 epochs; the batched paths use torch's fused Adam/AdamW step,
+  the same update in another summation order). In float32 the batched
+  matrix products and convolutions are computed by different kernels than the single-model ones, with
+  a different summation order, so members differ from the loop by float32 rounding that training
+  amplifies (about 1e-6 to 1e-3 in weights after a few epochs). The batch composition is not in the cache
+  key, but the **path** is: a member trained by one path is never served to a run asking for another
+  (the members differ by that rounding), and a batch of one member is trained by its path too.
 
-**When vmap cannot be used** (``mode="auto"`` probes once, on two throw-away models and two samples):
-random operations in ``forward`` such as dropout (vmap runs with ``randomness="error"``: per-member
-random streams could not match the loop's), in-place updates of unbatched state, or operators without a
-batching rule that fail. The probe's error becomes a warning and training runs the plain per-model loop
-(``mode="vmap"`` raises instead). A batch of one model always uses the loop.
+**When vmap cannot be used** (``mode="auto"`` probes it once, on two throw-away models and two samples,
+for models the grouped path does not support): random operations in ``forward`` such as dropout (vmap
+runs with ``randomness="error"``: per-member random streams could not match the loop's), in-place
+updates of unbatched state, or operators without a batching rule that fail. The probe's error becomes a
+warning and training runs the plain per-model loop (``mode="vmap"`` raises instead).
 
 **Cache.** :class:`EnsembleCache` stores each member as ``<hash>.safetensors`` + JSON sidecar, keyed by
 the caller's description of the data and model (its fingerprints and compute context, see
-:mod:`unlearnkit.engine.cache`) plus the training recipe and the member's seed, so a rerun, or a larger N
-sharing the first seeds, trains nothing it already has. Members are verified when loaded (a damaged one is
+:mod:`unlearnkit.engine.cache`) plus the training path, the recipe and the member's seed, so a rerun, or a
+larger N sharing the first seeds, trains nothing it already has. Entries written before the path was part
+of the key have other hashes and are never read. Members are verified when loaded (a damaged one is
 quarantined and trained again) and trained under their entries' locks, so concurrent processes train each
 member once.
 """
@@ -67,6 +80,7 @@ from torch.utils.data import Dataset
 from unlearnkit.engine.cache import ModelCache, default_cache_dir
 from unlearnkit.engine.checkpoint import config_hash
 from unlearnkit.engine.device import resolve_device
+from unlearnkit.engine.grouped import GroupedMembers, grouped_unsupported_reason, has_convolution
 from unlearnkit.engine.loops import (
     EpochCallback,
     TrainConfig,
@@ -80,12 +94,13 @@ from unlearnkit.engine.loops import (
 from unlearnkit.engine.seed import seed_everything
 from unlearnkit.errors import UnlearnkitError
 
-Mode = Literal["auto", "vmap", "loop"]
-MODES = ("auto", "vmap", "loop")
+Mode = Literal["auto", "grouped", "vmap", "loop"]
+MODES = ("auto", "grouped", "vmap", "loop")
+Path_ = Literal["grouped", "vmap", "loop"]
 
 
 class EnsembleFallbackWarning(UserWarning):
-    """``mode="auto"`` could not vmap the model and trained the members one by one."""
+    """``mode="auto"`` could not batch the model and trained the members one by one."""
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -217,7 +232,74 @@ def vmap_unsupported_reason(make_model: Callable[[], nn.Module], dataset: Datase
 
 
 # ---------------------------------------------------------------------------------------------------
-# The two training paths
+# Which path: the fixed rule of mode="auto"
+# ---------------------------------------------------------------------------------------------------
+
+
+def auto_path(model: nn.Module, device: torch.device) -> Path_ | None:
+    """The path ``mode="auto"`` takes for this model and device, by a fixed rule (``None``: vmap if it can).
+
+    Measured once on the CPU with ``benchmarks/bench_ensemble.py`` (one thread, digits, default recipe, on a
+    shared 2-core machine; figures in ``docs/ensembles.md``):
+
+    * **CPU, a model with convolutions → "loop".** A small CNN's training step is dominated by its
+      convolutions, which already run at matrix-multiply speed one model at a time; batching them (one
+      grouped convolution, or vmap, which lowers to the same) was 0.8-1.0x the loop for ``small_cnn``,
+      so nothing batched is faster and the loop is exactly :func:`~unlearnkit.engine.train_model`.
+    * **CPU, no convolution, a model the grouped trainer supports (MLPs) → "grouped"**: batched matmuls
+      and one fused optimiser step for all members, 3.4x the loop for 32 digits MLPs (vmap: 2.3x).
+    * **Other devices, a supported model → "grouped"** (one grouped convolution per layer, the form cuDNN
+      runs best and what vmap itself lowers a batched convolution to; not measured: no GPU was available).
+    * **Any other model → None**: vmap when the vmap probe succeeds, else the loop (with a warning).
+
+    The rule reads only the model's structure and the device type, never a timing, so a config always
+    takes the same path (which is part of every member's cache key).
+    """
+    if grouped_unsupported_reason(model) is not None:
+        return None
+    if device.type == "cpu" and has_convolution(model):
+        return "loop"
+    return "grouped"
+
+
+def ensemble_path(
+    mode: str, make_model: Callable[[], nn.Module], dataset: Dataset, device: torch.device | str = "cpu"
+) -> Path_:
+    """The training path ``mode`` resolves to for this model, data and device (``"grouped"``, ``"vmap"`` or
+    ``"loop"``); the same answer every time. ``mode="auto"`` follows :func:`auto_path` and falls back to the
+    loop with an :class:`EnsembleFallbackWarning` when neither batched path can train the model.
+
+    Raises:
+        UnlearnkitError: an unknown mode, or ``"grouped"`` / ``"vmap"`` asked for a model they cannot train.
+    """
+    if mode not in MODES:
+        raise UnlearnkitError(f"unknown ensemble mode {mode!r}; expected one of {', '.join(MODES)}")
+    if mode == "loop":
+        return "loop"
+    dev = resolve_device(device)
+    with torch.random.fork_rng(devices=[]):
+        probe = make_model()
+    if mode == "grouped":
+        why = grouped_unsupported_reason(probe)
+        if why is not None:
+            raise UnlearnkitError(f"mode='grouped' but the model cannot be trained grouped: {why}")
+        return "grouped"
+    rule = auto_path(probe, dev) if mode == "auto" else None
+    if rule is not None:
+        return rule
+    with torch.random.fork_rng(devices=[]):
+        reason = vmap_unsupported_reason(make_model, dataset, dev)
+    if reason is None:
+        return "vmap"
+    if mode == "vmap":
+        raise UnlearnkitError(f"mode='vmap' but the model cannot be trained under vmap: {reason}")
+    warnings.warn(f"cannot vmap this model ({reason}); training ensemble members one by one",
+                  EnsembleFallbackWarning, stacklevel=3)  # fmt: skip
+    return "loop"
+
+
+# ---------------------------------------------------------------------------------------------------
+# The three training paths
 # ---------------------------------------------------------------------------------------------------
 
 
@@ -275,14 +357,52 @@ def _check_members(losses: torch.Tensor, seeds: list[int], where: str) -> None:
     check_finite(losses[i], f"{where} (member seed {seeds[i]})")
 
 
-def _train_vmap(job: _Job, seeds: list[int]) -> list[nn.Module]:
-    dataset, cfg, device = job.dataset, job.cfg, job.device
-    models = [job.init_member(s).train() for s in seeds]
+#: what a batched path trains: (leaves to optimise, ``(x, y) -> [M]`` member losses, write-back into the models)
+_Stepper = tuple[list[torch.Tensor], Callable[..., torch.Tensor], Callable[[], None]]
+
+
+def _vmap_step(models: list[nn.Module], device: torch.device) -> _Stepper:
+    """vmap over stacked state (``device`` unused: the stacked tensors are where the models are)."""
     params, buffers = stack_module_state(models)  # name -> [M, ...]; params are fresh leaves
     buffers = {k: v.clone() for k, v in buffers.items()}
     base = copy.deepcopy(models[0]).to("meta").train()  # structure only; weights come from params/buffers
     step = vmap(_loss_fn(base), randomness="error")  # [M] per-member mean losses
-    opt = make_optimizer(list(params.values()), cfg.optimizer, cfg.lr, cfg.weight_decay, cfg.momentum)
+
+    @torch.no_grad()
+    def write_back() -> None:  # member i gets slice i of every parameter and buffer
+        for i, model in enumerate(models):
+            for name, p in model.named_parameters():
+                p.copy_(params[name][i])
+            for name, b in model.named_buffers():
+                if name in buffers:
+                    b.copy_(buffers[name][i])
+
+    return list(params.values()), lambda x, y: step(params, buffers, x, y), write_back
+
+
+def _grouped_step(models: list[nn.Module], device: torch.device) -> _Stepper:
+    """The wide network of engine/grouped.py (plain convolutions per member on the CPU, one grouped one elsewhere)."""
+    wide = GroupedMembers(models, split_convs=device.type == "cpu")
+    return wide.params, wide.losses, lambda: wide.write_back(models)
+
+
+def _batched_optimizer(leaves: list[torch.Tensor], cfg: TrainConfig) -> torch.optim.Optimizer:
+    """The recipe's optimiser over the stacked leaves, with torch's fused kernel for Adam/AdamW where this
+    torch has one for the device (the same element-wise update; measured 1.15x faster for 32 MLPs on the CPU)."""
+    if cfg.optimizer in ("adam", "adamw"):
+        try:
+            return make_optimizer(leaves, cfg.optimizer, cfg.lr, cfg.weight_decay, cfg.momentum, fused=True)
+        except (RuntimeError, TypeError, ValueError):  # no fused kernel for this device / torch version
+            pass
+    return make_optimizer(leaves, cfg.optimizer, cfg.lr, cfg.weight_decay, cfg.momentum)
+
+
+def _train_batched(job: _Job, seeds: list[int], path: str) -> list[nn.Module]:
+    """Train the members of ``seeds`` together by ``path`` ("vmap" or "grouped"): same recipe as the loop."""
+    dataset, cfg, device = job.dataset, job.cfg, job.device
+    models = [job.init_member(s).train() for s in seeds]
+    leaves, step, write_back = (_grouped_step if path == "grouped" else _vmap_step)(models, device)
+    opt = _batched_optimizer(leaves, cfg)
     steps_per_epoch = max(1, math.ceil(len(dataset) / cfg.batch_size))
     sched = (
         torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=max(1, cfg.epochs * steps_per_epoch))
@@ -298,7 +418,7 @@ def _train_vmap(job: _Job, seeds: list[int]) -> list[nn.Module]:
         count = 0
         for xb, yb in _epoch_batches(dataset, cfg.batch_size, gens, device, arrays):
             with autocast(device, cfg.amp):
-                losses = step(params, buffers, xb, yb)
+                losses = step(xb, yb)
             _check_members(losses, seeds, job.where)
             opt.zero_grad(set_to_none=True)
             losses.sum().backward()  # d(sum)/d(member i's slice) = member i's own gradient
@@ -309,13 +429,7 @@ def _train_vmap(job: _Job, seeds: list[int]) -> list[nn.Module]:
             count += yb.shape[1]
         if job.on_epoch is not None:
             job.on_epoch(epoch + 1, cfg.epochs, float(total.mean()) / max(count, 1))
-    with torch.no_grad():  # unstack: member i gets slice i of every parameter and buffer
-        for i, model in enumerate(models):
-            for name, p in model.named_parameters():
-                p.copy_(params[name][i])
-            for name, b in model.named_buffers():
-                if name in buffers:
-                    b.copy_(buffers[name][i])
+    write_back()
     return [m.eval() for m in models]
 
 
@@ -347,8 +461,11 @@ def iter_ensemble(
     seeds = _check_args(seeds, batch_models, mode, dataset)
     if cache is not None and key is None:
         raise UnlearnkitError("an ensemble cache needs a key describing the data and model")
+    path = ensemble_path(mode, make_model, dataset, dev)
+    if key is not None:  # members trained by another path differ by float rounding: never shared
+        key = {**key, "path": path}
     job = _Job(make_model, dataset, cfg, dev, on_epoch, where)
-    return _iter_members(job, seeds, batch_models, mode, cache, key)
+    return _iter_members(job, seeds, batch_models, path, cache, key)
 
 
 def _lookup(
@@ -366,13 +483,11 @@ def _iter_members(
     job: _Job,
     seeds: list[int],
     batch_models: int,
-    mode: str,
+    path: str,
     cache: EnsembleCache | None,
     key: dict[str, Any] | None,
 ) -> Iterator[tuple[int, nn.Module]]:
-    make_model, cfg, dev = job.make_model, job.cfg, job.device
-    use_vmap = mode != "loop"  # decided for good by the probe, the first time two members need training
-    probed = False
+    cfg, dev = job.cfg, job.device
     for start in range(0, len(seeds), batch_models):
         chunk = seeds[start : start + batch_models]
         got: dict[int, nn.Module] = {}
@@ -382,27 +497,13 @@ def _iter_members(
                 if cache is not None:  # trained meanwhile by another process? (damaged ones are quarantined)
                     todo = _lookup(job, cache, key, todo, got, quarantine=True)  # type: ignore[arg-type]
                 if todo:
-                    if len(todo) > 1 and use_vmap and not probed:
-                        probed = True
-                        reason = vmap_unsupported_reason(make_model, job.dataset, dev)
-                        if reason is not None and mode == "vmap":
-                            raise UnlearnkitError(f"mode='vmap' but the model cannot be trained under vmap: {reason}")
-                        if reason is not None:
-                            use_vmap = False
-                            warnings.warn(f"cannot vmap this model ({reason}); training ensemble members one by one",
-                                          EnsembleFallbackWarning, stacklevel=2)  # fmt: skip
                     t0 = time.perf_counter()
-                    if len(todo) > 1 and use_vmap:
-                        models = _train_vmap(job, todo)
-                        how = "vmap"
-                    else:
-                        models = _train_loop(job, todo)
-                        how = "loop"
+                    models = _train_loop(job, todo) if path == "loop" else _train_batched(job, todo, path)
                     per_model = (time.perf_counter() - t0) / len(todo)
                     for s, m in zip(todo, models, strict=True):
                         got[s] = m
                         if cache is not None:
-                            info = {"time_s": per_model, "device": str(dev), "mode": how, "batch": len(todo)}
+                            info = {"time_s": per_model, "device": str(dev), "mode": path, "batch": len(todo)}
                             cache.save(key, cfg, s, m, info)  # type: ignore[arg-type]
         for s in chunk:
             yield s, got[s]
@@ -421,18 +522,20 @@ def train_ensemble(
         seeds: distinct non-negative seeds; seed s fixes member s's initialisation and data order.
         options: keyword options of :func:`iter_ensemble`:
         device: where to train.
-        batch_models: members trained together in one vmapped batch.
-        mode: ``"vmap"`` (stacked models; raises if the model cannot be vmapped), ``"loop"`` (one model
-            after the other, exactly :func:`~unlearnkit.engine.train_model`), or ``"auto"`` (vmap when a
-            probe succeeds, else the loop with an :class:`EnsembleFallbackWarning`).
+        batch_models: members trained together in one batch.
+        mode: ``"grouped"`` (one wide network; raises if the model is not a supported layer sequence),
+            ``"vmap"`` (stacked models; raises if the model cannot be vmapped), ``"loop"`` (one model
+            after the other, exactly :func:`~unlearnkit.engine.train_model`), or ``"auto"`` (the fixed
+            rule of :func:`auto_path`: grouped when supported, else vmap when a probe succeeds, else the
+            loop with an :class:`EnsembleFallbackWarning`); see :func:`ensemble_path`.
         cache: where members are stored and looked up (``key`` required); cached members are not retrained.
         key: what identifies the data and model (e.g. dataset, split-index hash, model name and kwargs);
-            the recipe and the seed are added per member.
+            the training path, the recipe and the seed are added per member.
         on_epoch: progress callback ``(epoch, epochs, mean loss over members)``.
 
     Raises:
-        UnlearnkitError: bad mode, batch size or seeds, an empty dataset, or ``mode="vmap"`` on a model
-            that cannot be vmapped.
+        UnlearnkitError: bad mode, batch size or seeds, an empty dataset, or ``mode="vmap"`` / ``"grouped"``
+            on a model that path cannot train.
         TrainingDivergedError: a member's loss became NaN or infinite (names the seed).
     """
     return [m for _, m in iter_ensemble(make_model, dataset, cfg, seeds, **options)]

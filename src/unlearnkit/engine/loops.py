@@ -11,6 +11,7 @@ import contextlib
 import math
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass
+from typing import Any
 
 import numpy as np
 import torch
@@ -121,15 +122,18 @@ OPTIMIZERS = ("adam", "adamw", "sgd")
 
 
 def make_optimizer(
-    params: object, name: str, lr: float, weight_decay: float = 0.0, momentum: float = 0.9
+    params: object, name: str, lr: float, weight_decay: float = 0.0, momentum: float = 0.9, *, fused: bool = False
 ) -> torch.optim.Optimizer:
-    """``adam`` / ``adamw`` / ``sgd`` over ``params``."""
+    """``adam`` / ``adamw`` / ``sgd`` over ``params``; ``fused=True`` asks torch for its fused kernel (the same
+    update in one pass over each tensor: faster on the wide stacked tensors of an ensemble, equal up to float
+    rounding)."""
+    opts: dict[str, Any] = {"fused": True} if fused else {}
     if name == "adam":
-        return torch.optim.Adam(params, lr=lr, weight_decay=weight_decay)  # type: ignore[arg-type]
+        return torch.optim.Adam(params, lr=lr, weight_decay=weight_decay, **opts)  # type: ignore[arg-type]
     if name == "adamw":
-        return torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay)  # type: ignore[arg-type]
+        return torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay, **opts)  # type: ignore[arg-type]
     if name == "sgd":
-        return torch.optim.SGD(params, lr=lr, momentum=momentum, weight_decay=weight_decay)  # type: ignore[arg-type]
+        return torch.optim.SGD(params, lr=lr, momentum=momentum, weight_decay=weight_decay, **opts)  # type: ignore[arg-type]
     raise UnlearnkitError(f"unknown optimizer {name!r}; expected one of {', '.join(OPTIMIZERS)}")
 
 

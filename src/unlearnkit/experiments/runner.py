@@ -51,6 +51,7 @@ from unlearnkit.engine import (
 )
 from unlearnkit.engine.cache import compute_context
 from unlearnkit.engine.checks import collapse_flag, nonfinite_reason, nonfinite_weights
+from unlearnkit.engine.ensemble import ensemble_path
 from unlearnkit.engine.seed import preserved_global_state
 from unlearnkit.errors import ConfigError, UnlearnkitError
 from unlearnkit.experiments.config import AnyRunConfig, ConceptRunConfig, RunConfig, load_concept_entries
@@ -115,6 +116,7 @@ class Cell:
     ensemble_n: int = 0
     ensemble_batch_models: int = 16
     ensemble_originals: str = "shared"
+    ensemble_mode: str = "auto"
     #: which run path: 3 for a CLIP concept run (its CLIP-specific config sections in ``concept``), else 1 (the
     #: classifier path of settings 1 and 2; a record's own setting comes from its method)
     setting: int = 1
@@ -135,7 +137,7 @@ class Cell:
         for k in ("key", "data_root", "download", "metrics", "ensemble_batch_models"):
             d.pop(k)
         if not d["ensemble_n"]:  # ε score off: keys stay what they were before ensembles existed
-            for k in ("ensemble_n", "ensemble_originals"):
+            for k in ("ensemble_n", "ensemble_originals", "ensemble_mode"):
                 d.pop(k)
         if not d["lira_shadows"]:  # LiRA off: keys stay what they were before LiRA existed
             for k in ("lira_shadows", "lira_fixed_variance", "lira_nonmember_split", "ulira_out"):
@@ -281,7 +283,8 @@ def plan(
         "lira_fixed_variance": cfg.lira_fixed_variance, "lira_nonmember_split": cfg.lira_nonmember_split,
         "ulira_out": cfg.ulira_out,
         "ensemble_n": cfg.ensemble_n, "ensemble_batch_models": cfg.ensemble_batch_models,
-        "ensemble_originals": cfg.ensemble_originals, "relearn": cfg.relearn.for_cell(),
+        "ensemble_originals": cfg.ensemble_originals, "ensemble_mode": cfg.ensemble_mode,
+        "relearn": cfg.relearn.for_cell(),
     }  # fmt: skip
     cells: list[Cell] = []
     skipped: list[str] = []
@@ -609,6 +612,8 @@ def _run_cell(
                                      make_model=make_model, progress=progress)  # fmt: skip
         if cell.ensemble_n and any(n in ENSEMBLE_KEYS for n in (cell.metrics or ENSEMBLE_KEYS)):
             progress.run_started(f"{cell.label} ε score, N={cell.ensemble_n}")
+            # the path the ensembles are trained by (the fixed rule of ensemble_mode="auto"), stored with the run
+            record.config["ensemble_path"] = ensemble_path(cell.ensemble_mode, make_model, scenario.retain, dev)
         values = evaluate(model, scenario, reference=retrained, random_model=random_model, original=original,
                           metrics=cell.metrics, timing=timing, device=dev, resources=resources,
                           options={"lira_fixed_variance": cell.lira_fixed_variance,
@@ -734,6 +739,7 @@ def resource_builder(
         unlearned_models=given, unlearned_models_id=given_id, lira_shadows=cell.lira_shadows,
         lira_nonmember_split=cell.lira_nonmember_split, ensemble_n=cell.ensemble_n,
         ensemble_originals=cell.ensemble_originals, ensemble_batch_models=cell.ensemble_batch_models,
+        ensemble_mode=cell.ensemble_mode,
         on_epoch=progress.epoch if progress is not None else None,
         evaluated=model, evaluated_id=cell.key or None, relearn=cell.relearn or {"enabled": False},
     )  # fmt: skip

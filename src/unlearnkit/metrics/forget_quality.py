@@ -25,10 +25,26 @@ Where we follow the scorer rather than the organisers' PDF, or where the scorer 
 * **Ties.** When both families reach the same ε, ``rule`` says ``"double"``: the scorer lists the
   interval rules first and takes the first maximum.
 
-Two implementations give identical results: :func:`forget_quality` counts the models each rule accepts
-with ``np.searchsorted`` on the sorted samples (all ~160k rules of an example at once, one example at a
-time, so memory stays O(rules)) and reads ε from a precomputed [N+1, N+1] table of ε per count pair;
-:func:`_forget_quality_loop` compares every value with every threshold, as the scorer does.
+Three implementations give identical results (same ε per example, same rule, same F):
+
+* :func:`forget_quality` (**block search**, vectorised over examples, in torch on the CPU or a given
+  device). The single-threshold family (~100 rules per unit of φ) is counted with ``np.searchsorted``
+  per example. For the ~160k interval rules, ε(fp, fn) is *non-increasing* in both counts wherever it is
+  defined, and along the 400 left edges L_k of one right edge the counts move monotonically (L_k grows, so
+  the false positives fall and the misses grow). So over a block of left edges k0 ≤ k ≤ k1, every rule's ε
+  is at most U[fp(k1), fn(k0)], where U is the table of ε maxima over the quadrant fp' ≥ fp, fn' ≥ fn
+  (:func:`_quadrant_max`). Stage one evaluates exactly the 21 block boundaries k = 0, 20, …, 380, 399 of every
+  right edge (8k rules an example instead of 160k) and bounds the 20 blocks between them; stage two evaluates
+  exactly only the blocks whose bound could beat the best rule found (and, for the tie rule of ``rule``,
+  reach the single family's best). Every skipped rule is provably no better, so the maximum is exact; the
+  left edges are computed with ``np.linspace``'s own float formula (``k·step + start``, last = stop), so
+  every evaluated rule counts exactly the models the scorer's rule counts.
+* :func:`_forget_quality_searchsorted` (the previous implementation, kept for the benchmark and the tests):
+  all rules of one example at a time with ``np.searchsorted`` on the sorted samples, ε read from a
+  precomputed [N+1, N+1] table of ε per count pair.
+* :func:`_forget_quality_loop` compares every value with every threshold, as the scorer does.
+
+``benchmarks/bench_forget_quality.py`` times the first two on the same inputs in one run.
 """
 
 from __future__ import annotations
@@ -347,11 +363,153 @@ def _score(u: np.ndarray, r: np.ndarray, rule_epsilons: RuleEpsilons) -> ForgetQ
 
 
 # ---------------------------------------------------------------------------------------------------
+# The block search: interval family of all examples at once, bounded by the quadrant-max table
+# ---------------------------------------------------------------------------------------------------
+
+#: block sizes of the successive refinements: each surviving block of left edges is split into blocks of the
+#: next size, whose end points are evaluated exactly and whose bounds decide which survive; the last size, 1,
+#: evaluates every edge left (the right edge itself is the first block: edges 0..399)
+LEVELS = (80, 16, 4, 1)
+CHUNK = 64  # examples per vectorised step
+_NONE = -1.0  # a dropped rule's ε (NaN in the scorer) in the encoded tables; every kept ε is >= 0
+
+
+def _quadrant_max(table: np.ndarray) -> np.ndarray:
+    """U[fp, fn] = max of ``table`` over fp' ≥ fp, fn' ≥ fn (dropped rules as -1): the bound of a block."""
+    u = np.maximum.accumulate(table[::-1, ::-1], axis=0)
+    return np.maximum.accumulate(u, axis=1)[::-1, ::-1].copy()
+
+
+def _left_edges_at(k: torch.Tensor, start: torch.Tensor, stop: torch.Tensor, step: torch.Tensor) -> torch.Tensor:
+    """Left edges with indices ``k`` (float64), bit for bit what ``np.linspace(start, stop, 400)`` gives:
+    ``k * step + start`` in two roundings, and ``stop`` itself for the last one."""
+    out = k * step + start
+    return torch.where(k == NUM_LEFT_EDGES - 1, stop, out)
+
+
+def _interval_max(
+    p: torch.Tensor, q: torch.Tensor, right: torch.Tensor, width: torch.Tensor, floor: torch.Tensor,
+    eps_flat: torch.Tensor, bound_flat: torch.Tensor, n: int,
+) -> torch.Tensor:  # fmt: skip
+    """Best interval-rule ε of c examples ([c]; -1 where every rule is dropped), exact wherever it is ≥ ``floor``.
+
+    Args:
+        p, q: [c, N] sorted positive (narrower) and negative samples of the interval family.
+        right: [c, R] right edges, NaN-padded; width: [c] the narrower sample's range.
+        floor: [c] the single family's best ε (-1: none). Blocks that cannot reach it are skipped, so a result
+            below ``floor`` may be below the family's true best, never above it, and any result ≥ ``floor``
+            is exact: enough for max(both families) and for the tie rule (``double`` when ≥ single).
+        eps_flat, bound_flat: the ε table and its quadrant maxima, flattened (index fp·(N+1) + fn).
+    """
+    c = right.shape[0]
+    dev, dt = right.device, right.dtype
+    valid = ~torch.isnan(right)
+    r = torch.where(valid, right, torch.zeros((), dtype=dt, device=dev))
+    a_right = torch.searchsorted(p, r, right=True)  # [c, R] #p ≤ R
+    b_right = torch.searchsorted(q, r, right=True)
+    base = r - width[:, None]  # np.linspace(right - width - BUFFER, right - width + BUFFER, 400, axis=-1)
+    start, stop = base - BUFFER, base + BUFFER
+    step = (stop - start) / (NUM_LEFT_EDGES - 1)
+    best = torch.full((c,), _NONE, dtype=eps_flat.dtype, device=dev)
+    s, j = valid.nonzero(as_tuple=True)  # the blocks to refine: (example, right edge, first and last left edge)
+    k0 = torch.zeros_like(s)
+    k1 = torch.full_like(s, NUM_LEFT_EDGES - 1)
+    for size in LEVELS:
+        if len(s) == 0:
+            break
+        # end points of the sub-blocks: k0, k0 + size, …, k1 (repeats at the end are harmless)
+        n_points = int(((k1 - k0 + size - 1) // size).max()) + 1
+        k = torch.minimum(k0[:, None] + size * torch.arange(n_points, device=dev), k1[:, None])  # [M, P]
+        edges = _left_edges_at(k.to(dt), start[s, j][:, None], stop[s, j][:, None], step[s, j][:, None])
+        fp, fn = _counts(p, q, s, a_right[s, j], b_right[s, j], edges, n)  # [M, P]
+        best = best.scatter_reduce(0, s, eps_flat[fp * (n + 1) + fn].amax(dim=1), reduce="amax")
+        if size == 1:
+            break
+        # sub-block i spans k[:, i]..k[:, i+1]: its fp is smallest at its last edge, its fn at its first
+        bound = bound_flat[fp[:, 1:] * (n + 1) + fn[:, :-1]]  # [M, P-1]
+        keep = (bound > best[s][:, None]) & (bound >= floor[s][:, None]) & (k[:, 1:] > k[:, :-1])
+        m, i = keep.nonzero(as_tuple=True)
+        s, j, k0, k1 = s[m], j[m], k[m, i], k[m, i + 1]
+    return best
+
+
+def _counts(
+    p: torch.Tensor, q: torch.Tensor, s: torch.Tensor, a_right: torch.Tensor, b_right: torch.Tensor,
+    edges: torch.Tensor, n: int,
+) -> tuple[torch.Tensor, torch.Tensor]:  # fmt: skip
+    """(false positives, misses) [M, P] of the rules "L ≤ φ ≤ R" with left edges ``edges`` [M, P] of example
+    ``s`` [M] whose right edges accept ``a_right`` positives and ``b_right`` negatives [M] (#φ ≤ R).
+
+    Rows are regrouped per example (padded to the example with most rows) for one batched searchsorted."""
+    c = p.shape[0]
+    per = torch.bincount(s, minlength=c)
+    pos = torch.arange(len(s), device=s.device) - (torch.cumsum(per, 0) - per)[s]  # row's place in its example
+    sizes = (c, int(per.max()), edges.shape[1])
+    padded = edges.new_zeros(sizes)
+    padded[s, pos] = edges
+    a_left = torch.searchsorted(p, padded.view(c, -1)).view(sizes)[s, pos]  # #p < L
+    b_left = torch.searchsorted(q, padded.view(c, -1)).view(sizes)[s, pos]
+    tp = (a_right[:, None] - a_left).clamp_(min=0)  # #(≤ R) − #(< L); ≤ 0 when L > R
+    fp = (b_right[:, None] - b_left).clamp_(min=0)
+    return fp, n - tp
+
+
+def _score_blocks(u: np.ndarray, r: np.ndarray, delta: float, device: torch.device) -> ForgetQualityResult:
+    """§1.7 recipe with the block search: per-example setup and single family, then the interval family of
+    :data:`CHUNK` examples at a time on ``device``."""
+    n, n_ex = u.shape
+    pos_all, neg_all = _orient(u, r)
+    table = _epsilon_table(n, delta)
+    encoded = np.where(np.isnan(table), np.float32(_NONE), table).astype(np.float32)
+    eps_flat = torch.from_numpy(encoded.ravel()).to(device)
+    bound_flat = torch.from_numpy(_quadrant_max(encoded).ravel()).to(device)
+    epsilons = np.zeros(n_ex)
+    rules = np.full(n_ex, "peaky", dtype=object)
+    live: list[int] = []
+    ps, qs, rights, widths, singles = [], [], [], [], []
+    for s in range(n_ex):  # cheap per-example work: peaky check, single family, interval set-up
+        pos, neg = np.sort(pos_all[:, s]), np.sort(neg_all[:, s])
+        if _is_peaky(pos, neg):
+            epsilons[s] = EPSILON_CAP
+            continue
+        t = _single_thresholds(pos, neg)  # "positive" iff φ ≥ t
+        eps_single = table[n - np.searchsorted(neg, t, side="left"), np.searchsorted(pos, t, side="left")]
+        p, q, right, width = _double_setup(pos, neg)
+        live.append(s)
+        singles.append(_nanmax(eps_single))
+        ps.append(p)
+        qs.append(q)
+        rights.append(right)
+        widths.append(width)
+    for c0 in range(0, len(live), CHUNK):
+        sl = slice(c0, c0 + CHUNK)
+        r_max = max(len(x) for x in rights[sl])
+        right = np.full((len(rights[sl]), r_max), np.nan)
+        for i, x in enumerate(rights[sl]):
+            right[i, : len(x)] = x
+        single = np.asarray(singles[sl], dtype=np.float32)  # float32 table values: exact
+        single[np.isnan(single)] = _NONE
+
+        def on(a: object) -> torch.Tensor:
+            return torch.as_tensor(np.asarray(a), device=device)
+
+        best = _interval_max(on(np.stack(ps[sl])), on(np.stack(qs[sl])), on(right), on(widths[sl]), on(single),
+                             eps_flat, bound_flat, n).cpu().numpy()  # fmt: skip
+        for i, s in enumerate(live[sl]):
+            e, rule = _combine(math.nan if best[i] == _NONE else float(best[i]), singles[c0 + i])
+            epsilons[s] = e
+            rules[s] = rule
+    return _result(list(epsilons), list(rules), n)
+
+
+# ---------------------------------------------------------------------------------------------------
 # Public entry points
 # ---------------------------------------------------------------------------------------------------
 
 
-def forget_quality(unlearned_conf: ArrayLike, retrained_conf: ArrayLike, delta: float = DELTA) -> ForgetQualityResult:
+def forget_quality(
+    unlearned_conf: ArrayLike, retrained_conf: ArrayLike, delta: float = DELTA, device: str | torch.device | None = None
+) -> ForgetQualityResult:
     """Forgetting quality F of the NeurIPS 2023 unlearning challenge (evaluation spec §1.3–1.5).
 
     Args:
@@ -359,13 +517,29 @@ def forget_quality(unlearned_conf: ArrayLike, retrained_conf: ArrayLike, delta: 
             each of N unlearned models.
         retrained_conf: ``[N, |S|]`` the same under N models retrained from scratch without S.
         delta: δ of (ε, δ)-unlearning; the challenge used 1e-5.
+        device: where the interval rules are counted (torch, float64; default the CPU). The result is the
+            same on every device: counts are exact and ε is read from one float32 table.
 
     Returns:
         A :class:`ForgetQualityResult`: F, per-example ε, winning rule and bin score.
 
     Raises:
-        UnlearnkitError: shapes differ or are not 2-D, N < 2, |S| = 0, values not finite, or δ not in [0, 1).
+        UnlearnkitError: shapes differ or are not 2-D, N < 2, |S| = 0, values not finite, δ not in [0, 1),
+            or an unknown device.
     """
+    u, r = _check_confs(unlearned_conf, retrained_conf, delta)
+    try:
+        dev = torch.device("cpu") if device is None else torch.device(device)
+    except (RuntimeError, TypeError) as e:
+        raise UnlearnkitError(f"forget_quality: bad device {device!r} ({e})") from None
+    return _score_blocks(u, r, delta, dev)
+
+
+def _forget_quality_searchsorted(
+    unlearned_conf: ArrayLike, retrained_conf: ArrayLike, delta: float = DELTA
+) -> ForgetQualityResult:
+    """The previous :func:`forget_quality`: every rule of one example at a time (``np.searchsorted`` on the
+    sorted samples, ε from the count-pair table). Kept as a second reference and for the benchmark."""
     u, r = _check_confs(unlearned_conf, retrained_conf, delta)
     table = _epsilon_table(u.shape[0], delta)  # ε for every (false positives, false negatives) count pair
     return _score(u, r, lambda pos, neg: _rule_epsilons_fast(pos, neg, table))
@@ -376,8 +550,8 @@ def _forget_quality_loop(
 ) -> ForgetQualityResult:
     """Plain reference implementation of :func:`forget_quality`: every rule's rates by direct comparison.
 
-    About 30x slower at N = 512 (``benchmarks/bench_forget_quality.py``); used to cross-check the vectorised
-    path in the tests and by the benchmark.
+    About 30x slower than :func:`_forget_quality_searchsorted` at N = 512; used to cross-check the fast
+    paths in the tests.
     """
     u, r = _check_confs(unlearned_conf, retrained_conf, delta)
     return _score(u, r, lambda pos, neg: _rule_epsilons_loop(pos, neg, delta))

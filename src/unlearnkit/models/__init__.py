@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from unlearnkit.models import airbench as _airbench  # noqa: F401  (registers)
 from unlearnkit.models import allcnn as _allcnn  # noqa: F401  (registers)
 from unlearnkit.models import resnet as _resnet  # noqa: F401  (registers)
 from unlearnkit.models import small as _small  # noqa: F401  (registers)

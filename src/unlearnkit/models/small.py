@@ -52,6 +52,10 @@ class SmallCNN(nn.Module):
     def forward(self, x):
         return self.head(self.features(x))
 
+    def layer_sequence(self) -> list[nn.Module]:
+        """The layers in forward order (the grouped ensemble trainer composes them; engine/grouped.py)."""
+        return [*self.features, self.head]
+
 
 @register_model("small_cnn")
 def small_cnn(num_classes: int, in_shape: tuple[int, ...], width: int = 32) -> nn.Module:

@@ -55,6 +55,7 @@ A model given as a factory callable (not a registered name) is never cached on d
 
 from __future__ import annotations
 
+import functools
 import itertools
 import traceback
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -67,7 +68,7 @@ import torch
 from torch import nn
 
 from unlearnkit.engine import TrainConfig, compute_context, config_hash, resolve_device
-from unlearnkit.engine.ensemble import EnsembleCache, Mode, iter_ensemble
+from unlearnkit.engine.ensemble import EnsembleCache, Mode, ensemble_path, iter_ensemble
 from unlearnkit.errors import UnlearnkitError
 from unlearnkit.methods import METHODS, Method, UnlearnData, create_method
 from unlearnkit.metrics import MetricUnavailable, evaluate, value_to_json
@@ -150,8 +151,14 @@ class _Setup:
             "ensemble": "forget_quality", "dataset": b.name, "n_train": len(b.train_targets), "data": b.fingerprint(),
             "model": self.model_name, "model_kwargs": self.model_kwargs, "split": split,
             "arch": self._arch(),
-            "idx": config_hash({"i": s.split_indices(split).tolist()}), "compute": compute,
+            "idx": config_hash({"i": s.split_indices(split).tolist()}), "compute": compute, "path": self.path,
         }  # fmt: skip
+
+    @functools.cached_property
+    def path(self) -> str:
+        """The training path ``mode`` resolves to here (:func:`~unlearnkit.engine.ensemble.ensemble_path`); also
+        added by the trainer to each member's key, so members of different paths are never mixed."""
+        return ensemble_path(self.mode, self.make_model, self.scenario.retain, self.device)
 
     def _arch(self) -> str:
         """Architecture fingerprint: of the registered model, or of what a user factory builds."""
