@@ -128,8 +128,8 @@ def load_lorentz_checkpoint(
         raise UnlearnkitError(f"hyperbolic checkpoint {path} lacks {absent[0]!r} (and {len(absent) - 1} more)")
     model.load_state_dict(mapped, strict=False)
     model.curv_range = (
-        min(model.curv_range[0], float(model.log_curv)),
-        max(model.curv_range[1], float(model.log_curv)),
+        min(model.curv_range[0], float(model.log_curv.detach())),
+        max(model.curv_range[1], float(model.log_curv.detach())),
     )
     return model.eval()
 

@@ -5,10 +5,12 @@ Models", CVPR 2025, arXiv 2503.12127, §4. Pure functions first (embeddings in, 
 registration in the one metric registry (``modality="clip"``) beside the retrieval metrics of
 :mod:`unlearnkit.concept.metrics`, on N test quadruplets (s, v, u, g):
 
-* **with traversal** (``*_trav``): every query is first moved toward the root into the safe region of the
-  gallery's modality (:func:`unlearnkit.concept.traversal.traverse`; text queries to the safe-image
-  radius, image queries to the safe-text radius, each the 95th percentile of the distances to the root of
-  the *validation* safe embeddings, or of the training ones without validation data), then retrieval runs
+* **with traversal** (``*_trav``): every query is first moved toward the root into the safe region of its
+  own modality (:func:`unlearnkit.concept.traversal.traverse`; HySAC's ``traverse_to_safe_text`` /
+  ``_image``: text queries to the safe-text radius, image queries to the safe-image radius, each the 95th
+  percentile of the distances to the root of the *validation* safe embeddings, or of the training ones
+  without validation data; in MERU's hierarchy texts sit nearer the root than images, so the gallery's
+  radius would leave every text query unmoved), then retrieval runs
   as in :func:`~unlearnkit.concept.retrieval.concept_retrieval`. The galleries are not moved. One model,
   one run: traversal is a variant of the metric, not of the training. ``*_trav_ref``: the released
   code's non-geodesic rescaling, for comparison. Hyperbolic models only.
@@ -104,10 +106,10 @@ def traversed_retrieval(
     reference: bool = False,
     ks: Sequence[int] = KS,
 ) -> dict[str, float]:
-    """:func:`redirected_retrieval` after traversal: text queries moved into the safe-image region
-    (``image_radius``), image queries into the safe-text region (``text_radius``)."""
-    tq = (traverse(s, image_radius, c, reference=reference), traverse(u, image_radius, c, reference=reference))
-    iq = (traverse(v, text_radius, c, reference=reference), traverse(g, text_radius, c, reference=reference))
+    """:func:`redirected_retrieval` after traversal: text queries moved into the safe-text region
+    (``text_radius``), image queries into the safe-image region (``image_radius``)."""
+    tq = (traverse(s, text_radius, c, reference=reference), traverse(u, text_radius, c, reference=reference))
+    iq = (traverse(v, image_radius, c, reference=reference), traverse(g, image_radius, c, reference=reference))
     return redirected_retrieval(s, v, u, g, similarity, text_queries=tq, image_queries=iq, ks=ks)
 
 
