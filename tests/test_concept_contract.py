@@ -38,6 +38,17 @@ def _quick(name):
     return create_method(name, **METHODS.get(name).quick_params)
 
 
+def _original(name, clip):
+    """The original a method starts from: the CLIP itself, or a MERU model on its towers (``geometry: lorentz``)."""
+    from unlearnkit.concept import LorentzCLIP
+
+    return LorentzCLIP(clip) if METHODS.get(name).geometry == "lorentz" else clip
+
+
+def _towers(model):
+    return model.clip if hasattr(model, "log_curv") else model
+
+
 def test_registry_has_the_three_methods():
     assert {"safe_clip", "neg_contrastive", "unsafe_projection"} <= set(NAMES)
     assert NAMES == list_methods(modality="clip") and not set(NAMES) & set(list_methods(modality="classifier"))
@@ -106,21 +117,23 @@ def test_invalid_params_raise_before_work(name, clip, world, monkeypatch):
     first = next(iter(cls._parameter_constraints))
     m = cls().set_params(**{first: "not-valid"})
     with pytest.raises(UnlearnkitError, match=f"parameter '{first}'"):
-        m.unlearn(clip, _data(world))
-    with pytest.raises(UnlearnkitError, match="expects a transformers CLIPModel"):
+        m.unlearn(_original(name, clip), _data(world))
+    with pytest.raises(UnlearnkitError, match=r"expects a (transformers CLIPModel|hyperbolic CLIP)"):
         cls().unlearn(nn.Linear(2, 2), _data(world))
 
 
 @pytest.mark.parametrize("name", NAMES)
 def test_no_mutation_determinism_and_plain_clip(name, clip, world, tmp_path):
-    before = {k: v.clone() for k, v in clip.state_dict().items()}
-    out1 = _quick(name).unlearn(clip, _data(world))
-    assert all(torch.equal(before[k], v) for k, v in clip.state_dict().items()), "input CLIP was modified"
-    assert type(out1) is CLIPModel and out1 is not clip
-    s_in, s_out = clip.state_dict(), out1.state_dict()
+    """A hyperbolic method returns its model type around a plain CLIPModel (its towers, LoRA merged)."""
+    original = _original(name, clip)
+    before = {k: v.clone() for k, v in original.state_dict().items()}
+    out1 = _quick(name).unlearn(original, _data(world))
+    assert all(torch.equal(before[k], v) for k, v in original.state_dict().items()), "input CLIP was modified"
+    assert type(out1) is type(original) and out1 is not original and type(_towers(out1)) is CLIPModel
+    s_in, s_out = original.state_dict(), out1.state_dict()
     assert set(s_in) == set(s_out) and all(s_in[k].shape == s_out[k].shape for k in s_in)
     assert any(not torch.equal(s_in[k], s_out[k]) for k in s_in), "the method changed nothing"
-    out2 = _quick(name).unlearn(clip, _data(world))
+    out2 = _quick(name).unlearn(original, _data(world))
     assert all(torch.equal(a, b) for a, b in zip(s_out.values(), out2.state_dict().values(), strict=True))
-    out1.save_pretrained(tmp_path / name)
-    assert CLIPModel.from_pretrained(tmp_path / name).state_dict().keys() == s_out.keys()
+    _towers(out1).save_pretrained(tmp_path / name)
+    assert CLIPModel.from_pretrained(tmp_path / name).state_dict().keys() == _towers(out1).state_dict().keys()

@@ -19,10 +19,12 @@ sweeps, ``audit``); this package holds only what is specific to CLIP.
 
 from __future__ import annotations
 
+from unlearnkit.concept import hysac as _hysac  # noqa: F401  (registers)
 from unlearnkit.concept import neg_contrastive as _neg_contrastive  # noqa: F401  (registers)
 from unlearnkit.concept import projection as _projection  # noqa: F401  (registers)
 from unlearnkit.concept import relearn as _relearn  # noqa: F401  (registers the CLIP relearning attack)
 from unlearnkit.concept import safe_clip as _safe_clip  # noqa: F401  (registers)
+from unlearnkit.concept import safety_metrics as _safety_metrics  # noqa: F401  (registers)
 from unlearnkit.concept._data import (
     ConceptData,
     FileImages,
@@ -41,6 +43,7 @@ from unlearnkit.concept.clip import (
     small_clip,
     small_clip_config,
 )
+from unlearnkit.concept.meru import LorentzCLIP, original_meru, pretrain_meru, small_meru
 from unlearnkit.concept.metrics import ConceptEvalContext, evaluate_concept
 from unlearnkit.concept.pretrain import clip_loss, original_clip, pretrain_clip
 from unlearnkit.concept.sources import FORGET, check_clip_source, export_clip, load_concept_data
@@ -55,6 +58,7 @@ __all__ = [
     "ConceptMethod",
     "ConceptUnlearnData",
     "FileImages",
+    "LorentzCLIP",
     "Quadruplets",
     "TensorImages",
     "Tokenizer",
@@ -71,8 +75,11 @@ __all__ = [
     "load_visu",
     "make_concept_world",
     "original_clip",
+    "original_meru",
     "pretrain_clip",
+    "pretrain_meru",
     "save_clip",
     "small_clip",
     "small_clip_config",
+    "small_meru",
 ]

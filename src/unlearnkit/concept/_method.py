@@ -74,6 +74,9 @@ class ConceptMethod(Hyperparameters):
     requests: ClassVar[frozenset[str]] = frozenset({"concept"})
     #: whether the method trains (False: training-free, e.g. a projection)
     trains: ClassVar[bool] = True
+    #: the original it starts from: ``"euclidean"`` (a CLIPModel) or ``"lorentz"`` (a hyperbolic MERU
+    #: :class:`~unlearnkit.concept.meru.LorentzCLIP`, whose original the runner pretrains beside CLIP's)
+    geometry: ClassVar[str] = "euclidean"
     #: small overrides the contract tests use so a tiny run finishes in seconds (never used otherwise)
     quick_params: ClassVar[dict[str, Any]] = {}
 

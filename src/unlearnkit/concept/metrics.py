@@ -15,9 +15,17 @@ from typing import Any
 import torch
 from torch import nn
 
-from unlearnkit.concept._data import ConceptData
+from unlearnkit.concept import lorentz
+from unlearnkit.concept._data import ConceptData, ImageColumn
 from unlearnkit.concept.clip import encode_images, encode_texts
-from unlearnkit.concept.retrieval import KS, concept_retrieval, zero_shot_accuracy
+from unlearnkit.concept.meru import LorentzCLIP, lorentz_images, lorentz_texts
+from unlearnkit.concept.retrieval import (
+    KS,
+    concept_retrieval,
+    cosine_similarity,
+    lorentz_zero_shot_accuracy,
+    zero_shot_accuracy,
+)
 from unlearnkit.errors import UnlearnkitError
 from unlearnkit.metrics import MetricUnavailable, NotComputed, register_metric, select_metrics
 
@@ -38,24 +46,52 @@ class ConceptEvalContext:
         if self.resources is None:
             raise MetricUnavailable(f"needs the {name.replace('_', ' ')}, which the runner's resource builder provides")
         return self.resources.get(name)
+    @property
+    def hyperbolic(self) -> bool:
+        """Whether the model is a hyperbolic (MERU/HySAC) CLIP: embeddings on the hyperboloid, scored by
+        minus the geodesic distance."""
+        return isinstance(self.model, LorentzCLIP)
+
+    def curvature(self) -> float:
+        """c of a hyperbolic model (its curvature is −c)."""
+        if not isinstance(self.model, LorentzCLIP):
+            raise MetricUnavailable("a Euclidean CLIP has no curvature")
+        return float(self.model.curvature().detach())
+
+    def encode(self, texts: list[str] | None = None, images: ImageColumn | None = None) -> torch.Tensor:
+        """Embeddings of ``texts`` or ``images``: L2-normalised (Euclidean CLIP) or space components on the
+        hyperboloid (hyperbolic CLIP)."""
+        tok, bs = self.data.tokenizer, self.batch_size
+        if isinstance(self.model, LorentzCLIP):
+            if texts is not None:
+                return lorentz_texts(self.model, tok, texts, batch_size=bs)
+            return lorentz_images(self.model, images, batch_size=bs)  # type: ignore[arg-type]
+        if texts is not None:
+            return encode_texts(self.model, tok, texts, batch_size=bs)
+        return encode_images(self.model, images, batch_size=bs)  # type: ignore[arg-type]
+
+    def similarity(self) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
+        """Pairwise scores of the model's geometry: cosine, or minus the geodesic distance."""
+        if isinstance(self.model, LorentzCLIP):
+            c = self.curvature()
+            return lambda a, b: -lorentz.pairwise_dist(a.double(), b.double(), c)
+        return cosine_similarity
 
     def embeddings(self) -> dict[str, torch.Tensor]:
-        """Normalised test embeddings ``{"s", "v", "u", "g"}`` (each ``[N, D]``)."""
+        """Test embeddings ``{"s", "v", "u", "g"}`` (each ``[N, D]``; see :meth:`encode`)."""
         if "emb" not in self._cache:
-            q, tok, bs = self.data.test, self.data.tokenizer, self.batch_size
+            q = self.data.test
             self._cache["emb"] = {
-                "s": encode_texts(self.model, tok, q.safe_text, batch_size=bs),
-                "v": encode_images(self.model, q.safe_image, batch_size=bs),
-                "u": encode_texts(self.model, tok, q.unsafe_text, batch_size=bs),
-                "g": encode_images(self.model, q.unsafe_image, batch_size=bs),
-            }
+                "s": self.encode(texts=q.safe_text), "v": self.encode(images=q.safe_image),
+                "u": self.encode(texts=q.unsafe_text), "g": self.encode(images=q.unsafe_image),
+            }  # fmt: skip
         return self._cache["emb"]  # type: ignore[return-value]
 
     def retrieval(self) -> dict[str, float]:
         """Every figure of :func:`~unlearnkit.concept.retrieval.concept_retrieval` (cached)."""
         if "ret" not in self._cache:
             e = self.embeddings()
-            self._cache["ret"] = concept_retrieval(e["s"], e["v"], e["u"], e["g"], KS)
+            self._cache["ret"] = concept_retrieval(e["s"], e["v"], e["u"], e["g"], KS, similarity=self.similarity())
         return self._cache["ret"]  # type: ignore[return-value]
 
 
@@ -87,8 +123,9 @@ def _zero_shot(ctx: ConceptEvalContext) -> float:
     q = ctx.data.test
     if q.label is None or not ctx.data.class_prompts:
         raise MetricUnavailable(f"{ctx.data.name} has no object classes")
-    tok, bs = ctx.data.tokenizer, ctx.batch_size
-    classes = [encode_texts(ctx.model, tok, prompts, batch_size=bs) for prompts in ctx.data.class_prompts]
+    classes = [ctx.encode(texts=list(prompts)) for prompts in ctx.data.class_prompts]
+    if ctx.hyperbolic:  # class prototype: exp0 of the mean tangent vector of its prompts; nearest by distance
+        return lorentz_zero_shot_accuracy(ctx.embeddings()["v"], classes, torch.as_tensor(q.label), ctx.curvature())
     return zero_shot_accuracy(ctx.embeddings()["v"], classes, torch.as_tensor(q.label))
 
 

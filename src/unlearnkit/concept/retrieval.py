@@ -19,7 +19,7 @@ not get credit for the tie.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -82,14 +82,42 @@ def zero_shot_accuracy(images: torch.Tensor, class_texts: Sequence[torch.Tensor]
     return float((pred == labels.to(pred.device)).float().mean())
 
 
+def cosine_similarity(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """Pairwise cosine similarity ``[N, M]`` of rows of ``a`` ``[N, D]`` and ``b`` ``[M, D]``."""
+    return F.normalize(a.float(), dim=-1) @ F.normalize(b.float(), dim=-1).T
+
+
+def lorentz_zero_shot_accuracy(
+    images: torch.Tensor, class_texts: Sequence[torch.Tensor], labels: torch.Tensor, c: float
+) -> float:
+    """:func:`zero_shot_accuracy` for hyperbolic embeddings (space components, curvature −c): each class's
+    prototype is exp0 of the mean of its prompts' log0 (the tangent-space mean at the root); an image takes
+    the class at the smallest geodesic distance."""
+    from unlearnkit.concept import lorentz
+
+    if len(class_texts) < 2:
+        raise UnlearnkitError("zero-shot classification needs at least two classes")
+    protos = torch.stack([lorentz.exp0(lorentz.log0(t.double(), c).mean(0), c) for t in class_texts])
+    pred = lorentz.pairwise_dist(images.double(), protos, c).argmin(dim=1)
+    return float((pred == labels.to(pred.device)).float().mean())
+
+
 def concept_retrieval(
-    s: torch.Tensor, v: torch.Tensor, u: torch.Tensor, g: torch.Tensor, ks: Sequence[int] = KS
+    s: torch.Tensor,
+    v: torch.Tensor,
+    u: torch.Tensor,
+    g: torch.Tensor,
+    ks: Sequence[int] = KS,
+    *,
+    similarity: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] = cosine_similarity,
 ) -> dict[str, float]:
     """Every retrieval figure of the protocol from the embeddings of N test quadruplets.
 
     Args:
         s: safe-caption embeddings ``[N, D]``; v: safe images; u: unsafe captions; g: unsafe images.
         ks: the K of R@K.
+        similarity: pairwise scores ``[N, M]`` of two row sets, higher = closer (default: cosine; a
+            hyperbolic CLIP passes minus the geodesic distance).
 
     Returns:
         ``t2v_r{K}``, ``v2t_r{K}``, ``tstar_to_v_union_r{K}``, ``vstar_to_t_union_r{K}``,
@@ -99,12 +127,12 @@ def concept_retrieval(
     if not (v.shape[0] == u.shape[0] == g.shape[0] == n) or n < 2:
         counts = f"{n}, {v.shape[0]}, {u.shape[0]}, {g.shape[0]}"
         raise UnlearnkitError(f"need N >= 2 quadruplets with equal counts; got {counts}")
-    s, v, u, g = (F.normalize(x.float(), dim=-1) for x in (s, v, u, g))
     idx = torch.arange(n)
     images, texts = torch.cat([v, g]), torch.cat([s, u])  # galleries: safe half first, then unsafe
     unsafe_half = torch.arange(2 * n) >= n
     out: dict[str, float] = {}
-    tasks = {"t2v": s @ v.T, "v2t": v @ s.T, "tstar_to_v_union": u @ images.T, "vstar_to_t_union": g @ texts.T}
+    sim = similarity
+    tasks = {"t2v": sim(s, v), "v2t": sim(v, s), "tstar_to_v_union": sim(u, images), "vstar_to_t_union": sim(g, texts)}
     for name, sim in tasks.items():
         for k, r in recall_at_k(sim, idx, ks).items():
             out[f"{name}_r{k}"] = r

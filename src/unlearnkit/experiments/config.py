@@ -404,11 +404,16 @@ class ClipSection(StrictModel):
     from_pretrained: str | None = None
     image_size: int = Field(32, ge=8)
     max_length: int = Field(77, ge=3)
+    #: a hyperbolic (MERU/HySAC) checkpoint on ``from_pretrained``'s towers, as a safetensors file: the
+    #: original of the hyperbolic methods (``hysac``); see :mod:`unlearnkit.concept.hysac_checkpoint`
+    lorentz_checkpoint: str | None = None
 
     @model_validator(mode="after")
     def _one_source(self) -> ClipSection:
         if (self.config is None) == (self.from_pretrained is None):
             raise ValueError("give exactly one of clip.config (a small config name) or clip.from_pretrained")
+        if self.lorentz_checkpoint is not None and self.from_pretrained is None:
+            raise ValueError("clip.lorentz_checkpoint needs clip.from_pretrained (the towers it was trained on)")
         return self
 
     @property
@@ -506,7 +511,10 @@ class ConceptRunConfig(StrictModel):
         return {
             "world": self.world.model_dump() if self.dataset == "concept_world" else None,
             "visu": self.visu.model_dump() if self.visu is not None else None,
-            "clip": self.clip.model_dump(),
+            # without a hyperbolic checkpoint the section stays what it was (run keys unchanged)
+            "clip": self.clip.model_dump(
+                exclude={"lorentz_checkpoint"} if self.clip.lorentz_checkpoint is None else None
+            ),
             "pretrain": self.pretrain.model_dump() if self.clip.config is not None else None,
             "eval_batch_size": self.eval_batch_size,
             "save_models": self.save_models,

@@ -325,6 +325,14 @@ def validate_concept_config(cfg: ConceptRunConfig) -> list[Any]:
         select_metrics(cfg.metrics, "clip", "a setting-3 config")
     resolve_device(cfg.device)
     check_clip_source(cfg.clip.model_dump(), cfg.dataset)
+    hyperbolic = [m.name for m in methods if getattr(m, "geometry", "euclidean") == "lorentz"]
+    if hyperbolic and cfg.clip.from_pretrained is not None and cfg.clip.lorentz_checkpoint is None:
+        raise ConfigError(f"{', '.join(hyperbolic)} start(s) from a hyperbolic CLIP: give clip.lorentz_checkpoint "
+                          "(a MERU/HySAC safetensors file on the from_pretrained towers)")  # fmt: skip
+    if cfg.clip.lorentz_checkpoint is not None:
+        from unlearnkit.concept.hysac_checkpoint import check_lorentz_checkpoint
+
+        check_lorentz_checkpoint(cfg.clip.lorentz_checkpoint)
     return methods
 
 
@@ -341,10 +349,23 @@ def plan_concept(cfg: ConceptRunConfig, *, with_methods: bool = True) -> list[Ce
         "dataset": cfg.dataset, "forget": FORGET, "model": cfg.clip.label, "train": {}, "metrics": cfg.metrics,
         "threads": cfg.threads, "setting": 3, "relearn": cfg.relearn.for_cell(),
     }  # fmt: skip
+    # each method is compared with the original of its geometry: the Euclidean CLIP, or the hyperbolic MERU
+    # model (geometry "lorentz": its cells carry it in the payload and a model label of their own)
+    chosen = methods if with_methods else []
+    geometries = [g for g in ("euclidean", "lorentz") if any(getattr(m, "geometry", "euclidean") == g for m in chosen)]
+    if not with_methods or not geometries:
+        geometries = ["euclidean", *(["lorentz"] if cfg.clip.lorentz_checkpoint else [])]
     cells: list[Cell] = []
     for seed in cfg.seeds:
-        for name, params in [(ORIGINAL, {}), *((m.name, m.get_params()) for m in methods if with_methods)]:
-            cells.append(Cell(seed=seed, method=name, params=params, concept=cfg.concept_payload(), **common))
+        for geometry in geometries:
+            payload = cfg.concept_payload()
+            row = dict(common)
+            if geometry == "lorentz":
+                payload["geometry"] = "lorentz"
+                row["model"] = f"{cfg.clip.label}-meru"
+            same = [m for m in chosen if getattr(m, "geometry", "euclidean") == geometry]
+            for name, params in [(ORIGINAL, {}), *((m.name, m.get_params()) for m in same)]:
+                cells.append(Cell(seed=seed, method=name, params=params, concept=dict(payload), **row))
     for c in cells:
         c.key = config_hash(c.identity())
     if cfg.dataset == "visu" and cells:
@@ -634,6 +655,7 @@ def run_concept_cell(
     """Run one setting-3 cell: the concept data, the original CLIP (cached), the method (or the original
     itself, or an audited CLIP folder), every CLIP metric on the test quadruplets; ``save_models`` exports."""
     from unlearnkit.concept import ConceptUnlearnData, WordTokenizer, evaluate_concept, load_clip
+    from unlearnkit.concept.meru import original_meru
     from unlearnkit.concept.pretrain import original_clip
     from unlearnkit.concept.sources import export_clip
 
@@ -643,8 +665,9 @@ def run_concept_cell(
     record.config["threads_used"] = torch.get_num_threads()  # what ran, beside what the key asked for
     cache = ModelCache(Path(cache_dir) / "models" if cache_dir else None)
     label = f"{data.name} {cell.forget} s{cell.seed}"
+    make_original = original_meru if p.get("geometry") == "lorentz" else original_clip
     try:
-        original, info, trained = original_clip(
+        original, info, trained = make_original(
             data, p["clip"], p.get("pretrain") or {}, cell.seed, cache=cache, device=device,
             on_start=lambda what: progress.run_started(f"{label} {what}"), on_epoch=progress.epoch,
         )  # fmt: skip

@@ -185,6 +185,7 @@ def write_reports(
 
 # Registered report sections (each adds itself to SECTIONS on import).
 from unlearnkit.reports import concept as _concept  # noqa: E402, F401
+from unlearnkit.reports import concept_safety as _concept_safety  # noqa: E402, F401
 from unlearnkit.reports import leaderboard as _leaderboard  # noqa: E402, F401
 from unlearnkit.reports import relearn as _relearn  # noqa: E402, F401
 from unlearnkit.reports import setting2 as _setting2  # noqa: E402, F401
