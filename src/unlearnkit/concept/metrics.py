@@ -19,16 +19,28 @@ from unlearnkit.concept.clip import encode_images, encode_texts
 from unlearnkit.concept.retrieval import KS, concept_retrieval, zero_shot_accuracy
 from unlearnkit.errors import UnlearnkitError
 from unlearnkit.metrics import MetricUnavailable, NotComputed, register_metric, select_metrics
+from unlearnkit.metrics._base import ResourceProvider
+from unlearnkit.protocols import RESOURCES
 
 
 @dataclass
 class ConceptEvalContext:
-    """A model and the test quadruplets it is evaluated on; embeddings are computed once and cached."""
+    """A model and the test quadruplets it is evaluated on; embeddings are computed once and cached.
+
+    ``resources`` builds what a metric ``needs`` beyond the model (e.g. the generation analogue's models).
+    """
 
     model: nn.Module
     data: ConceptData
     batch_size: int = 256
+    resources: ResourceProvider | None = None
     _cache: dict[str, object] = field(default_factory=dict)
+
+    def resource(self, name: str) -> object:
+        """The built resource ``name``; raises :class:`MetricUnavailable` with the reason."""
+        if self.resources is None:
+            raise MetricUnavailable(f"needs the {name.replace('_', ' ')}, which only a resource builder provides")
+        return self.resources.get(name)
 
     def embeddings(self) -> dict[str, torch.Tensor]:
         """Normalised test embeddings ``{"s", "v", "u", "g"}`` (each ``[N, D]``)."""
@@ -88,21 +100,30 @@ _register("zero_shot_acc", _zero_shot, True, "zero-shot classification accuracy 
 
 
 def evaluate_concept(
-    model: nn.Module, data: ConceptData, *, metrics: Iterable[str] | None = None, batch_size: int = 256
+    model: nn.Module,
+    data: ConceptData,
+    *,
+    metrics: Iterable[str] | None = None,
+    batch_size: int = 256,
+    resources: ResourceProvider | None = None,
 ) -> dict[str, float | NotComputed]:
     """Compute ``metrics`` (default: every registered CLIP metric) of ``model`` on ``data.test``.
 
-    Classifier (setting 1/2) metric names raise in one line.
+    Classifier (setting 1/2) metric names raise in one line. Metrics needing a built resource (read from
+    ``resources``) run after the others, so building one (which trains and reseeds) never runs between two.
 
     Returns:
         name -> float, or :class:`~unlearnkit.metrics.NotComputed` with the reason.
     """
     chosen = select_metrics(metrics, "clip", "evaluate_concept")
-    ctx = ConceptEvalContext(model, data, batch_size)
+    ctx = ConceptEvalContext(model, data, batch_size, resources)
     out: dict[str, float | NotComputed] = {}
-    for m in chosen:
+    built = set(RESOURCES.list())
+    for m in sorted(chosen, key=lambda m: bool(m.needs & built)):  # stable: given order within each group
         try:
+            for need in sorted(m.needs & built):
+                ctx.resource(need)
             out[m.name] = float(m.fn(ctx))
         except (MetricUnavailable, UnlearnkitError) as e:
             out[m.name] = NotComputed(str(e))
-    return out
+    return {m.name: out[m.name] for m in chosen}

@@ -669,7 +669,10 @@ def run_concept_cell(
         if bad is not None:
             what = "audited CLIP" if cell.method == AUDIT else f"{cell.method} model"
             return record.failed(f"the {what} is not usable: it has non-finite weights ({bad}); not scored")
-        values = evaluate_concept(model, data, metrics=cell.metrics, batch_size=int(p.get("eval_batch_size", 256)))
+        resources = concept_resource_builder(cell, data, cache_dir=cache_dir, device=device, original=original,
+                                             model=model, progress=progress)  # fmt: skip
+        values = evaluate_concept(model, data, metrics=cell.metrics, batch_size=int(p.get("eval_batch_size", 256)),
+                                  resources=resources)  # fmt: skip
         record.metrics = {k: clean_metric(k, v) for k, v in {**values, **extra}.items()}
         if p.get("export_dir") and cell.method not in (ORIGINAL, AUDIT):
             export_clip(model, data, Path(p["export_dir"]) / f"{cell.method}-{cell.key}")
@@ -731,6 +734,27 @@ def resource_builder(
         ensemble_originals=cell.ensemble_originals, ensemble_batch_models=cell.ensemble_batch_models,
         on_epoch=progress.epoch if progress is not None else None,
         evaluated=model, evaluated_id=cell.key or None, relearn=cell.relearn or {"enabled": False},
+    )  # fmt: skip
+    key = None if cache_dir is None else str(cache_dir)
+    return ResourceBuilder(inputs, cache_dir=cache_dir, memo=_resource_memo(key), ensemble_cache=_ensemble_cache(key))
+
+
+def concept_resource_builder(
+    cell: Cell,
+    data: Any,
+    *,
+    cache_dir: str | Path | None,
+    device: torch.device,
+    original: nn.Module,
+    model: nn.Module,
+    progress: ProgressSink | None = None,
+) -> ResourceBuilder:
+    """The builder of the resources a setting-3 ``cell``'s metrics need (the generation analogue's models)."""
+    inputs = ResourceInputs(
+        None, seed=cell.seed, device=device, method=cell.method, params=cell.params, original=original,
+        evaluated=model, evaluated_id=cell.key or None, concept_data=data,
+        generation=dict((cell.concept or {}).get("generation") or {}),
+        on_epoch=progress.epoch if progress is not None else None,
     )  # fmt: skip
     key = None if cache_dir is None else str(cache_dir)
     return ResourceBuilder(inputs, cache_dir=cache_dir, memo=_resource_memo(key), ensemble_cache=_ensemble_cache(key))
