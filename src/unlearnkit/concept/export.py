@@ -179,7 +179,7 @@ def _load_pipeline(base: str) -> Any:
 
 
 def _load_llava(base: str) -> Any:
-    from transformers import AutoConfig, LlavaForConditionalGeneration
+    from transformers import LlavaForConditionalGeneration
 
     p = Path(base).expanduser()
     if p.exists():
@@ -192,7 +192,6 @@ def _load_llava(base: str) -> Any:
             raise UnlearnkitError(f"{p} is not a LLaVA checkpoint: config.json says model_type={model_type!r}")
     try:
         with quiet_transformers():
-            AutoConfig.from_pretrained(str(p) if p.exists() else base)
             return LlavaForConditionalGeneration.from_pretrained(str(p) if p.exists() else base, use_safetensors=True)
     except (OSError, ValueError, RuntimeError, KeyError, TypeError) as e:
         raise UnlearnkitError(f"cannot load the LLaVA model {base!r}: {_first_line(e)}") from None
