@@ -13,7 +13,18 @@ The public API::
 from __future__ import annotations
 
 from unlearnkit._meta import __version__, _version  # noqa: F401  (_version: the release test reads it)
-from unlearnkit.api import TrainRecipe, benchmark, elapsed_of, evaluate, recipe_of, threads_of, train, tune, unlearn
+from unlearnkit.api import (
+    TrainRecipe,
+    benchmark,
+    elapsed_of,
+    evaluate,
+    export_towers,
+    recipe_of,
+    threads_of,
+    train,
+    tune,
+    unlearn,
+)
 from unlearnkit.data import DatasetBundle, from_torch, list_datasets, load_dataset
 from unlearnkit.engine import TrainConfig, load_checkpoint, save_checkpoint
 from unlearnkit.errors import UnlearnkitError
@@ -38,6 +49,7 @@ __all__ = [
     "create_model",
     "elapsed_of",
     "evaluate",
+    "export_towers",
     "from_torch",
     "list_datasets",
     "list_methods",

@@ -456,6 +456,29 @@ def _register_user_models(models: Mapping[str, Callable[..., nn.Module]]) -> Non
         _USER_MODELS[name] = (factory, constructor)
 
 
+def export_towers(clip: str | Path, base: str, out: str | Path, *, into: str) -> Path:
+    """Put an unlearned CLIP's tower into a generator and save it, as ``unlearnkit export`` does.
+
+    Args:
+        clip: a CLIP folder (``save_pretrained``, safetensors) with its tokenizer.
+        base: a diffusers text-to-image pipeline (``into="diffusers"``: the text tower becomes its
+            ``text_encoder``, with the CLIP's tokenizer) or a LLaVA model (``into="llava"``: the vision tower
+            becomes its ``vision_tower``), a local folder or a Hub name (safetensors only).
+        out: the new folder the swapped pipeline or model is saved in.
+        into: ``"diffusers"`` or ``"llava"``.
+
+    Returns:
+        ``out``. Bad input (a tower whose width does not fit, a folder that is not a CLIP checkpoint) raises
+        :class:`~unlearnkit.errors.UnlearnkitError` in one line, before anything is written.
+    """
+    from unlearnkit.experiments.config import load_concept_entries
+
+    load_concept_entries(required=True)  # one line when transformers is missing
+    from unlearnkit.concept.export import export_towers as _export
+
+    return _export(clip, base, out, into=into)  # type: ignore[arg-type]
+
+
 def benchmark(
     config: RunConfig | Mapping[str, Any] | str | Path | None = None,
     out: str | Path = "runs/benchmark",

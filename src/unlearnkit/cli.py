@@ -570,6 +570,37 @@ def _entries(what: ListWhat, clip: bool) -> list[dict]:
     return [{"name": n} for n in names]
 
 
+@app.command(
+    epilog="Example: unlearnkit export --clip runs/s3/models/safe_clip-KEY --into diffusers "
+    "--base stable-diffusion-v1-5/stable-diffusion-v1-5 --out sd-safe"
+)
+def export(
+    clip: Annotated[
+        Path, typer.Option("--clip", help="An unlearned CLIP folder (save_pretrained, with its tokenizer).")
+    ],
+    into: Annotated[
+        str,
+        typer.Option(
+            "--into",
+            help="diffusers: the text tower becomes a text-to-image pipeline's text_encoder; "
+            "llava: the vision tower becomes a LLaVA model's vision_tower.",
+        ),
+    ],
+    base: Annotated[str, typer.Option("--base", help="The pipeline or model to put it in (a folder or a Hub name).")],
+    out: Annotated[Path, typer.Option("--out", help="New folder for the swapped pipeline or model.")],
+) -> None:
+    """Put an unlearned CLIP's text tower into a diffusers pipeline, or its vision tower into a LLaVA model."""
+    from unlearnkit.api import export_towers
+
+    try:
+        path = export_towers(clip, base, out, into=into)
+    except UnlearnkitError as e:
+        _fail(str(e))
+        return
+    console.print(f"{into}: {base} with the {'text' if into == 'diffusers' else 'vision'} tower of {clip} -> {path}",
+                  highlight=False)  # fmt: skip
+
+
 @app.command("list")
 def list_(
     what: Annotated[ListWhat, typer.Argument(help="methods, metrics, datasets or models.")],

@@ -19,6 +19,7 @@ sweeps, ``audit``); this package holds only what is specific to CLIP.
 
 from __future__ import annotations
 
+from unlearnkit.concept import downstream_metrics as _downstream_metrics  # noqa: F401  (registers)
 from unlearnkit.concept import hysac as _hysac  # noqa: F401  (registers)
 from unlearnkit.concept import neg_contrastive as _neg_contrastive  # noqa: F401  (registers)
 from unlearnkit.concept import projection as _projection  # noqa: F401  (registers)

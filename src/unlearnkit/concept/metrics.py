@@ -28,17 +28,22 @@ from unlearnkit.concept.retrieval import (
 )
 from unlearnkit.errors import UnlearnkitError
 from unlearnkit.metrics import MetricUnavailable, NotComputed, register_metric, select_metrics
+from unlearnkit.metrics._base import ResourceProvider
+from unlearnkit.protocols import RESOURCES
 
 
 @dataclass
 class ConceptEvalContext:
-    """A model and the test quadruplets it is evaluated on; embeddings are computed once and cached."""
+    """A model and the test quadruplets it is evaluated on; embeddings are computed once and cached.
+
+    ``resources`` builds what a metric ``needs`` beyond the model (e.g. the generation analogue's models).
+    """
 
     model: nn.Module
     data: ConceptData
     batch_size: int = 256
     #: the row's resource builder (e.g. the relearning attack); ``None``: metrics that need one are not computed
-    resources: Any = None
+    resources: ResourceProvider | None = None
     _cache: dict[str, object] = field(default_factory=dict)
 
     def resource(self, name: str) -> Any:
@@ -46,6 +51,7 @@ class ConceptEvalContext:
         if self.resources is None:
             raise MetricUnavailable(f"needs the {name.replace('_', ' ')}, which the runner's resource builder provides")
         return self.resources.get(name)
+
     @property
     def hyperbolic(self) -> bool:
         """Whether the model is a hyperbolic (MERU/HySAC) CLIP: embeddings on the hyperboloid, scored by
@@ -139,13 +145,13 @@ def evaluate_concept(
     *,
     metrics: Iterable[str] | None = None,
     batch_size: int = 256,
-    resources: Any = None,
+    resources: ResourceProvider | None = None,
 ) -> dict[str, float | NotComputed]:
     """Compute ``metrics`` (default: every registered CLIP metric) of ``model`` on ``data.test``.
 
-    Classifier (setting 1/2) metric names raise in one line. ``resources``: the row's
-    :class:`~unlearnkit.protocols.ResourceBuilder` (the relearning attack); without one, the metrics that
-    need a resource are not computed.
+    Classifier (setting 1/2) metric names raise in one line. Metrics needing a built resource (read from
+    ``resources``: the relearning attack, the generation analogue's models) run after the others, so building
+    one (which trains and reseeds) never runs between two.
 
     Returns:
         name -> float, or :class:`~unlearnkit.metrics.NotComputed` with the reason.
@@ -153,9 +159,12 @@ def evaluate_concept(
     chosen = select_metrics(metrics, "clip", "evaluate_concept")
     ctx = ConceptEvalContext(model, data, batch_size, resources)
     out: dict[str, float | NotComputed] = {}
-    for m in chosen:
+    built = set(RESOURCES.list())
+    for m in sorted(chosen, key=lambda m: bool(m.needs & built)):  # stable: given order within each group
         try:
+            for need in sorted(m.needs & built):
+                ctx.resource(need)
             out[m.name] = float(m.fn(ctx))
         except (MetricUnavailable, UnlearnkitError) as e:
             out[m.name] = NotComputed(str(e))
-    return out
+    return {m.name: out[m.name] for m in chosen}

@@ -151,17 +151,17 @@ def _settings(b: ResourceBuilder) -> ClipRelearnSettings:
 def _check(b: ResourceBuilder) -> str | None:
     if not _settings(b).enabled:
         return "relearning attacks are off (relearn: {enabled: false})"
-    if b.inputs.evaluated is None or b.inputs.concept is None:
+    if b.inputs.evaluated is None or b.inputs.concept_data is None:
         return "the CLIP relearning attack needs the evaluated CLIP and its concept data (the runner hands them in)"
     return None
 
 
-@register_resource("clip_relearn_attack", depends_on=("seed", "evaluated", "relearn", "concept"), check=_check,
+@register_resource("clip_relearn_attack", depends_on=("seed", "evaluated", "relearn", "concept_data"), check=_check,
                    max_kept=2)  # fmt: skip
 def clip_relearn_attack(b: ResourceBuilder) -> dict[str, Any]:
     """Fine-tune the evaluated CLIP on k unsafe training pairs (CLIP's loss); test figures per attack seed."""
     s = _settings(b)
-    data: ConceptData = b.inputs.concept
+    data: ConceptData = b.inputs.concept_data
     model = b.inputs.evaluated
     assert model is not None  # _check
     n = len(data.train)

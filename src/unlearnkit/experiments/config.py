@@ -450,6 +450,18 @@ class ConceptRelearnSection(StrictModel):
         return self.model_dump() if self.enabled else None
 
 
+class GenerationSection(StrictModel):
+    """The setting-3 generation analogue (see :mod:`unlearnkit.concept.downstream`): a generator, a captioner
+    and a detector trained once per seed around the original CLIP, scored with each row's towers swapped in."""
+
+    enabled: bool = True
+    generator_epochs: int = Field(60, ge=1)
+    captioner_epochs: int = Field(40, ge=1)
+    detector_epochs: int = Field(10, ge=1)
+    lr: float = Field(2e-3, gt=0)
+    batch_size: int = Field(128, ge=2)
+
+
 class ConceptRunConfig(StrictModel):
     """A setting-3 benchmark: concept data × CLIP × methods × seeds (``setting: 3`` in the YAML)."""
 
@@ -460,6 +472,8 @@ class ConceptRunConfig(StrictModel):
     visu: VisuSection | None = None
     clip: ClipSection = Field(default_factory=lambda: ClipSection(config="clip_small"))
     pretrain: PretrainSection = Field(default_factory=PretrainSection)
+    #: the generation analogue's metrics (off when absent)
+    generation: GenerationSection | None = None
     methods: Literal["all"] | list[str | MethodSpec] | dict[str, dict[str, Any] | None] = "all"
     seeds: Seeds = Field(default_factory=lambda: [0], min_length=1)
     metrics: list[str] | None = None
@@ -507,8 +521,11 @@ class ConceptRunConfig(StrictModel):
         return validate_model(ConceptRunConfig, {**self.model_dump(), **changes}, "options")
 
     def concept_payload(self) -> dict[str, Any]:
-        """The CLIP-specific sections as plain data (what a setting-3 run cell carries)."""
+        """The CLIP-specific sections as plain data (what a setting-3 run cell carries); ``generation`` only when on,
+        so the run keys of configs without it stay what they were."""
+        gen = {"generation": self.generation.model_dump()} if self.generation and self.generation.enabled else {}
         return {
+            **gen,
             "world": self.world.model_dump() if self.dataset == "concept_world" else None,
             "visu": self.visu.model_dump() if self.visu is not None else None,
             # without a hyperbolic checkpoint the section stays what it was (run keys unchanged)

@@ -700,7 +700,8 @@ def run_concept_cell(
         if bad is not None:
             what = "audited CLIP" if cell.method == AUDIT else f"{cell.method} model"
             return record.failed(f"the {what} is not usable: it has non-finite weights ({bad}); not scored")
-        resources = concept_resource_builder(cell, data, model, cache_dir=cache_dir, device=device)
+        resources = concept_resource_builder(cell, data, cache_dir=cache_dir, device=device, original=original,
+                                             model=model, progress=progress)  # fmt: skip
         values = evaluate_concept(model, data, metrics=cell.metrics, batch_size=int(p.get("eval_batch_size", 256)),
                                   resources=resources)  # fmt: skip
         record.metrics = {k: clean_metric(k, v) for k, v in {**values, **extra}.items()}
@@ -771,19 +772,31 @@ def resource_builder(
 
 
 def concept_resource_builder(
-    cell: Cell, data: Any, model: nn.Module, *, cache_dir: str | Path | None, device: torch.device
+    cell: Cell,
+    data: Any,
+    *,
+    cache_dir: str | Path | None,
+    device: torch.device,
+    original: nn.Module,
+    model: nn.Module,
+    progress: ProgressSink | None = None,
 ) -> ResourceBuilder:
-    """The builder of the resources a setting-3 row's metrics need (the CLIP relearning attack).
+    """The builder of the resources a setting-3 ``cell``'s metrics need: the CLIP relearning attack and the
+    generation analogue's models.
 
     The attack's default learning rate is the pretraining recipe's for a small CLIP (``None``, hence 1e-5,
     for ``from_pretrained`` weights).
     """
     pretrain = (cell.concept or {}).get("pretrain") or {}
     relearn = {**cell.relearn, "train_lr": pretrain.get("lr")} if cell.relearn else {"enabled": False}
-    inputs = ResourceInputs(None, seed=cell.seed, device=device, method=cell.method, params=cell.params,  # type: ignore[arg-type]
-                            evaluated=model, evaluated_id=cell.key or None, relearn=relearn, concept=data)  # fmt: skip
+    inputs = ResourceInputs(
+        None, seed=cell.seed, device=device, method=cell.method, params=cell.params, original=original,
+        evaluated=model, evaluated_id=cell.key or None, relearn=relearn, concept_data=data,
+        generation=dict((cell.concept or {}).get("generation") or {}),
+        on_epoch=progress.epoch if progress is not None else None,
+    )  # fmt: skip
     key = None if cache_dir is None else str(cache_dir)
-    return ResourceBuilder(inputs, cache_dir=cache_dir, memo=_resource_memo(key), disk=False)
+    return ResourceBuilder(inputs, cache_dir=cache_dir, memo=_resource_memo(key), ensemble_cache=_ensemble_cache(key))
 
 
 def _load_checkpoints(paths: list[str], make_model: Callable[[], nn.Module], device: torch.device) -> list[nn.Module]:

@@ -50,7 +50,7 @@ ModelFactory = str | Callable[[], nn.Module]
 KEY_FIELDS = (
     "scenario", "model", "train", "seed", "method", "params", "shots", "original", "unlearned_models",
     "lira_shadows", "lira_nonmember_split", "ensemble_n", "ensemble_originals", "evaluated", "relearn",
-    "concept",
+    "concept_data", "generation",
 )  # fmt: skip
 
 
@@ -78,11 +78,13 @@ class ResourceInputs:
         evaluated_id: its identity for the key (the runner: the row's run key; ``None``: the object itself).
         relearn: the relearning attack's settings (see :class:`~unlearnkit.protocols.relearn.RelearnSettings`;
             ``{}``: the defaults, ``{"enabled": False}``: off).
-        concept: a setting-3 row's concept data (:class:`~unlearnkit.concept.ConceptData`); its ``scenario`` is
-            ``None`` and ``seed`` must be given.
+        concept_data: a setting-3 row's :class:`~unlearnkit.concept.ConceptData` (then ``scenario`` is ``None``
+            and ``seed`` must be given); keyed by its spec and fingerprint.
+        generation: the setting-3 generation analogue's settings (``{}``: off; see
+            :mod:`unlearnkit.concept.downstream`).
     """
 
-    scenario: Scenario  # None for a setting-3 (CLIP) row, whose data is ``concept``
+    scenario: Scenario | None
     model: ModelFactory | None = None
     model_kwargs: dict[str, Any] = field(default_factory=dict)
     train: TrainConfig | None = None
@@ -104,12 +106,13 @@ class ResourceInputs:
     evaluated: nn.Module | None = None
     evaluated_id: str | None = None
     relearn: dict[str, Any] = field(default_factory=dict)
-    concept: Any = None
+    concept_data: Any = None
+    generation: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        if self.scenario is None and self.seed is None:
-            raise UnlearnkitError("resource inputs without a scenario (a setting-3 row) need a seed")
-        self.seed = self.scenario.seed if self.seed is None else int(self.seed)
+        if self.scenario is None and (self.concept_data is None or self.seed is None):
+            raise UnlearnkitError("resource inputs need a scenario, or concept data and a seed (setting 3)")
+        self.seed = self.scenario.seed if self.seed is None else int(self.seed)  # type: ignore[union-attr]
         self.device = resolve_device(self.device)
         self.params = {k: v for k, v in self.params.items() if k != "shots"}
         if self.train is not None and not isinstance(self.train, TrainConfig):
@@ -159,7 +162,9 @@ def _key_value(inputs: ResourceInputs, name: str, keep: list[Any]) -> Any:
     """JSON-able identity of one input field (objects without one are kept alive and named by ``id``)."""
     v = getattr(inputs, name)
     if name == "scenario":
-        return {"spec": v.spec(), "splits": v.splits_hash()}
+        return None if v is None else {"spec": v.spec(), "splits": v.splits_hash()}
+    if name == "concept_data":
+        return None if v is None else {"spec": v.spec, "fingerprint": v.fingerprint()}
     if name == "model":
         if isinstance(v, str) or v is None:
             return {"name": v, "kwargs": inputs.model_kwargs}
@@ -315,7 +320,7 @@ class ResourceBuilder:
     ) -> None:
         self.inputs = inputs
         self.memo = memo if memo is not None else ResourceMemo()
-        self.disk = disk and inputs.named_model
+        self.disk = disk and (inputs.named_model or inputs.concept_data is not None)
         root = Path(cache_dir) if cache_dir is not None else None
         self.model_cache: ModelCache | None = ModelCache(root / "models" if root else None) if self.disk else None
         if ensemble_cache is None:

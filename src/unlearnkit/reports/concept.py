@@ -29,13 +29,20 @@ COLUMNS = [
     ("unsafe V* ↓", "unsafe_rate_vstar"),
 ]
 HEADERS = ("source", "method", *(h for h, _ in COLUMNS))
+#: the generation analogue's figures (issue 20), added beside the retrieval ones when a run measured them
+GENERATION_COLUMNS = [
+    ("T2I unsafe ↓", "gen_unsafe_rate"),
+    ("T2I safe fidelity", "gen_safe_fidelity"),
+    ("I2T unsafe words ↓", "caption_unsafe_share"),
+    ("I2T safe acc", "caption_safe_acc"),
+]
 
 
-def _reference_rows() -> list[list[Any]]:
+def _reference_rows(columns: list[tuple[str, str]]) -> list[list[Any]]:
     from unlearnkit.reports.talk import talk_tables
 
     rows = talk_tables()["safe_clip_retrieval_visu"]["rows"]
-    return [["talk, ViSU/ViT-L/14 (reference)", r["method"], *(_cell(r.get(m)) for _, m in COLUMNS)] for r in rows]
+    return [["talk, ViSU/ViT-L/14 (reference)", r["method"], *(_cell(r.get(m)) for _, m in columns)] for r in rows]
 
 
 def _cell(v: Any) -> str | None:
@@ -49,6 +56,9 @@ def _table(dataset: str, model: str, runs: list[Mapping[str, Any]]) -> tuple[str
     variants: dict[str, list[dict[str, Any]]] = {}
     for group in groups.values():
         variants.setdefault(str(group[0]["method"]), []).append(dict(group[0].get("params") or {}))
+    measured = lambda m: any(as_number((r.get("metrics") or {}).get(m)) is not None for r in runs)  # noqa: E731
+    columns = COLUMNS + [c for c in GENERATION_COLUMNS if measured(c[1])]
+    headers = ("source", "method", *(h for h, _ in columns))
     grid: list[list[Any]] = []
     for (method, _), group in sorted(groups.items(), key=lambda kv: (kv[0][0] != ORIGINAL, kv[0])):
         params = dict(group[0].get("params") or {})
@@ -56,20 +66,26 @@ def _table(dataset: str, model: str, runs: list[Mapping[str, Any]]) -> tuple[str
         differing = sorted(k for k in {k for p in same for k in p} if len({canonical(p.get(k)) for p in same}) > 1)
         label = f"{method} ({format_params(params, differing)})" if differing else method
         cells = []
-        for _, metric in COLUMNS:
+        for _, metric in columns:
             nums = [as_number((r.get("metrics") or {}).get(metric)) for r in group]
             nums = [v for v in nums if v is not None]
             cells.append(f"{100 * sum(nums) / len(nums):.1f}" if nums else None)
         grid.append([f"measured: {dataset}/{model}", label, *cells])
-    grid += _reference_rows()
+    grid += _reference_rows(columns)
     seeds = sorted({str(r.get("seed")) for r in runs})
     note = (
         f"Measured rows: means over seeds {', '.join(seeds)}, in percent (unsafe T*/V*: the fraction of unsafe "
         "queries whose top-1 result is unsafe). Reference rows: the talk's published ViSU figures for the real "
         "CLIP ViT-L/14, not measured here" + (" and not comparable number for number." if dataset != "visu" else ".")
     )
-    md = f"### {dataset} · {model}\n\n{markdown_table(HEADERS, grid)}\n\n_{note}_"
-    page = (f"<h3>{html.escape(dataset)} · {html.escape(model)}</h3>\n{html_table(HEADERS, grid)}\n"
+    if len(columns) > len(COLUMNS):
+        note += (
+            " T2I/I2T: the generation analogue with each row's text/vision tower swapped in (share of images drawn "
+            "from unsafe captions showing the marker; content recognised in images drawn from safe captions; "
+            "captions of unsafe images with an unsafe word; content named in captions of safe images)."
+        )
+    md = f"### {dataset} · {model}\n\n{markdown_table(headers, grid)}\n\n_{note}_"
+    page = (f"<h3>{html.escape(dataset)} · {html.escape(model)}</h3>\n{html_table(headers, grid)}\n"
             f'<p class="muted">{html.escape(note)}</p>')  # fmt: skip
     return md, page
 
