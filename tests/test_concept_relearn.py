@@ -45,7 +45,7 @@ def redirected():
 
 
 def _builder(model, data, **knobs):
-    inputs = ResourceInputs(None, seed=0, evaluated=model, relearn={"train_lr": 3e-3, **knobs}, concept=data)
+    inputs = ResourceInputs(None, seed=0, evaluated=model, relearn={"train_lr": 3e-3, **knobs}, concept_data=data)
     return ResourceBuilder(inputs, disk=False)
 
 
