@@ -6,10 +6,10 @@ Trains the same N members (seeds 0..N-1) on the training split of digits ``rando
 mode, in one process: ``auto`` (the fixed rule of :func:`unlearnkit.engine.ensemble.auto_path`; the path it
 resolves to is printed), ``grouped`` (one wide network: grouped convolutions, batched matmuls), ``vmap``
 (``torch.func`` + ``torch.vmap``; ``--batch-models`` members per step) and ``loop`` (exactly
-:func:`unlearnkit.engine.train_model` per seed). Prints wall and process CPU times (on a shared machine the CPU time of a one-thread run is the fairer
-measure), loop/path ratios, and how far each
-path's weights are from the loop's (float32 rounding, amplified by training; see engine/ensemble.py). No
-cache is used; nothing is downloaded. ``--device cuda`` times a GPU (CIFAR-shaped work: ``--model airbench
+:func:`unlearnkit.engine.train_model` per seed). Prints wall and process CPU times (on a shared machine
+the CPU time of a one-thread run is the fairer measure), loop/path ratios, and how far each path's weights
+are from the loop's (float32 rounding, amplified by training; see engine/ensemble.py). No cache is used;
+nothing is downloaded. ``--device cuda`` times a GPU (CIFAR-shaped work: ``--model airbench
 --data cifar-synthetic``).
 """
 
