@@ -96,7 +96,7 @@ from unlearnkit.errors import UnlearnkitError
 
 Mode = Literal["auto", "grouped", "vmap", "loop"]
 MODES = ("auto", "grouped", "vmap", "loop")
-Path_ = Literal["grouped", "vmap", "loop"]
+EnsemblePath = Literal["grouped", "vmap", "loop"]
 
 
 class EnsembleFallbackWarning(UserWarning):
@@ -236,7 +236,7 @@ def vmap_unsupported_reason(make_model: Callable[[], nn.Module], dataset: Datase
 # ---------------------------------------------------------------------------------------------------
 
 
-def auto_path(model: nn.Module, device: torch.device) -> Path_ | None:
+def auto_path(model: nn.Module, device: torch.device) -> EnsemblePath | None:
     """The path ``mode="auto"`` takes for this model and device, by a fixed rule (``None``: vmap if it can).
 
     Measured once on the CPU with ``benchmarks/bench_ensemble.py`` (one thread, digits, default recipe,
@@ -266,7 +266,7 @@ def auto_path(model: nn.Module, device: torch.device) -> Path_ | None:
 
 def ensemble_path(
     mode: str, make_model: Callable[[], nn.Module], dataset: Dataset, device: torch.device | str = "cpu"
-) -> Path_:
+) -> EnsemblePath:
     """The training path ``mode`` resolves to for this model, data and device (``"grouped"``, ``"vmap"`` or
     ``"loop"``); the same answer every time. ``mode="auto"`` follows :func:`auto_path` and falls back to the
     loop with an :class:`EnsembleFallbackWarning` when neither batched path can train the model.
