@@ -6,9 +6,10 @@ Trains the same N members (seeds 0..N-1) on the training split of digits ``rando
 mode, in one process: ``auto`` (the fixed rule of :func:`unlearnkit.engine.ensemble.auto_path`; the path it
 resolves to is printed), ``grouped`` (one wide network: grouped convolutions, batched matmuls), ``vmap``
 (``torch.func`` + ``torch.vmap``; ``--batch-models`` members per step) and ``loop`` (exactly
-:func:`unlearnkit.engine.train_model` per seed). Prints the wall times, loop/path ratios, and how far each
-path's weights are from the loop's (float32 rounding, amplified by training; see engine/ensemble.py). No
-cache is used; nothing is downloaded. ``--device cuda`` times a GPU (CIFAR-shaped work: ``--model airbench
+:func:`unlearnkit.engine.train_model` per seed). Prints wall and process CPU times (on a shared machine
+the CPU time of a one-thread run is the fairer measure), loop/path ratios, and how far each path's weights
+are from the loop's (float32 rounding, amplified by training; see engine/ensemble.py). No cache is used;
+nothing is downloaded. ``--device cuda`` times a GPU (CIFAR-shaped work: ``--model airbench
 --data cifar-synthetic``).
 """
 
@@ -76,18 +77,19 @@ def main() -> None:
     warm = TrainConfig(epochs=1, batch_size=args.batch_size)
     for mode in {m for m in modes if m != "loop"}:  # warm-up (allocator, kernels)
         train_ensemble(make_model, train, warm, [0, 1], device=device, mode=mode)
-    times, models = {}, {}
+    times, cpu, models = {}, {}, {}
     for mode in modes:
         if device.type == "cuda":
             torch.cuda.synchronize()
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         models[mode] = train_ensemble(make_model, train, cfg, seeds, device=device,
                                       batch_models=args.batch_models, mode=mode)  # fmt: skip
         if device.type == "cuda":
             torch.cuda.synchronize()
-        times[mode] = time.perf_counter() - t0
+        times[mode], cpu[mode] = time.perf_counter() - t0, time.process_time() - c0
         label = f"{mode} ({auto})" if mode == "auto" else mode
-        print(f"{label:>15}: {times[mode]:7.1f} s ({times[mode] / args.n:.3f} s/model)")
+        print(f"{label:>15}: wall {times[mode]:7.1f} s ({times[mode] / args.n:.3f} s/model), "
+              f"process CPU {cpu[mode]:7.1f} s ({cpu[mode] / args.n:.3f} s/model)", flush=True)  # fmt: skip
     print(f"load at end: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
     if "loop" in times:
         for mode in modes:
@@ -98,7 +100,8 @@ def main() -> None:
                 for a, b_ in zip(models[mode], models["loop"], strict=True)
                 for k in a.state_dict()
             )
-            print(f"{mode}: speed-up over the loop {times['loop'] / times[mode]:.2f}x; "
+            print(f"{mode}: speed-up over the loop {times['loop'] / times[mode]:.2f}x wall, "
+                  f"{cpu['loop'] / cpu[mode]:.2f}x process CPU; "
                   f"max |w - w_loop| = {diff:.2e} (float32 rounding, amplified by training)")  # fmt: skip
 
 

@@ -426,3 +426,18 @@ def test_seed_families_are_disjoint():
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         assert E.ensemble_seeds(0, 2) == [0, 1]
+
+
+def test_ensemble_mode_is_a_config_key_and_in_the_run_key_only_with_the_epsilon_score():
+    from unlearnkit.errors import ConfigError
+    from unlearnkit.experiments.config import parse_config
+    from unlearnkit.experiments.runner import Cell
+
+    assert parse_config({"dataset": "digits", "ensemble_mode": "grouped"}).ensemble_mode == "grouped"
+    with pytest.raises(ConfigError, match="ensemble_mode"):
+        parse_config({"dataset": "digits", "ensemble_mode": "fast"})
+    common = {"dataset": "digits", "forget": "random:0.1", "seed": 0, "model": "mlp", "method": "finetune",
+              "params": {}, "train": {}}  # fmt: skip
+    keys = {Cell(**common, ensemble_n=4, ensemble_mode=m).identity()["ensemble_mode"] for m in ("auto", "loop")}
+    assert keys == {"auto", "loop"}
+    assert "ensemble_mode" not in Cell(**common, ensemble_mode="loop").identity()  # ε score off: keys as before

@@ -96,7 +96,7 @@ from unlearnkit.errors import UnlearnkitError
 
 Mode = Literal["auto", "grouped", "vmap", "loop"]
 MODES = ("auto", "grouped", "vmap", "loop")
-Path_ = Literal["grouped", "vmap", "loop"]
+EnsemblePath = Literal["grouped", "vmap", "loop"]
 
 
 class EnsembleFallbackWarning(UserWarning):
@@ -236,18 +236,20 @@ def vmap_unsupported_reason(make_model: Callable[[], nn.Module], dataset: Datase
 # ---------------------------------------------------------------------------------------------------
 
 
-def auto_path(model: nn.Module, device: torch.device) -> Path_ | None:
+def auto_path(model: nn.Module, device: torch.device) -> EnsemblePath | None:
     """The path ``mode="auto"`` takes for this model and device, by a fixed rule (``None``: vmap if it can).
 
-    Measured once on the CPU with ``benchmarks/bench_ensemble.py`` (one thread, digits, default recipe, on a
-    shared 2-core machine; figures in ``docs/ensembles.md``):
+    Measured once on the CPU with ``benchmarks/bench_ensemble.py`` (one thread, digits, default recipe,
+    process CPU time on a shared 2-core machine; figures in ``docs/ensembles.md``):
 
     * **CPU, a model with convolutions → "loop".** A small CNN's training step is dominated by its
-      convolutions, which already run at matrix-multiply speed one model at a time; batching them (one
-      grouped convolution, or vmap, which lowers to the same) was 0.8-1.0x the loop for ``small_cnn``,
-      so nothing batched is faster and the loop is exactly :func:`~unlearnkit.engine.train_model`.
+      convolutions, which already run at matrix-multiply speed one model at a time; batching them was
+      slower: 16 ``small_cnn`` took 0.85x (grouped) and 0.84x (vmap) the loop's process CPU time
+      (0.95x / 0.83-0.91x with 2 or 4 members per batch), and the loop is exactly
+      :func:`~unlearnkit.engine.train_model`.
     * **CPU, no convolution, a model the grouped trainer supports (MLPs) → "grouped"**: batched matmuls
-      and one fused optimiser step for all members, 3.4x the loop for 32 digits MLPs (vmap: 2.3x).
+      and one fused optimiser step for all members; 32 digits MLPs, 10 epochs: 3.16x the loop in process
+      CPU time (vmap: 2.53x).
     * **Other devices, a supported model → "grouped"** (one grouped convolution per layer, the form cuDNN
       runs best and what vmap itself lowers a batched convolution to; not measured: no GPU was available).
     * **Any other model → None**: vmap when the vmap probe succeeds, else the loop (with a warning).
@@ -264,7 +266,7 @@ def auto_path(model: nn.Module, device: torch.device) -> Path_ | None:
 
 def ensemble_path(
     mode: str, make_model: Callable[[], nn.Module], dataset: Dataset, device: torch.device | str = "cpu"
-) -> Path_:
+) -> EnsemblePath:
     """The training path ``mode`` resolves to for this model, data and device (``"grouped"``, ``"vmap"`` or
     ``"loop"``); the same answer every time. ``mode="auto"`` follows :func:`auto_path` and falls back to the
     loop with an :class:`EnsembleFallbackWarning` when neither batched path can train the model.
@@ -388,7 +390,7 @@ def _grouped_step(models: list[nn.Module], device: torch.device) -> _Stepper:
 
 def _batched_optimizer(leaves: list[torch.Tensor], cfg: TrainConfig) -> torch.optim.Optimizer:
     """The recipe's optimiser over the stacked leaves, with torch's fused kernel for Adam/AdamW where this
-    torch has one for the device (the same element-wise update; measured 1.15x faster for 32 MLPs on the CPU)."""
+    torch has one for the device (the same element-wise update; measured ~1.15x faster for 32 MLPs on the CPU)."""
     if cfg.optimizer in ("adam", "adamw"):
         try:
             return make_optimizer(leaves, cfg.optimizer, cfg.lr, cfg.weight_decay, cfg.momentum, fused=True)

@@ -22,9 +22,10 @@ in forward order (``small_cnn``, ``airbench``). Any other layer (dropout, attent
 :func:`grouped_unsupported_reason` say why, and the ensemble uses vmap or the loop.
 
 **Speed.** What batching saves is per-call overhead and the optimiser's per-tensor passes, not
-arithmetic: 32 digits MLPs train 3.4x faster than one by one on one CPU core, but a small CNN's step is
+arithmetic: 32 digits MLPs train 3.2x faster than one by one on one CPU core, but a small CNN's step is
 dominated by convolutions that already run at matrix-multiply speed one model at a time, so on the CPU
-the grouped path is only about as fast as the loop for ``small_cnn`` (``mode="auto"`` takes the loop there).
+the grouped path is a little slower than the loop for ``small_cnn`` (0.85-0.95x; ``mode="auto"`` takes the
+loop there).
 
 **Equality with the loop.** Every member computes the same function of its own weights and its own batches
 as :func:`~unlearnkit.engine.train_model`; only the kernels differ (one grouped convolution or one batched
@@ -125,9 +126,9 @@ class GroupedMembers:
     Args:
         members: models of the same architecture (train mode); their weights and buffers are copied.
         split_convs: run each convolution as M plain convolutions of the members' channel blocks instead of
-            one grouped convolution (same result up to float rounding). On the CPU the plain ones are
-            faster (oneDNN's grouped kernel measured ~10% slower than M plain calls for ``small_cnn``); on
-            a GPU one grouped call is.
+            one grouped convolution (same result up to float rounding). On the CPU the plain ones measured
+            ~10% faster for ``small_cnn`` (oneDNN's grouped kernel); on a GPU one grouped call is the form
+            cuDNN runs best (not measured here).
 
     Attributes:
         params: the wide leaf tensors (optimise these: element-wise optimisers act per member).
