@@ -45,7 +45,7 @@ def test_undo_forgets_the_class_from_retain_data_only_and_starts_from_fresh_weig
 ):  # fmt: skip
     sc = digits_class_scenario
     data = uk.UnlearnData.from_scenario(sc, provide=("retain",), device="cpu")  # D_f withheld: never read
-    out = uk.unlearn("undo", trained_mlp, data, model_factory="mlp", train_config=uk.TrainConfig())
+    out = uk.unlearn("undo", trained_mlp, data, alpha=1.0, model_factory="mlp", train_config=uk.TrainConfig())
     m = uk.evaluate(out, sc, metrics=["acc_forget_test", "acc_retain_test"], device="cpu")
     assert m["acc_forget_test"] == 0.0 and m["acc_retain_test"] > 0.8
     kept = uk.unlearn("undo", trained_mlp, data, alpha=0.0, model_factory="mlp", train_config=uk.TrainConfig())
