@@ -328,3 +328,15 @@ def test_hysac_layout_loader_refuses_pickles_and_foreign_files(tmp_path, world) 
     (tmp_path / "d.safetensors").write_bytes(b"garbage")
     with pytest.raises(UnlearnkitError, match="cannot read"):
         load_lorentz_checkpoint(tmp_path / "d.safetensors", towers)
+
+
+def test_a_hyperbolic_export_loads_back_through_the_checkpoint_path(tmp_path, world, meru) -> None:
+    """save_models for a MERU/HySAC row: the towers (save_pretrained) and lorentz.safetensors beside them are
+    exactly what clip.from_pretrained + clip.lorentz_checkpoint read."""
+    from unlearnkit.concept.hysac_checkpoint import load_lorentz_checkpoint
+    from unlearnkit.concept.sources import export_clip
+
+    export_clip(meru, world, tmp_path / "m")
+    back = load_lorentz_checkpoint(tmp_path / "m" / "lorentz.safetensors", tmp_path / "m")
+    assert (tmp_path / "m" / "word_tokenizer.json").is_file()
+    assert all(torch.equal(a, b) for a, b in zip(meru.state_dict().values(), back.state_dict().values(), strict=True))
