@@ -98,7 +98,7 @@ def test_redirected_and_traversed_retrieval_against_a_brute_force_reference() ->
     sim = lambda a, b: -L.pairwise_dist(a, b, c)  # noqa: E731
     plain = redirected_retrieval(s, v, u, g, sim, ks=(1,))
     trav = traversed_retrieval(s, v, u, g, c, text_radius=1.05, image_radius=1.35, similarity=sim, ks=(1,))
-    # text queries go to the safe-text radius, image queries to the safe-image radius
+    # every query goes to the smaller radius (the safe texts' here)
     n = len(s)
 
     def brute(queries, gallery, target_of):  # top-1 by an explicit loop over the ambient distances
@@ -115,8 +115,8 @@ def test_redirected_and_traversed_retrieval_against_a_brute_force_reference() ->
     assert plain["tstar_to_v_union_r1"] == r1 and plain["unsafe_rate_tstar"] == rate == 1.0  # unsafe is nearer
     r1, rate = brute(traverse(u, 1.05, c), images, lambda i: i)
     assert trav["tstar_to_v_union_r1"] == r1 == 1.0 and trav["unsafe_rate_tstar"] == rate == 0.0
-    r1, rate = brute(traverse(g, 1.35, c), texts, lambda i: i)
-    assert trav["vstar_to_t_union_r1"] == r1 and trav["unsafe_rate_vstar"] == rate
+    r1, rate = brute(traverse(g, 1.05, c), texts, lambda i: i)
+    assert trav["vstar_to_t_union_r1"] == r1 == 1.0 and trav["unsafe_rate_vstar"] == rate == 0.0
     assert trav["safety_score"] == pytest.approx(1 - 0.5 * (trav["unsafe_rate_tstar"] + trav["unsafe_rate_vstar"]))
     assert plain["t2v_r1"] == trav["t2v_r1"] == 1.0  # safe queries inside the region are not moved
     assert awareness_r1(u, g, sim) == 1.0 and awareness_r1(u, torch.roll(g, 1, 0), sim) == 0.0
@@ -333,3 +333,15 @@ def test_hysac_layout_loader_refuses_pickles_and_foreign_files(tmp_path, world) 
     (tmp_path / "d.safetensors").write_bytes(b"garbage")
     with pytest.raises(UnlearnkitError, match="cannot read"):
         load_lorentz_checkpoint(tmp_path / "d.safetensors", towers)
+
+
+def test_a_hyperbolic_export_loads_back_through_the_checkpoint_path(tmp_path, world, meru) -> None:
+    """save_models for a MERU/HySAC row: the towers (save_pretrained) and lorentz.safetensors beside them are
+    exactly what clip.from_pretrained + clip.lorentz_checkpoint read."""
+    from unlearnkit.concept.hysac_checkpoint import load_lorentz_checkpoint
+    from unlearnkit.concept.sources import export_clip
+
+    export_clip(meru, world, tmp_path / "m")
+    back = load_lorentz_checkpoint(tmp_path / "m" / "lorentz.safetensors", tmp_path / "m")
+    assert (tmp_path / "m" / "word_tokenizer.json").is_file()
+    assert all(torch.equal(a, b) for a, b in zip(meru.state_dict().values(), back.state_dict().values(), strict=True))

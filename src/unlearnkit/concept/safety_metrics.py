@@ -5,13 +5,16 @@ Models", CVPR 2025, arXiv 2503.12127, §4. Pure functions first (embeddings in, 
 registration in the one metric registry (``modality="clip"``) beside the retrieval metrics of
 :mod:`unlearnkit.concept.metrics`, on N test quadruplets (s, v, u, g):
 
-* **with traversal** (``*_trav``): every query is first moved toward the root into the safe region of its
-  own modality (:func:`unlearnkit.concept.traversal.traverse`; HySAC's ``traverse_to_safe_text`` /
-  ``_image``: text queries to the safe-text radius, image queries to the safe-image radius, each the 95th
-  percentile of the distances to the root of the *validation* safe embeddings, or of the training ones
-  without validation data; in MERU's hierarchy texts sit nearer the root than images, so the gallery's
-  radius would leave every text query unmoved), then retrieval runs
-  as in :func:`~unlearnkit.concept.retrieval.concept_retrieval`. The galleries are not moved. One model,
+* **with traversal** (``*_trav``): every query is first moved toward the root
+  (:func:`unlearnkit.concept.traversal.traverse`) into the safe region of its own modality *and* of the
+  gallery's, i.e. to the smaller of the two safe radii (each the 95th percentile of the distances to the
+  root of the *validation* safe embeddings, or of the training ones without validation data). [CHOICE]
+  HySAC's code has one radius per modality (``traverse_to_safe_text`` / ``_image``) and does not say which
+  one a cross-modal query takes. In MERU's hierarchy texts sit nearer the root than images: an unsafe
+  image query left at the safe-image radius stays farther out than every caption, so its nearest caption is
+  the deeper, unsafe one; it must reach the captions' safe region (seen on seed 0 of the concept world,
+  where the image-radius rule left V*→T∪T* R@1 at 0). Then retrieval runs as in
+  :func:`~unlearnkit.concept.retrieval.concept_retrieval`. The galleries are not moved. One model,
   one run: traversal is a variant of the metric, not of the training. ``*_trav_ref``: the released
   code's non-geodesic rescaling, for comparison. Hyperbolic models only.
 * **awareness**: unsafe text → unsafe images R@1 (gallery: the N unsafe images), without traversal: the
@@ -106,10 +109,11 @@ def traversed_retrieval(
     reference: bool = False,
     ks: Sequence[int] = KS,
 ) -> dict[str, float]:
-    """:func:`redirected_retrieval` after traversal: text queries moved into the safe-text region
-    (``text_radius``), image queries into the safe-image region (``image_radius``)."""
-    tq = (traverse(s, text_radius, c, reference=reference), traverse(u, text_radius, c, reference=reference))
-    iq = (traverse(v, image_radius, c, reference=reference), traverse(g, image_radius, c, reference=reference))
+    """:func:`redirected_retrieval` after traversal: every query moved to ``min(text_radius, image_radius)``
+    (inside the safe region of its own modality and of the gallery's)."""
+    r = min(text_radius, image_radius)
+    tq = (traverse(s, r, c, reference=reference), traverse(u, r, c, reference=reference))
+    iq = (traverse(v, r, c, reference=reference), traverse(g, r, c, reference=reference))
     return redirected_retrieval(s, v, u, g, similarity, text_queries=tq, image_queries=iq, ks=ks)
 
 

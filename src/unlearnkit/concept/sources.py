@@ -127,7 +127,16 @@ def scenario_spec(data: ConceptData, seed: int) -> dict[str, Any]:
 def export_clip(model: CLIPModel, data: ConceptData, path: Path) -> None:
     """``save_pretrained`` the unlearned CLIP with what encodes its inputs: from a ``from_pretrained`` checkpoint,
     its tokenizer and image processor, so the folder drops into any pipeline that loads CLIP (and into
-    ``clip.from_pretrained`` again); for a small CLIP, its word vocabulary (``word_tokenizer.json``)."""
+    ``clip.from_pretrained`` again); for a small CLIP, its word vocabulary (``word_tokenizer.json``). A
+    hyperbolic (MERU/HySAC) model also writes ``lorentz.safetensors`` in the HySAC layout (its towers and
+    scalars: ``clip.lorentz_checkpoint`` with this folder as ``clip.from_pretrained``)."""
+    from unlearnkit.concept.meru import LorentzCLIP
+
+    if isinstance(model, LorentzCLIP):
+        from unlearnkit.concept.hysac_checkpoint import save_lorentz_checkpoint
+
+        save_lorentz_checkpoint(model, Path(path) / "lorentz.safetensors")
+        model = model.clip
     save_clip(model, path)
     if isinstance(data.tokenizer, WordTokenizer):
         data.tokenizer.save(path)

@@ -61,7 +61,8 @@ def _table(dataset: str, model: str, runs: list[Mapping[str, Any]]) -> tuple[str
         grid.append([label, *cells])
     seeds = sorted({str(r.get("seed")) for r in runs})
     note = (f"Means over seeds {', '.join(seeds)}, in percent. 'trav': queries moved toward the root into the safe "
-            "region of their modality (95th percentile of the validation safe embeddings' distances to the root); "
+            "region of both modalities (the smaller 95th percentile of the validation safe texts' and images' "
+            "distances to the root); "
             "AUROC: unsafe vs safe test items by distance to the root. n/a: not defined for this model "
             "(a Euclidean CLIP has no root).")  # fmt: skip
     md = f"### {dataset} · {model}\n\n{markdown_table(HEADERS, grid)}\n\n_{note}_"
