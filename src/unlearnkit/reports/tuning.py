@@ -127,9 +127,13 @@ def tune_sections(
         return []
     st0 = studies[0]
     settings = st0.get("settings", {})
+    budgets = {st["method"]: (st.get("settings") or {}).get("trials") for st in studies}
+    common = max(set(budgets.values()), key=list(budgets.values()).count)
+    odd = [f"{m}: {b}" for m, b in budgets.items() if b != common]
+    budget = f"{common}" + (f" ({', '.join(odd)}; not the same budget)" if odd else " (the same for every method)")
     proxies = ", ".join(f"{f} seed {s}" for f, s in st0.get("proxies", []))
     intro = (
-        f"Each method had {settings.get('trials')} trials (Optuna TPE with median pruning; trial 0 = its defaults) on "
+        f"Trial budget per method: {budget} (Optuna TPE with median pruning; trial 0 = the defaults) on "
         f"the proxy requests {proxies}, never the evaluated ones. Objective: mean |gap| to retrain over the "
         "leaderboard's accuracies, averaged over the proxies (lower is better); constraint: mean "
         f"time_ratio_vs_retrain <= {settings.get('max_time_ratio')}"
