@@ -33,6 +33,10 @@ digits/small_cnn, random:0.1]; ``lr=7e-4`` gives the reference.
 
 The forget set is never read: the method forgets by damaging and re-fitting on D_r only, so it serves any
 forget request (``needs`` = retain). ``history_``: mean CE per epoch.
+
+Search space of ``unlearnkit tune`` (``search_space``; every other hyperparameter stays at its default):
+``noise_std`` uniform [0.1, 1.0]; ``epochs`` integer 2–6; ``lr`` log-uniform [5e-3, 5e-2]. The ranges bracket the
+defaults and stay inside ``_parameter_constraints``.
 """
 
 from __future__ import annotations
@@ -50,7 +54,10 @@ from unlearnkit.methods._base import (
     NON_NEGATIVE,
     POSITIVE,
     POSITIVE_INT,
+    IntRange,
+    LogUniform,
     Method,
+    Uniform,
     UnlearnData,
     register_method,
 )
@@ -94,6 +101,7 @@ class ConvNoise(Method):
     )
     needs = frozenset({"retain"})
     example_model = "small_cnn"  # the noise goes on convolutions
+    search_space = {"noise_std": Uniform(0.1, 1.0), "epochs": IntRange(2, 6), "lr": LogUniform(5e-3, 5e-2)}
     _parameter_constraints = {
         "noise_std": [NON_NEGATIVE],
         "final_noise_std": [NON_NEGATIVE],

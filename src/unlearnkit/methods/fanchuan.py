@@ -41,6 +41,10 @@ lr 1e-2, retain lr 1e-2, batch 64. Each is a hyperparameter; the CIFAR values ab
 
 The method serves any forget request (it needs D_f and D_r). ``history_``: per round
 ``(contrastive mean loss, retain mean CE)``; ``report_``: ``fanchuan_uniform_kl`` (mean KL of the uniform pass).
+
+Search space of ``unlearnkit tune`` (``search_space``; every other hyperparameter stays at its default):
+``epochs`` integer 1–8; ``forget_lr`` and ``retain_lr`` log-uniform [1e-3, 5e-2]. The ranges bracket the defaults
+and stay inside ``_parameter_constraints``.
 """
 
 from __future__ import annotations
@@ -55,6 +59,8 @@ from unlearnkit.methods._base import (
     NON_NEGATIVE_INT,
     POSITIVE,
     POSITIVE_INT,
+    IntRange,
+    LogUniform,
     Method,
     UnlearnData,
     register_method,
@@ -83,6 +89,7 @@ class Fanchuan(Method):
         'in unlearning? Findings from the first NeurIPS unlearning competition", arXiv:2406.09073'
     )
     needs = frozenset({"forget", "retain"})
+    search_space = {"epochs": IntRange(1, 8), "forget_lr": LogUniform(1e-3, 5e-2), "retain_lr": LogUniform(1e-3, 5e-2)}
     _parameter_constraints = {
         "epochs": [NON_NEGATIVE_INT],
         "batch_size": [POSITIVE_INT],

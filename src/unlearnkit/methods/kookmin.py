@@ -35,6 +35,10 @@ digits/small_cnn, random:0.1]; ``lr=1e-3`` gives the reference.
 
 Serves any forget request. ``history_``: mean CE per epoch; ``report_``: ``kookmin_reinit_fraction``
 (re-initialised entries / all parameter entries).
+
+Search space of ``unlearnkit tune`` (``search_space``; every other hyperparameter stays at its default):
+``init_rate`` uniform [0.1, 0.5]; ``epochs`` integer 2–8; ``lr`` log-uniform [5e-3, 5e-2]. The ranges bracket the
+defaults and stay inside ``_parameter_constraints``.
 """
 
 from __future__ import annotations
@@ -52,8 +56,11 @@ from unlearnkit.methods._base import (
     POSITIVE_INT,
     UNIT,
     Interval,
+    IntRange,
+    LogUniform,
     Method,
     Options,
+    Uniform,
     UnlearnData,
     register_method,
 )
@@ -99,6 +106,7 @@ class Kookmin(Method):
     )
     needs = frozenset({"forget", "retain"})
     example_model = "small_cnn"  # the default re-initialises convolutions
+    search_space = {"init_rate": Uniform(0.1, 0.5), "epochs": IntRange(2, 8), "lr": LogUniform(5e-3, 5e-2)}
     _parameter_constraints = {
         "init_rate": [RATE],
         "layers": [Options(frozenset({"conv", "conv_linear"}))],

@@ -37,6 +37,10 @@ runs, against 0.094 with 0.9). ``optimizer='sgd', lr=5e-4`` gives the reference.
 
 Serves any forget request (only D_r is read). ``history_``: mean loss per epoch (the last one partial);
 ``report_``: ``prune_reinit_fraction`` (re-drawn weight entries / all parameter entries).
+
+Search space of ``unlearnkit tune`` (``search_space``; every other hyperparameter stays at its default):
+``prune_amount`` uniform [0.8, 0.99]; ``epochs`` uniform [1, 5]; ``lr`` log-uniform [1e-3, 3e-2]. The ranges bracket
+the defaults and stay inside ``_parameter_constraints``.
 """
 
 from __future__ import annotations
@@ -57,7 +61,9 @@ from unlearnkit.methods._base import (
     POSITIVE,
     POSITIVE_INT,
     Interval,
+    LogUniform,
     Method,
+    Uniform,
     UnlearnData,
     register_method,
 )
@@ -113,6 +119,7 @@ class PruneReinit(Method):
         'progress in unlearning? Findings from the first NeurIPS unlearning competition", arXiv:2406.09073'
     )
     needs = frozenset({"retain"})
+    search_space = {"prune_amount": Uniform(0.8, 0.99), "epochs": Uniform(1.0, 5.0), "lr": LogUniform(1e-3, 3e-2)}
     _parameter_constraints = {
         "prune_amount": [AMOUNT],
         "epochs": [POSITIVE],

@@ -23,6 +23,10 @@ Each step pairs a retain batch with a forget batch (the forget stream cycles; an
 (3) λ·∇ℓ_r(θ) is added, (4) one optimiser step with the gradient norm clipped. [CHOICE] ρ, β, λ and the
 epochs were set on digits/small_cnn proxy classes (0, 5, 8, seed 3): see the class docstring.
 ``history_``: per epoch, the mean (NPO at θ+δ̂, retain CE).
+
+Search space of ``unlearnkit tune`` (``search_space``; every other hyperparameter stays at its default):
+``rho`` uniform [0, 0.2]; ``retain_weight`` uniform [1, 10]; ``epochs`` integer 1–5; ``lr`` log-uniform [1e-4,
+1e-2]. The ranges bracket the defaults and stay inside ``_parameter_constraints``.
 """
 
 from __future__ import annotations
@@ -39,7 +43,10 @@ from unlearnkit.methods._base import (
     OPTIMIZER,
     POSITIVE,
     POSITIVE_INT,
+    IntRange,
+    LogUniform,
     Method,
+    Uniform,
     UnlearnData,
     register_method,
 )
@@ -77,6 +84,12 @@ class SAMNPO(Method):
         'Perspective and Beyond", ICML 2025, arXiv:2502.05374 (SAM on NPO, Zhang et al., arXiv:2404.05868)'
     )
     needs = frozenset({"forget", "retain"})
+    search_space = {
+        "rho": Uniform(0.0, 0.2),
+        "retain_weight": Uniform(1.0, 10.0),
+        "epochs": IntRange(1, 5),
+        "lr": LogUniform(1e-4, 1e-2),
+    }
     _parameter_constraints = {
         "rho": [NON_NEGATIVE],
         "beta": [POSITIVE],

@@ -26,6 +26,10 @@ random weights transfers the behaviour and leaves the latent capability behind. 
 
 The teacher's logits on D_r are computed once, before the student trains (no data augmentation here).
 ``history_``: mean distillation loss per epoch.
+
+Search space of ``unlearnkit tune`` (``search_space``; every other hyperparameter stays at its default):
+``alpha`` uniform [0.5, 1.0]; ``epochs`` integer 2–10; ``lr`` log-uniform [1e-3, 1e-2]. The ranges bracket the
+defaults and stay inside ``_parameter_constraints``.
 """
 
 from __future__ import annotations
@@ -44,7 +48,10 @@ from unlearnkit.methods._base import (
     POSITIVE,
     POSITIVE_INT,
     UNIT,
+    IntRange,
+    LogUniform,
     Method,
+    Uniform,
     UnlearnData,
     register_method,
 )
@@ -97,6 +104,7 @@ class UNDO(Method):
 
     paper = 'Lee et al., "Distillation Robustifies Unlearning" (UNDO), NeurIPS 2025, arXiv:2506.06278'
     needs = frozenset({"retain", "train_recipe"})
+    search_space = {"alpha": Uniform(0.5, 1.0), "epochs": IntRange(2, 10), "lr": LogUniform(1e-3, 1e-2)}
     _parameter_constraints = {
         "alpha": [UNIT],
         "epochs": [POSITIVE_INT],
