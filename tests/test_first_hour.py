@@ -260,7 +260,7 @@ def test_list_methods_params_shows_defaults_and_constraints():
     res = _cli(["list", "methods", "--params"])
     assert res.exit_code == 0, res.output
     block = re.split(r"\n(?=\S)", res.output.split("\nneggrad (setting 1, classifier)\n", 1)[1], maxsplit=1)[0]
-    assert "  lr = 0.0001  (float in (0.0, inf))" in block
+    assert "  lr = 0.0001  (float in (0.0, inf); tune: log-uniform [1e-05, 0.01])" in block
     assert "  stop_forget_acc = None  (float in [0.0, 1.0] or None)" in block
     assert _cli(["list", "metrics", "--params"]).exit_code == 2
 
