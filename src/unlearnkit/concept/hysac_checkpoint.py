@@ -27,14 +27,16 @@ same way (MERU's own release uses other towers and does not).
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from unlearnkit.concept.clip import load_clip
-from unlearnkit.concept.meru import LorentzCLIP
+from unlearnkit.concept.meru import LorentzCLIP, original_meru
 from unlearnkit.errors import UnlearnkitError
 
 #: HySAC's LoRA (r 16, α 1): scale α/r of the merged update
@@ -149,3 +151,17 @@ def save_lorentz_checkpoint(model: LorentzCLIP, path: str | Path) -> Path:
     out.parent.mkdir(parents=True, exist_ok=True)
     save_file(state, str(out))
     return out
+
+
+def original_lorentz(
+    data: Any, clip: Mapping[str, Any], pretrain: Mapping[str, Any], seed: int, **kwargs: Any
+) -> tuple[LorentzCLIP, dict[str, Any], bool]:
+    """The hyperbolic original of a setting-3 run: a user's HySAC-layout checkpoint on ``clip.from_pretrained``
+    towers (``clip.lorentz_checkpoint``; never trained, so ``trained`` is ``False``), else the small MERU of
+    :func:`~unlearnkit.concept.meru.original_meru` (same arguments and return value)."""
+    if clip.get("from_pretrained") is None:
+        return original_meru(data, clip, pretrain, seed, **kwargs)
+    if not clip.get("lorentz_checkpoint"):
+        raise UnlearnkitError("a hyperbolic original on from_pretrained towers needs clip.lorentz_checkpoint")
+    model = load_lorentz_checkpoint(str(clip["lorentz_checkpoint"]), str(clip["from_pretrained"]))
+    return model.to(kwargs["device"]), {}, False

@@ -254,19 +254,16 @@ def original_meru(
     on_epoch: Callable[[int, int, float], None] | None = None,
 ) -> tuple[LorentzCLIP, dict[str, Any], bool]:
     """The hyperbolic model before unlearning: a small MERU pretrained on ``data.train`` (once per seed, then
-    from ``cache``), or a user's MERU/HySAC checkpoint (``clip.from_pretrained`` with ``clip.geometry:
-    lorentz_checkpoint``, a HySAC-layout safetensors file on those towers; see
-    :func:`unlearnkit.concept.hysac_checkpoint.load_lorentz_checkpoint`).
+    from ``cache``). A user's MERU/HySAC checkpoint on ``from_pretrained`` towers is loaded by
+    :func:`unlearnkit.concept.hysac_checkpoint.original_lorentz` (which calls this one otherwise).
 
     Same arguments and return value as :func:`unlearnkit.concept.pretrain.original_clip`.
     """
     if clip.get("from_pretrained") is not None:
-        from unlearnkit.concept.hysac_checkpoint import load_lorentz_checkpoint
-
-        if not clip.get("lorentz_checkpoint"):
-            raise UnlearnkitError("a hyperbolic original on from_pretrained towers needs clip.lorentz_checkpoint")
-        model = load_lorentz_checkpoint(str(clip["lorentz_checkpoint"]), str(clip["from_pretrained"]))
-        return model.to(device), {}, False
+        raise UnlearnkitError(
+            "a hyperbolic original on from_pretrained towers is a user's checkpoint: "
+            "unlearnkit.concept.hysac_checkpoint.original_lorentz loads it"
+        )
     tok = data.tokenizer
     if not isinstance(tok, WordTokenizer):
         raise UnlearnkitError("a small CLIP config needs a word tokenizer")

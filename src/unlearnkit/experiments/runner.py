@@ -655,7 +655,7 @@ def run_concept_cell(
     """Run one setting-3 cell: the concept data, the original CLIP (cached), the method (or the original
     itself, or an audited CLIP folder), every CLIP metric on the test quadruplets; ``save_models`` exports."""
     from unlearnkit.concept import ConceptUnlearnData, WordTokenizer, evaluate_concept, load_clip
-    from unlearnkit.concept.meru import original_meru
+    from unlearnkit.concept.hysac_checkpoint import original_lorentz
     from unlearnkit.concept.pretrain import original_clip
     from unlearnkit.concept.sources import export_clip
 
@@ -665,7 +665,7 @@ def run_concept_cell(
     record.config["threads_used"] = torch.get_num_threads()  # what ran, beside what the key asked for
     cache = ModelCache(Path(cache_dir) / "models" if cache_dir else None)
     label = f"{data.name} {cell.forget} s{cell.seed}"
-    make_original = original_meru if p.get("geometry") == "lorentz" else original_clip
+    make_original = original_lorentz if p.get("geometry") == "lorentz" else original_clip
     try:
         original, info, trained = make_original(
             data, p["clip"], p.get("pretrain") or {}, cell.seed, cache=cache, device=device,
