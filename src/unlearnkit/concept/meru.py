@@ -29,7 +29,6 @@ same :class:`~unlearnkit.engine.ModelCache` mechanism (``role: concept_original_
 from __future__ import annotations
 
 import math
-import time
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
@@ -39,10 +38,10 @@ from torch import nn
 from transformers import CLIPModel
 
 from unlearnkit.concept import lorentz as L
-from unlearnkit.concept._data import ConceptData, ImageColumn, Quadruplets, Tokenizer, WordTokenizer
+from unlearnkit.concept._data import ConceptData, ImageColumn, Quadruplets, Tokenizer
 from unlearnkit.concept.clip import image_features, model_device, small_clip, text_features
-from unlearnkit.engine import ModelCache, check_finite, config_hash, seed_everything
-from unlearnkit.engine.cache import architecture_fingerprint, compute_context
+from unlearnkit.concept.pretrain import cached_small_original
+from unlearnkit.engine import ModelCache, check_finite
 from unlearnkit.errors import UnlearnkitError
 
 #: MERU's entailment weight and initial curvature
@@ -264,33 +263,8 @@ def original_meru(
             "a hyperbolic original on from_pretrained towers is a user's checkpoint: "
             "unlearnkit.concept.hysac_checkpoint.original_lorentz loads it"
         )
-    tok = data.tokenizer
-    if not isinstance(tok, WordTokenizer):
-        raise UnlearnkitError("a small CLIP config needs a word tokenizer")
-    vocab, max_len = len(tok), tok.max_length
-    name = str(clip.get("config") or "")
-    image_size = data.spec.get("image_size", clip.get("image_size", 32))
-    recipe = dict(pretrain)
-
-    def make() -> LorentzCLIP:
-        return small_meru(name, vocab_size=vocab, max_length=max_len, image_size=image_size, seed=seed)
-
-    with torch.random.fork_rng(devices=[]):
-        arch = architecture_fingerprint(make(), clip=name, vocab_size=vocab, max_length=max_len, image_size=image_size)
-    compute = compute_context(device, threads=torch.get_num_threads(), deterministic=True, amp=False)
-    key = {"role": "concept_original_meru", "clip": name, "vocab": config_hash({"v": getattr(tok, "vocab", [])}),
-           "max_length": max_len, "image_size": image_size, "data": data.spec, "pretrain": recipe,
-           "entail_weight": ENTAIL_WEIGHT, "curv_init": CURV_INIT, "scale_init": SMALL_LOGIT_SCALE_INIT, "seed": seed,
-           "data_fingerprint": data.fingerprint(), "arch": arch, "compute": compute}  # fmt: skip
-
-    def train(model: LorentzCLIP) -> dict[str, Any]:
-        if on_start is not None:
-            on_start(f"pretrain {name} (MERU)")
-        gen = seed_everything(seed)
-        t0 = time.perf_counter()
-        info = pretrain_meru(model.to(device), data.train, data.tokenizer, generator=gen, on_epoch=on_epoch, **recipe)
-        return {"time_s": time.perf_counter() - t0, "loss": info["loss"], "device": str(device)}
-
-    seed_everything(seed)
-    model, info, trained = cache.get_or_train(key, make, train)
-    return model.to(device).eval(), info, trained  # type: ignore[return-value]
+    return cached_small_original(
+        data, clip, pretrain, seed, cache=cache, device=device, build=small_meru, fit=pretrain_meru,
+        role="concept_original_meru", label=" (MERU)", on_start=on_start, on_epoch=on_epoch,
+        extra_key={"entail_weight": ENTAIL_WEIGHT, "curv_init": CURV_INIT, "scale_init": SMALL_LOGIT_SCALE_INIT},
+    )  # fmt: skip

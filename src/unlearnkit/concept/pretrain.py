@@ -130,6 +130,33 @@ def original_clip(
     """
     if clip.get("from_pretrained") is not None:
         return load_clip(str(clip["from_pretrained"])).to(device), {}, False
+    return cached_small_original(
+        data, clip, pretrain, seed, cache=cache, device=device, build=small_clip, fit=pretrain_clip,
+        role="concept_original", label="", on_start=on_start, on_epoch=on_epoch,
+    )  # fmt: skip
+
+
+def cached_small_original(
+    data: ConceptData,
+    clip: Mapping[str, Any],
+    pretrain: Mapping[str, Any],
+    seed: int,
+    *,
+    cache: ModelCache,
+    device: torch.device,
+    build: Callable[..., Any],
+    fit: Callable[..., dict[str, Any]],
+    role: str,
+    label: str,
+    extra_key: Mapping[str, Any] | None = None,
+    on_start: Callable[[str], None] | None = None,
+    on_epoch: Callable[[int, int, float], None] | None = None,
+) -> tuple[Any, dict[str, Any], bool]:
+    """A small CLIP-like original (``build(config, vocab_size=, max_length=, image_size=, seed=)``) pretrained
+    by ``fit(model, train, tokenizer, generator=, on_epoch=, **pretrain)`` once per key, then read from
+    ``cache``: the Euclidean original (:func:`original_clip`) and the MERU one
+    (:func:`unlearnkit.concept.meru.original_meru`). The key holds ``role``, the config, vocabulary, data and
+    its fingerprint, architecture fingerprint, recipe, seed, compute context and ``extra_key``."""
     tok = data.tokenizer
     if not isinstance(tok, WordTokenizer):
         raise UnlearnkitError("a small CLIP config needs a word tokenizer")
@@ -138,22 +165,23 @@ def original_clip(
     image_size = data.spec.get("image_size", clip.get("image_size", 32))
     recipe = dict(pretrain)
 
-    def make() -> CLIPModel:
-        return small_clip(name, vocab_size=vocab, max_length=max_len, image_size=image_size, seed=seed)
+    def make() -> Any:
+        return build(name, vocab_size=vocab, max_length=max_len, image_size=image_size, seed=seed)
 
     with torch.random.fork_rng(devices=[]):
         arch = architecture_fingerprint(make(), clip=name, vocab_size=vocab, max_length=max_len, image_size=image_size)
     compute = compute_context(device, threads=torch.get_num_threads(), deterministic=True, amp=False)
-    key = {"role": "concept_original", "clip": name, "vocab": config_hash({"v": getattr(tok, "vocab", [])}),
+    key = {"role": role, "clip": name, "vocab": config_hash({"v": getattr(tok, "vocab", [])}),
            "max_length": max_len, "image_size": image_size, "data": data.spec, "pretrain": recipe,
-           "seed": seed, "data_fingerprint": data.fingerprint(), "arch": arch, "compute": compute}  # fmt: skip
+           **(extra_key or {}), "seed": seed, "data_fingerprint": data.fingerprint(), "arch": arch,
+           "compute": compute}  # fmt: skip
 
-    def train(model: CLIPModel) -> dict[str, Any]:
+    def train(model: Any) -> dict[str, Any]:
         if on_start is not None:
-            on_start(f"pretrain {name}")
+            on_start(f"pretrain {name}{label}")
         gen = seed_everything(seed)
         t0 = time.perf_counter()
-        info = pretrain_clip(model.to(device), data.train, data.tokenizer, generator=gen, on_epoch=on_epoch, **recipe)
+        info = fit(model.to(device), data.train, data.tokenizer, generator=gen, on_epoch=on_epoch, **recipe)
         return {"time_s": time.perf_counter() - t0, "loss": info["loss"], "device": str(device)}
 
     seed_everything(seed)
