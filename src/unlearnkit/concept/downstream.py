@@ -32,7 +32,7 @@ from __future__ import annotations
 
 import hashlib
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -298,27 +298,40 @@ def _batches(n: int, batch_size: int, gen: torch.Generator) -> list[torch.Tensor
     return [order[i : i + batch_size] for i in range(0, n, batch_size)]
 
 
-def train_generator(generator: Generator, text_embeddings: torch.Tensor, targets: torch.Tensor,
-                    recipe: DownstreamRecipe, gen: torch.Generator) -> dict[str, float]:  # fmt: skip
-    """Fit G to map each normalised text embedding to its canonical render (squared error); returns the last loss."""
-    dev = next(generator.parameters()).device
-    steps = recipe.generator_epochs * -(-len(targets) // recipe.batch_size)
-    opt, sched = _adam(generator, recipe.lr, steps)
-    generator.train()
+def _fit(module: nn.Module, n: int, epochs: int, recipe: DownstreamRecipe, gen: torch.Generator,
+         loss_of: Callable[[torch.Tensor], torch.Tensor], what: str,
+         clip_norm: float | None = None) -> dict[str, float]:  # fmt: skip
+    """Adam with a cosine schedule over ``epochs`` passes of seeded batches of ``n`` items; ``loss_of(batch
+    indices)`` is the batch's loss. Returns the last epoch's mean loss."""
+    opt, sched = _adam(module, recipe.lr, epochs * -(-n // recipe.batch_size))
+    module.train()
     last = float("nan")
-    for _ in range(recipe.generator_epochs):
+    for _ in range(epochs):
         run, k = 0.0, 0
-        for j in _batches(len(targets), recipe.batch_size, gen):
-            loss = F.mse_loss(generator(text_embeddings[j].to(dev)), targets[j].to(dev))
-            check_finite(loss, "generator training")
+        for j in _batches(n, recipe.batch_size, gen):
+            loss = loss_of(j)
+            check_finite(loss, what)
             opt.zero_grad(set_to_none=True)
             loss.backward()
+            if clip_norm is not None:
+                torch.nn.utils.clip_grad_norm_(module.parameters(), clip_norm)
             opt.step()
             sched.step()
             run, k = run + loss.item(), k + 1
         last = run / k
-    generator.eval()
+    module.eval()
     return {"loss": last}
+
+
+def train_generator(generator: Generator, text_embeddings: torch.Tensor, targets: torch.Tensor,
+                    recipe: DownstreamRecipe, gen: torch.Generator) -> dict[str, float]:  # fmt: skip
+    """Fit G to map each normalised text embedding to its canonical render (squared error); returns the last loss."""
+    dev = next(generator.parameters()).device
+
+    def loss_of(j: torch.Tensor) -> torch.Tensor:
+        return F.mse_loss(generator(text_embeddings[j].to(dev)), targets[j].to(dev))
+
+    return _fit(generator, len(targets), recipe.generator_epochs, recipe, gen, loss_of, "generator training")
 
 
 def train_captioner(captioner: Captioner, image_embeddings: torch.Tensor, ids: torch.Tensor, mask: torch.Tensor,
@@ -326,25 +339,12 @@ def train_captioner(captioner: Captioner, image_embeddings: torch.Tensor, ids: t
     """Fit C with teacher forcing: cross-entropy of each next word (padding after ``<eos>`` ignored)."""
     dev = next(captioner.parameters()).device
     target = ids[:, 1:].masked_fill(mask[:, 1:] == 0, -100)
-    steps = recipe.captioner_epochs * -(-len(ids) // recipe.batch_size)
-    opt, sched = _adam(captioner, recipe.lr, steps)
-    captioner.train()
-    last = float("nan")
-    for _ in range(recipe.captioner_epochs):
-        run, k = 0.0, 0
-        for j in _batches(len(ids), recipe.batch_size, gen):
-            logits = captioner(image_embeddings[j].to(dev), ids[j, :-1].to(dev))
-            loss = F.cross_entropy(logits.flatten(0, 1), target[j].to(dev).flatten(), ignore_index=-100)
-            check_finite(loss, "captioner training")
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(captioner.parameters(), 1.0)
-            opt.step()
-            sched.step()
-            run, k = run + loss.item(), k + 1
-        last = run / k
-    captioner.eval()
-    return {"loss": last}
+
+    def loss_of(j: torch.Tensor) -> torch.Tensor:
+        logits = captioner(image_embeddings[j].to(dev), ids[j, :-1].to(dev))
+        return F.cross_entropy(logits.flatten(0, 1), target[j].to(dev).flatten(), ignore_index=-100)
+
+    return _fit(captioner, len(ids), recipe.captioner_epochs, recipe, gen, loss_of, "captioner training", 1.0)
 
 
 def detector_targets(q: Quadruplets) -> tuple[torch.Tensor, torch.Tensor, dict[str, torch.Tensor]]:
@@ -362,25 +362,13 @@ def train_detector(detector: Detector, q: Quadruplets, recipe: DownstreamRecipe,
     content attribute, summed."""
     images, marker, content = detector_targets(q)
     dev = next(detector.parameters()).device
-    steps = recipe.detector_epochs * -(-len(images) // recipe.batch_size)
-    opt, sched = _adam(detector, recipe.lr, steps)
-    detector.train()
-    last = float("nan")
-    for _ in range(recipe.detector_epochs):
-        run, k = 0.0, 0
-        for j in _batches(len(images), recipe.batch_size, gen):
-            out = detector(images[j].to(dev))
-            loss = F.binary_cross_entropy_with_logits(out["marker"], marker[j].to(dev))
-            loss = loss + sum(F.cross_entropy(out[a], content[a][j].to(dev)) for a in ATTRIBUTES)
-            check_finite(loss, "detector training")
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            sched.step()
-            run, k = run + loss.item(), k + 1
-        last = run / k
-    detector.eval()
-    return {"loss": last}
+
+    def loss_of(j: torch.Tensor) -> torch.Tensor:
+        out = detector(images[j].to(dev))
+        loss = F.binary_cross_entropy_with_logits(out["marker"], marker[j].to(dev))
+        return loss + sum(F.cross_entropy(out[a], content[a][j].to(dev)) for a in ATTRIBUTES)
+
+    return _fit(detector, len(images), recipe.detector_epochs, recipe, gen, loss_of, "detector training")
 
 
 # -- cached construction -------------------------------------------------------------------------------------
