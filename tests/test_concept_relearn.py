@@ -91,3 +91,18 @@ def test_the_report_shows_before_and_after_beside_the_original():
     lines = [ln for ln in sec.markdown.splitlines() if ln.startswith("| ")]
     assert lines[1].startswith("| original | 0.900 | 0.950 |") and lines[2].startswith("| safe_clip | 0.100 | 0.800 |")
     assert clip_relearning([run("safe_clip", 0.1, None)]) is None  # no attack figures: no section
+
+
+def test_a_hyperbolic_clip_is_attacked_with_its_own_loss(redirected):
+    """A MERU/HySAC model (no CLIP logit scale; MERU's loss) goes through the same attack: finite figures, the
+    model itself untouched, its own figures unchanged by the attack."""
+    from unlearnkit.concept.meru import small_meru
+
+    _, data = redirected
+    meru = small_meru("clip_tiny", vocab_size=len(data.tokenizer), max_length=16, seed=0).eval()
+    before = {k: v.clone() for k, v in meru.state_dict().items()}
+    plain = evaluate_concept(meru, data, metrics=["tstar_to_v_union_r1"])
+    out = evaluate_concept(meru, data, metrics=METRICS, resources=_builder(meru, data, k=16, steps=10, seeds=1))
+    assert all(isinstance(out[m], float) and 0.0 <= out[m] <= 1.0 for m in AFTER), out
+    assert all(torch.equal(before[k], v) for k, v in meru.state_dict().items())
+    assert out["tstar_to_v_union_r1"] == plain["tstar_to_v_union_r1"]

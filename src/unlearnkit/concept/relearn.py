@@ -33,6 +33,7 @@ import torch
 
 from unlearnkit.concept._data import ConceptData
 from unlearnkit.concept.clip import image_features, text_features
+from unlearnkit.concept.meru import LorentzCLIP, meru_loss
 from unlearnkit.concept.metrics import ConceptEvalContext, _register
 from unlearnkit.concept.pretrain import clip_loss
 from unlearnkit.engine import preserved_global_state
@@ -114,7 +115,8 @@ def clip_relearn(
     device: torch.device,
     batch_size: int = 256,
 ) -> dict[str, float]:
-    """Fine-tune a copy of ``model`` on the unsafe training pairs ``pairs`` with CLIP's loss; score it on
+    """Fine-tune a copy of ``model`` on the unsafe training pairs ``pairs`` with its own training loss (CLIP's
+    contrastive loss; MERU's contrastive + entailment loss for a hyperbolic CLIP); score it on
     ``data.test``. Returns every :func:`~unlearnkit.concept.retrieval.concept_retrieval` figure.
 
     Raises:
@@ -132,8 +134,12 @@ def clip_relearn(
         opt = torch.optim.Adam(params, lr=lr)
         twin.train()
         for _ in range(steps):
-            scale = twin.logit_scale.exp().clamp(max=100.0)
-            loss = clip_loss(text_features(twin, ids, mask), image_features(twin, pixels), scale)
+            if isinstance(twin, LorentzCLIP):  # a hyperbolic CLIP relearns with its own (MERU) loss
+                twin.clamp_scalars_()
+                loss = meru_loss(twin, twin.embed_text(ids, mask), twin.embed_image(pixels))
+            else:
+                scale = twin.logit_scale.exp().clamp(max=100.0)
+                loss = clip_loss(text_features(twin, ids, mask), image_features(twin, pixels), scale)
             if not torch.isfinite(loss):
                 raise MetricUnavailable("the relearning attack's loss is not finite")
             opt.zero_grad(set_to_none=True)
