@@ -40,8 +40,8 @@ from transformers import CLIPModel
 from unlearnkit.concept import lorentz as L
 from unlearnkit.concept._data import ConceptData, ImageColumn, Quadruplets, Tokenizer
 from unlearnkit.concept.clip import image_features, model_device, small_clip, text_features
-from unlearnkit.concept.pretrain import cached_small_original
-from unlearnkit.engine import ModelCache, check_finite
+from unlearnkit.concept.pretrain import cached_small_original, pretrain_pairs
+from unlearnkit.engine import ModelCache
 from unlearnkit.errors import UnlearnkitError
 
 #: MERU's entailment weight and initial curvature
@@ -185,53 +185,18 @@ def pretrain_meru(
 
     The four scalars get no weight decay (as in MERU).
     """
-    if epochs < 0 or lr <= 0 or batch_size < 2:
-        raise UnlearnkitError(
-            f"pretraining needs epochs >= 0, lr > 0, batch_size >= 2 (got {epochs}, {lr}, {batch_size})"
-        )
-    n = len(data)
-    ids_s, mask_s = tokenizer(data.safe_text)
-    ids_u, mask_u = tokenizer(data.unsafe_text)
-    ids, mask = torch.cat([ids_s, ids_u]), torch.cat([mask_s, mask_u])
     dev = model_device(model)
-    named = list(model.named_parameters())
-    decay = [p for name, p in named if p.ndim >= 2 and "embedding" not in name]
-    other = [p for name, p in named if not (p.ndim >= 2 and "embedding" not in name) and p.requires_grad]
-    opt = torch.optim.AdamW([{"params": decay, "weight_decay": weight_decay}, {"params": other, "weight_decay": 0.0}],
-                            lr=lr)  # fmt: skip
-    steps_per_epoch = max(1, (2 * n) // batch_size)
-    total = max(1, epochs * steps_per_epoch)
-    warm = max(1, int(warmup_frac * total))
-    sched = torch.optim.lr_scheduler.LambdaLR(
-        opt, lambda s: (s + 1) / warm if s < warm else 0.5 * (1 + math.cos(math.pi * (s - warm) / max(1, total - warm)))
-    )
-    model.train()
-    last = float("nan")
-    for epoch in range(epochs):
-        order = torch.randperm(2 * n, generator=generator)
-        run = 0.0
-        for b in range(steps_per_epoch):
-            j = order[b * batch_size : (b + 1) * batch_size]
-            safe, unsafe = j[j < n], j[j >= n] - n
-            px = torch.cat([data.safe_image.batch(safe.tolist()), data.unsafe_image.batch(unsafe.tolist())])
-            jj = torch.cat([safe, unsafe + n])
-            model.clamp_scalars_()
-            t = model.embed_text(ids[jj].to(dev), mask[jj].to(dev))
-            v = model.embed_image(px.to(dev))
-            loss = meru_loss(model, t, v, entail_weight=entail_weight)
-            check_finite(loss, "MERU pretraining")
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-            opt.step()
-            sched.step()
-            run += loss.item()
-        last = run / steps_per_epoch
-        if on_epoch:
-            on_epoch(epoch + 1, epochs, last)
+
+    def batch_loss(ids: torch.Tensor, mask: torch.Tensor, pixels: torch.Tensor) -> torch.Tensor:
+        model.clamp_scalars_()
+        t, v = model.embed_text(ids.to(dev), mask.to(dev)), model.embed_image(pixels.to(dev))
+        return meru_loss(model, t, v, entail_weight=entail_weight)
+
+    info = pretrain_pairs(model, data, tokenizer, batch_loss, what="MERU pretraining", epochs=epochs, lr=lr,
+                          batch_size=batch_size, weight_decay=weight_decay, warmup_frac=warmup_frac,
+                          generator=generator, on_epoch=on_epoch)  # fmt: skip
     model.clamp_scalars_()
-    model.eval()
-    return {"loss": last}
+    return info
 
 
 def small_meru(name: str, *, vocab_size: int, max_length: int, image_size: int = 32, seed: int = 0) -> LorentzCLIP:

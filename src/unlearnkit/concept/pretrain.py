@@ -54,6 +54,35 @@ def pretrain_clip(
     AdamW with linear warm-up then cosine decay (the usual CLIP recipe, shortened); ``generator`` fixes
     the batch order.
     """
+    dev = model_device(model)
+
+    def batch_loss(ids: torch.Tensor, mask: torch.Tensor, pixels: torch.Tensor) -> torch.Tensor:
+        t, v = text_features(model, ids.to(dev), mask.to(dev)), image_features(model, pixels.to(dev))
+        return clip_loss(t, v, model.logit_scale.exp().clamp(max=100.0))
+
+    return pretrain_pairs(model, data, tokenizer, batch_loss, what="CLIP pretraining", epochs=epochs, lr=lr,
+                          batch_size=batch_size, weight_decay=weight_decay, warmup_frac=warmup_frac,
+                          generator=generator, on_epoch=on_epoch)  # fmt: skip
+
+
+def pretrain_pairs(
+    model: torch.nn.Module,
+    data: Quadruplets,
+    tokenizer: Tokenizer,
+    batch_loss: Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor],
+    *,
+    what: str,
+    epochs: int,
+    lr: float,
+    batch_size: int,
+    weight_decay: float,
+    warmup_frac: float,
+    generator: torch.Generator | None,
+    on_epoch: Callable[[int, int, float], None] | None,
+) -> dict[str, float]:
+    """The pretraining loop shared by the Euclidean and the MERU original: AdamW (no decay on vectors and
+    embeddings) with linear warm-up then cosine decay, seeded batches over the safe and unsafe pairs,
+    gradient norm clipped at 1; ``batch_loss(ids, mask, pixels)`` is the batch's loss."""
     if epochs < 0 or lr <= 0 or batch_size < 2:
         raise UnlearnkitError(
             f"pretraining needs epochs >= 0, lr > 0, batch_size >= 2 (got {epochs}, {lr}, {batch_size})"
@@ -62,9 +91,9 @@ def pretrain_clip(
     ids_s, mask_s = tokenizer(data.safe_text)
     ids_u, mask_u = tokenizer(data.unsafe_text)
     ids, mask = torch.cat([ids_s, ids_u]), torch.cat([mask_s, mask_u])
-    dev = model_device(model)
-    decay = [p for name, p in model.named_parameters() if p.ndim >= 2 and "embedding" not in name]
-    other = [p for name, p in model.named_parameters() if not (p.ndim >= 2 and "embedding" not in name)]
+    named = list(model.named_parameters())
+    decay = [p for name, p in named if p.ndim >= 2 and "embedding" not in name]
+    other = [p for name, p in named if not (p.ndim >= 2 and "embedding" not in name) and p.requires_grad]
     opt = torch.optim.AdamW([{"params": decay, "weight_decay": weight_decay}, {"params": other, "weight_decay": 0.0}],
                             lr=lr)  # fmt: skip
     steps_per_epoch = max(1, (2 * n) // batch_size)
@@ -83,10 +112,8 @@ def pretrain_clip(
             safe, unsafe = j[j < n], j[j >= n] - n  # pair j < n: (s_j, v_j); j >= n: (u_{j-n}, g_{j-n})
             px = torch.cat([data.safe_image.batch(safe.tolist()), data.unsafe_image.batch(unsafe.tolist())])
             jj = torch.cat([safe, unsafe + n])
-            t = text_features(model, ids[jj].to(dev), mask[jj].to(dev))
-            v = image_features(model, px.to(dev))
-            loss = clip_loss(t, v, model.logit_scale.exp().clamp(max=100.0))
-            check_finite(loss, "CLIP pretraining")
+            loss = batch_loss(ids[jj], mask[jj], px)
+            check_finite(loss, what)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)

@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import copy
 from collections.abc import Mapping
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass
 from typing import Any
 
 import numpy as np
@@ -40,6 +40,7 @@ from unlearnkit.engine import preserved_global_state
 from unlearnkit.errors import UnlearnkitError
 from unlearnkit.metrics import MetricUnavailable
 from unlearnkit.protocols._base import ResourceBuilder, register_resource
+from unlearnkit.protocols.relearn import settings_from
 
 #: the figures read after the attack: registered metric -> key of concept_retrieval
 AFTER = {
@@ -72,19 +73,7 @@ class ClipRelearnSettings:
     @classmethod
     def parse(cls, data: Mapping[str, Any] | bool | None) -> ClipRelearnSettings:
         """Settings from a mapping (``None``/``True``: the defaults, ``False``: off); one-line error otherwise."""
-        if data is None or data is True:
-            return cls()
-        if data is False:
-            return cls(enabled=False)
-        if not isinstance(data, Mapping):
-            raise UnlearnkitError(f"relearn settings must be a mapping, got {type(data).__name__}")
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(data) - known - {"train_lr"})
-        if unknown:
-            raise UnlearnkitError(
-                f"unknown relearn setting {unknown[0]!r}; expected some of {', '.join(sorted(known))}"
-            )
-        s = cls(**{k: v for k, v in data.items() if k in known})
+        s = settings_from(cls, data, ignore=frozenset({"train_lr"}))
         if not isinstance(s.enabled, bool):
             raise UnlearnkitError(f"relearn.enabled must be true or false, got {s.enabled!r}")
         for name in ("k", "steps", "seeds"):

@@ -39,7 +39,7 @@ from __future__ import annotations
 import copy
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field, fields
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 import torch
@@ -50,6 +50,24 @@ from unlearnkit.engine import iterate, preserved_global_state
 from unlearnkit.errors import UnlearnkitError
 from unlearnkit.metrics import MetricUnavailable
 from unlearnkit.protocols._base import ResourceBuilder, register_resource
+
+_S = TypeVar("_S")
+
+
+def settings_from(cls: type[_S], data: Mapping[str, Any] | bool | None, ignore: frozenset[str] = frozenset()) -> _S:
+    """A relearning settings dataclass from a mapping (``None``/``True``: the defaults, ``False``: off); keys in
+    ``ignore`` are dropped, any other unknown key is a one-line error. Range checks are the caller's."""
+    if data is None or data is True:
+        return cls()
+    if data is False:
+        return cls(enabled=False)  # type: ignore[call-arg]
+    if not isinstance(data, Mapping):
+        raise UnlearnkitError(f"relearn settings must be a mapping, got {type(data).__name__}")
+    known = {f.name for f in fields(cls)}  # type: ignore[arg-type]
+    unknown = sorted(set(data) - known - ignore)
+    if unknown:
+        raise UnlearnkitError(f"unknown relearn setting {unknown[0]!r}; expected some of {', '.join(sorted(known))}")
+    return cls(**{k: v for k, v in data.items() if k in known})
 
 
 @dataclass(frozen=True)
@@ -86,19 +104,7 @@ class RelearnSettings:
     @classmethod
     def parse(cls, data: Mapping[str, Any] | bool | None) -> RelearnSettings:
         """Settings from a mapping (``None``/``True``: the defaults, ``False``: off); one-line error otherwise."""
-        if data is None or data is True:
-            return cls()
-        if data is False:
-            return cls(enabled=False)
-        if not isinstance(data, Mapping):
-            raise UnlearnkitError(f"relearn settings must be a mapping, got {type(data).__name__}")
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(data) - known)
-        if unknown:
-            raise UnlearnkitError(
-                f"unknown relearn setting {unknown[0]!r}; expected some of {', '.join(sorted(known))}"
-            )
-        s = cls(**data)
+        s = settings_from(cls, data)
         s.validate()
         return s
 
