@@ -507,8 +507,9 @@ def tune(
         console.print(f"[yellow]not tuned:[/yellow] {escape(name)} (empty search space)", highlight=False)
     for name, params in res.best.items():
         d, b = res.default_value.get(name), res.best_value.get(name)
-        console.print(Text(f"{name}: {params}  proxy objective {'n/c' if d is None else f'{d:.4f}'} (defaults) -> "
-                           f"{b:.4f} (tuned), {res.ran.get(name, 0)} trials run now"), highlight=False)  # fmt: skip
+        dv, bv = ("n/c" if v is None else f"{v:.4f}" for v in (d, b))
+        console.print(Text(f"{name}: {params}  proxy objective {dv} (defaults) -> {bv} (tuned), "
+                           f"{res.ran.get(name, 0)} trials run now"), highlight=False)  # fmt: skip
     console.print(Text(f"tuned in {res.tune_wall_s:.1f} s, {res.wall_s:.1f} s in all -> {res.tuned_yaml}"),
                   highlight=False)  # fmt: skip
 

@@ -116,7 +116,7 @@ class TuneResult:
     out_dir: Path
     #: method -> tuned hyperparameters (only those of its search space), and their proxy objective
     best: dict[str, dict[str, Any]] = field(default_factory=dict)
-    best_value: dict[str, float] = field(default_factory=dict)
+    best_value: dict[str, float | None] = field(default_factory=dict)  # None: no feasible finished trial
     default_value: dict[str, float | None] = field(default_factory=dict)
     #: method -> trials run by this call (a resumed tuning runs only the missing ones)
     ran: dict[str, int] = field(default_factory=dict)
@@ -472,7 +472,7 @@ def _tune_method(
     first = next((t for t in trials if t.user_attrs.get("defaults") and t.state == states.COMPLETE), None)
     result.default_value[name] = None if first is None else first.value
     result.best[name] = _plain(dict(best.params)) if best is not None else {}  # as tuned.yaml writes them
-    result.best_value[name] = best.value if best is not None else math.nan
+    result.best_value[name] = best.value if best is not None else None
     importance: dict[str, float] = {}
     try:
         importance = {k: float(v) for k, v in optuna.importance.get_param_importances(study).items()}
