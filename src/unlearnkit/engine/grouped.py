@@ -107,9 +107,11 @@ def grouped_unsupported_reason(model: nn.Module) -> str | None:
     return None
 
 
-def has_convolution(model: nn.Module) -> bool:
-    """Whether the model holds a convolution (the fixed rule of ``mode="auto"`` looks at this)."""
-    return any(isinstance(m, _CONV) for m in model.modules())
+def has_convolution(model: nn.Module, dims: int | None = None) -> bool:
+    """Whether the model holds a convolution (``dims=1`` / ``2``: a ``Conv1d`` / ``Conv2d``); the fixed rule of
+    ``mode="auto"`` looks at this."""
+    kinds = {1: (nn.Conv1d,), 2: (nn.Conv2d,)}.get(dims, _CONV) if dims is not None else _CONV
+    return any(isinstance(m, kinds) for m in model.modules())
 
 
 def _to_channels(h: torch.Tensor, stacked: bool) -> torch.Tensor:
