@@ -130,7 +130,7 @@ def main() -> None:
         for label, conv in forms.items():
             err = (conv(x64, w64) - ref).abs().max().item()
 
-            def step(conv: Conv = conv) -> None:
+            def step(conv: Conv = conv, x: torch.Tensor = x, wt: torch.Tensor = wt, gy: torch.Tensor = gy) -> None:
                 x.grad = wt.grad = None
                 conv(x, wt).backward(gy)
 

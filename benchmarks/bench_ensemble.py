@@ -1,6 +1,7 @@
 """Time the batched ensemble paths (grouped, vmap) against one-by-one (loop) training of N models.
 
-Usage: ``python benchmarks/bench_ensemble.py [--model small_cnn --n 16 --epochs 5 --threads 1 --modes auto,vmap,loop --data digits]``
+Usage: ``python benchmarks/bench_ensemble.py [--model small_cnn --n 16 --epochs 5 --threads 1
+--modes auto,vmap,loop --data digits]``
 
 Trains the same N members (seeds 0..N-1) on the training split of digits (or ``--data mnist1d``)
 ``random:0.1`` (seed 0) once per mode, in one process: ``auto`` (the fixed rule of

@@ -276,8 +276,8 @@ def ensemble_path(
     mode: str, make_model: Callable[[], nn.Module], dataset: Dataset, device: torch.device | str = "cpu"
 ) -> EnsemblePath:
     """The training path ``mode`` resolves to for this model, data and device (``"fused"``, ``"grouped"``,
-    ``"vmap"`` or ``"loop"``); the same answer every time. ``mode="auto"`` follows :func:`auto_path` and falls back to the
-    loop with an :class:`EnsembleFallbackWarning` when neither batched path can train the model.
+    ``"vmap"`` or ``"loop"``); the same answer every time. ``mode="auto"`` follows :func:`auto_path` and falls
+    back to the loop with an :class:`EnsembleFallbackWarning` when no batched path can train the model.
 
     Raises:
         UnlearnkitError: an unknown mode, or ``"fused"`` / ``"grouped"`` / ``"vmap"`` asked for a model they
@@ -301,7 +301,8 @@ def ensemble_path(
         with torch.random.fork_rng(devices=[]):
             reason = vmap_unsupported_reason(make_model, dataset, dev)
         if reason is not None:
-            raise UnlearnkitError(f"mode='fused' but the model is neither a plain layer sequence nor vmappable: {reason}")
+            raise UnlearnkitError(
+                f"mode='fused' but the model is neither a plain layer sequence nor vmappable: {reason}")  # fmt: skip
         return "fused"
     rule = auto_path(probe, dev) if mode == "auto" else None
     if rule is not None:
