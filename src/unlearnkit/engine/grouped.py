@@ -25,7 +25,7 @@ in forward order (``small_cnn``, ``airbench``). Any other layer (dropout, attent
 arithmetic: 32 digits MLPs train 3.2x faster than one by one on one CPU core, but a small CNN's step is
 dominated by convolutions that already run at matrix-multiply speed one model at a time, so on the CPU
 the grouped path is a little slower than the loop for ``small_cnn`` (0.85-0.95x; ``mode="auto"`` takes the
-loop there).
+``fused`` path there: the members' own channels-last convolutions, see engine/ensemble.py).
 
 **Equality with the loop.** Every member computes the same function of its own weights and its own batches
 as :func:`~unlearnkit.engine.train_model`; only the kernels differ (one grouped convolution or one batched
