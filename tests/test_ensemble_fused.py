@@ -95,3 +95,23 @@ def test_fused_is_autos_cpu_path_for_2d_convolutions_and_refuses_random_models()
     with pytest.raises(UnlearnkitError, match="mode='fused'"):
         ensemble_path("fused", lambda: drop, [(torch.zeros(1, 8, 8), 0)] * 2, CPU)
     assert ensemble_path("fused", lambda: cnn2d, [(torch.zeros(1, 8, 8), 0)] * 2, CPU) == "fused"
+
+
+def test_fused_members_are_cached_under_their_own_path(tmp_path):
+    """auto's CPU path for a CNN is "fused", part of each member's key: a loop request never gets them."""
+    from unlearnkit.engine.ensemble import EnsembleCache
+
+    g = torch.Generator().manual_seed(1)
+    ds = ArrayDataset(torch.rand(40, 1, 8, 8, generator=g), torch.randint(0, 10, (40,), generator=g))
+
+    def make() -> nn.Module:
+        return create_model("small_cnn", 10, (1, 8, 8), width=4)
+
+    cfg, key, cache = TrainConfig(epochs=1, batch_size=16), {"test": "fused-cache"}, EnsembleCache(tmp_path)
+    (auto,) = train_ensemble(make, ds, cfg, [3], device=CPU, cache=cache, key=key)
+    assert cache.info({**key, "path": "fused"}, cfg, 3)["mode"] == "fused"
+    assert not cache.has({**key, "path": "loop"}, cfg, 3)
+    (loop,) = train_ensemble(make, ds, cfg, [3], device=CPU, cache=cache, key=key, mode="loop")
+    assert cache.trained == 2 and cache.loaded == 0
+    assert _max_diff(loop, _loop(make, ds, cfg, 3)) == 0.0
+    assert _max_diff(auto, loop) < 1e-4  # at most float32 rounding of other kernels, one epoch
