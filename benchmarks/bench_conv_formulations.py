@@ -5,7 +5,8 @@ Usage: ``python benchmarks/bench_conv_formulations.py [--n 16 --batch 64 --width
 The two costly convolutions of ``small_cnn`` on digits (8x8 input, width w: a 3x3 stride-1 conv w -> 2w and a
 3x3 stride-2 conv 2w -> 2w, padding 1), for N members with their own weights and batches, each formulation
 checked against ``F.conv2d`` in float64 (forward, max abs error printed) and then timed in float32 (process CPU
-time per member of one forward + backward, input and weight gradients):
+time per member of one forward + backward, input and weight gradients; inputs, weights and output gradients
+already in each formulation's own layout, as a training step keeps them between layers):
 
 * ``onednn``: one ``F.conv2d`` per member, NCHW (what the loop runs);
 * ``onednn-cl``: the same in channels-last (NHWC) memory layout (what the ``fused`` path runs);
@@ -47,24 +48,49 @@ _AT = {2: [[1, 1, 1, 0], [0, 1, -1, -1]],
 Conv = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]  # x [N, B, C, H, W], w [N, O, C, 3, 3] -> [N, B, O, H', W']
 
 
-def per_member(stride: int, cl: bool) -> Conv:
-    def conv(x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
-        fmt = torch.channels_last if cl else torch.contiguous_format
-        return torch.stack([F.conv2d(x[i].contiguous(memory_format=fmt), w[i].contiguous(memory_format=fmt),
-                                     stride=stride, padding=1) for i in range(len(x))])  # fmt: skip
+class OneDNN:
+    """``F.conv2d`` on inputs already in its own layout, as a training step keeps them between layers: per member
+    (``[B, C, H, W]`` each) or one grouped convolution (``[B, N*C, H, W]``), NCHW or channels-last. ``native``
+    / ``stacked`` convert from / to the ``[N, B, C, H, W]`` stack outside the timed region."""
 
-    return conv
+    def __init__(self, stride: int, grouped: bool, cl: bool) -> None:
+        self.stride, self.grouped = stride, grouped
+        self.fmt = torch.channels_last if cl else torch.contiguous_format
+
+    def native(self, x: torch.Tensor, w: torch.Tensor) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+        f = self.fmt
+        if not self.grouped:
+            return [t.contiguous(memory_format=f) for t in x], [t.contiguous(memory_format=f) for t in w]
+        n, b, c = x.shape[:3]
+        xw = x.transpose(0, 1).reshape(b, n * c, *x.shape[3:]).contiguous(memory_format=f)
+        return [xw], [w.reshape(-1, *w.shape[2:]).contiguous(memory_format=f)]
+
+    def stacked(self, ys: list[torch.Tensor], n: int) -> torch.Tensor:
+        if not self.grouped:
+            return torch.stack(ys)
+        return ys[0].reshape(ys[0].shape[0], n, -1, *ys[0].shape[2:]).transpose(0, 1)
+
+    def __call__(self, xs: list[torch.Tensor], ws: list[torch.Tensor]) -> list[torch.Tensor]:
+        if not self.grouped:
+            return [F.conv2d(x, w, stride=self.stride, padding=1) for x, w in zip(xs, ws, strict=True)]
+        groups = xs[0].shape[1] // ws[0].shape[1]
+        return [F.conv2d(xs[0], ws[0], stride=self.stride, padding=1, groups=groups)]
 
 
-def grouped(stride: int, cl: bool) -> Conv:
-    def conv(x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
-        n, b, c, h, wd = x.shape
-        fmt = torch.channels_last if cl else torch.contiguous_format
-        xw = x.transpose(0, 1).reshape(b, n * c, h, wd).contiguous(memory_format=fmt)
-        y = F.conv2d(xw, w.reshape(-1, c, 3, 3).contiguous(memory_format=fmt), stride=stride, padding=1, groups=n)
-        return y.reshape(b, n, -1, *y.shape[2:]).transpose(0, 1)
+class Stacked:
+    """A formulation on the ``[N, B, C, H, W]`` stack itself (im2col, Winograd)."""
 
-    return conv
+    def __init__(self, conv: Conv) -> None:
+        self.conv = conv
+
+    def native(self, x: torch.Tensor, w: torch.Tensor) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+        return [x], [w]
+
+    def stacked(self, ys: list[torch.Tensor], n: int) -> torch.Tensor:
+        return ys[0]
+
+    def __call__(self, xs: list[torch.Tensor], ws: list[torch.Tensor]) -> list[torch.Tensor]:
+        return [self.conv(xs[0], ws[0])]
 
 
 def im2col(stride: int) -> Conv:
@@ -113,26 +139,31 @@ def main() -> None:
           f"load {' '.join(f'{v:.2f}' for v in os.getloadavg())}")  # fmt: skip
     layers = {"conv 3x3 stride 1 (w -> 2w)": (1, w, 2 * w), "conv 3x3 stride 2 (2w -> 2w)": (2, 2 * w, 2 * w)}
     for name, (stride, c, o) in layers.items():
-        forms: dict[str, Conv] = {"onednn": per_member(stride, False), "onednn-cl": per_member(stride, True),
-                                  "grouped": grouped(stride, False), "grouped-cl": grouped(stride, True),
-                                  "im2col": im2col(stride)}  # fmt: skip
+        forms: dict[str, OneDNN | Stacked] = {
+            "onednn": OneDNN(stride, False, False), "onednn-cl": OneDNN(stride, False, True),
+            "grouped": OneDNN(stride, True, False), "grouped-cl": OneDNN(stride, True, True),
+            "im2col": Stacked(im2col(stride))}  # fmt: skip
         if stride == 1:
-            forms |= {"winograd-2": winograd(2), "winograd-4": winograd(4)}
+            forms |= {"winograd-2": Stacked(winograd(2)), "winograd-4": Stacked(winograd(4))}
         g = torch.Generator().manual_seed(0)
         x64 = torch.randn(n, b, c, 8, 8, generator=g, dtype=torch.float64)
         w64 = torch.randn(n, o, c, 3, 3, generator=g, dtype=torch.float64)
-        ref = per_member(stride, False)(x64, w64)
-        x = x64.float().requires_grad_()
-        wt = w64.float().requires_grad_()
-        gy = torch.randn_like(ref).float()
+        ref = torch.stack([F.conv2d(x64[i], w64[i], stride=stride, padding=1) for i in range(n)])
+        gy = torch.randn(ref.shape, generator=g)
         macs = 3 * b * o * c * 9 * ref.shape[-1] * ref.shape[-2]  # forward + both backward products, per member
         print(f"{name}: {macs / 1e6:.0f} M multiply-adds per member (direct)")
-        for label, conv in forms.items():
-            err = (conv(x64, w64) - ref).abs().max().item()
+        for label, form in forms.items():
+            err = (form.stacked(form(*form.native(x64, w64)), n) - ref).abs().max().item()
+            xs, ws = form.native(x64.float(), w64.float())
+            leaves = [t.requires_grad_() for t in xs + ws]
+            gys = [t.contiguous() for t in form.native(gy, w64)[0]]
+            if isinstance(form, OneDNN):
+                gys = [t.contiguous(memory_format=form.fmt) for t in gys]
 
-            def step(conv: Conv = conv, x: torch.Tensor = x, wt: torch.Tensor = wt, gy: torch.Tensor = gy) -> None:
-                x.grad = wt.grad = None
-                conv(x, wt).backward(gy)
+            def step(form=form, xs=xs, ws=ws, gys=gys, leaves=leaves) -> None:
+                for t in leaves:
+                    t.grad = None
+                torch.autograd.backward(form(xs, ws), gys)
 
             for _ in range(2):
                 step()
