@@ -248,13 +248,13 @@ def auto_path(model: nn.Module, device: torch.device) -> EnsemblePath | None:
 
     * **CPU, a model with convolutions → "fused"**: the members' own modules, one backward and one fused
       optimiser step for all of them, 2-D convolutions in channels-last layout. A small CNN's step is
-      ~70% convolutions that oneDNN already runs near the core's peak one model at a time, so only the
-      layout (oneDNN's NHWC kernels: conv forward ~1.5x, the stride-2 conv's backward ~1.6x faster than
-      NCHW) and the per-member optimiser and call overhead are left to gain: 16 digits ``small_cnn``,
-      5 epochs: 1.21x the loop in process CPU time, 1.25x in wall time (grouped 0.85x, vmap 0.78x: one
-      grouped convolution and the wide tensors' batch norm are slower than the members' own kernels).
-      Batched-matmul formulations (im2col, Winograd F(2x2,3x3) and F(4x4,3x3)) were slower still
-      (``benchmarks/bench_conv_formulations.py``).
+      2/3 convolutions that oneDNN already runs near the core's peak one model at a time (~100 GFLOP/s),
+      so only the layout (oneDNN's NHWC kernels, 5-10% faster than NCHW here) and the per-member
+      optimiser and call overhead are left to gain: 16 digits ``small_cnn``, 5 epochs: 1.17-1.21x the
+      loop in process CPU time (grouped 0.85x, vmap 0.78x: one grouped convolution and the wide tensors'
+      batch norm are slower than the members' own kernels); 1-D ``small_cnn`` on mnist1d: 1.08-1.12x
+      (grouped 0.93x). Batched-matmul formulations (im2col, Winograd F(2x2,3x3) and F(4x4,3x3)) were
+      3-4x slower than oneDNN per convolution (``benchmarks/bench_conv_formulations.py``).
     * **CPU, no convolution, a model the grouped trainer supports (MLPs) → "grouped"**: batched matmuls
       and one fused optimiser step for all members; 32 digits MLPs, 10 epochs: 3.16x the loop in process
       CPU time (vmap: 2.53x).
