@@ -256,8 +256,8 @@ def auto_path(model: nn.Module, device: torch.device) -> EnsemblePath | None:
       (grouped 0.93x). Batched-matmul formulations (im2col, Winograd F(2x2,3x3) and F(4x4,3x3)) were
       3-4x slower than oneDNN per convolution (``benchmarks/bench_conv_formulations.py``).
     * **CPU, no convolution, a model the grouped trainer supports (MLPs) → "grouped"**: batched matmuls
-      and one fused optimiser step for all members; 32 digits MLPs, 10 epochs: 3.16x the loop in process
-      CPU time (vmap: 2.53x).
+      and one fused optimiser step for all members; 32 digits MLPs, 10 epochs: 3.11-3.16x the loop in
+      process CPU time (vmap: 2.53x).
     * **Other devices, a supported model → "grouped"** (one grouped convolution per layer, the form cuDNN
       runs best and what vmap itself lowers a batched convolution to; not measured: no GPU was available).
     * **Any other model → None**: vmap when the vmap probe succeeds, else the loop (with a warning).
