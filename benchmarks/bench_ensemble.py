@@ -1,10 +1,13 @@
 """Time the batched ensemble paths (grouped, vmap) against one-by-one (loop) training of N models.
 
-Usage: ``python benchmarks/bench_ensemble.py [--model small_cnn --n 16 --epochs 5 --threads 1 --modes auto,vmap,loop]``
+Usage: ``python benchmarks/bench_ensemble.py [--model small_cnn --n 16 --epochs 5 --threads 1
+--modes auto,vmap,loop --data digits]``
 
-Trains the same N members (seeds 0..N-1) on the training split of digits ``random:0.1`` (seed 0) once per
-mode, in one process: ``auto`` (the fixed rule of :func:`unlearnkit.engine.ensemble.auto_path`; the path it
-resolves to is printed), ``grouped`` (one wide network: grouped convolutions, batched matmuls), ``vmap``
+Trains the same N members (seeds 0..N-1) on the training split of digits (or ``--data mnist1d``)
+``random:0.1`` (seed 0) once per mode, in one process: ``auto`` (the fixed rule of
+:func:`unlearnkit.engine.ensemble.auto_path`; the path it resolves to is printed), ``fused`` (the members'
+own modules, one backward and one fused optimiser step; channels-last convolutions on the CPU),
+``grouped`` (one wide network: grouped convolutions, batched matmuls), ``vmap``
 (``torch.func`` + ``torch.vmap``; ``--batch-models`` members per step) and ``loop`` (exactly
 :func:`unlearnkit.engine.train_model` per seed). Prints wall and process CPU times (on a shared machine
 the CPU time of a one-thread run is the fairer measure), loop/path ratios, and how far each path's weights
@@ -37,9 +40,10 @@ def main() -> None:
     ap.add_argument("--batch-models", type=int, default=16, help="members per batched step")
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--threads", type=int, default=0, help="torch intra-op threads (0: leave as is)")
-    ap.add_argument("--modes", default="auto,vmap,loop", help="comma-separated: auto, grouped, vmap, loop")
-    ap.add_argument("--data", default="digits", choices=["digits", "cifar-synthetic"],
-                    help="digits (8x8) or random CIFAR-shaped data (3x32x32, 10 classes, --samples)")  # fmt: skip
+    ap.add_argument("--modes", default="auto,vmap,loop", help="comma-separated: auto, fused, grouped, vmap, loop")
+    ap.add_argument("--data", default="digits", choices=["digits", "mnist1d", "cifar-synthetic"],
+                    help="digits (8x8), mnist1d (1-D, 40 points) or random CIFAR-shaped data (3x32x32, 10 classes, "
+                         "--samples)")  # fmt: skip
     ap.add_argument("--samples", type=int, default=1024, help="training samples of --data cifar-synthetic")
     ap.add_argument("--batch-size", type=int, default=64)
     args = ap.parse_args()
@@ -48,8 +52,8 @@ def main() -> None:
     modes = [m.strip() for m in args.modes.split(",") if m.strip()]
 
     device = resolve_device(args.device)
-    if args.data == "digits":
-        scenario = uk.Scenario(dataset="digits", forget="random:0.1", seed=0)
+    if args.data in ("digits", "mnist1d"):
+        scenario = uk.Scenario(dataset=args.data, forget="random:0.1", seed=0)
         train, num_classes, in_shape = scenario.train, scenario.bundle.num_classes, scenario.bundle.in_shape
     else:
         g = torch.Generator().manual_seed(0)

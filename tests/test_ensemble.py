@@ -160,7 +160,7 @@ def test_grouped_airbench_on_cifar_shaped_data_equals_the_loop():
         return create_model("airbench", 10, (3, 32, 32), widths=(4, 8, 8)).double()
 
     cfg = TrainConfig(epochs=1, lr=1e-2, batch_size=16, optimizer="sgd", weight_decay=5e-4)
-    batched = train_ensemble(make, ds, cfg, [0, 1], device=CPU, mode="auto")  # auto on the CPU: the loop
+    batched = train_ensemble(make, ds, cfg, [0, 1], device=CPU, mode="loop")
     grouped = train_ensemble(make, ds, cfg, [0, 1], device=CPU, mode="grouped")
     for seed, a, b in zip([0, 1], batched, grouped, strict=True):
         assert _max_diff(a, _reference_loop(make, ds, cfg, seed)) == 0.0
@@ -171,7 +171,7 @@ def test_grouped_airbench_on_cifar_shaped_data_equals_the_loop():
 def test_auto_is_a_fixed_rule_and_the_path_is_checked():
     cnn, mlp = _cnn(), _mlp()
     drop = nn.Sequential(nn.Flatten(), nn.Linear(64, 16), nn.Dropout(0.5), nn.Linear(16, 10))
-    assert auto_path(cnn, CPU) == "loop"  # convolutions on the CPU: nothing batched beat the loop
+    assert auto_path(cnn, CPU) == "fused"  # convolutions on the CPU: the members' own channels-last kernels
     assert auto_path(mlp, CPU) == "grouped"
     assert auto_path(cnn, torch.device("cuda")) == "grouped"
     assert auto_path(drop, CPU) is None and "Dropout" in (grouped_unsupported_reason(drop) or "")

@@ -2,7 +2,7 @@
 
 The challenge's forgetting quality (evaluation spec §1) compares N unlearned with N retrained models
 (N = 512 there). Training N small models one after the other leaves an accelerator mostly idle, so
-:func:`train_ensemble` trains ``batch_models`` members at once by one of two batched paths:
+:func:`train_ensemble` trains ``batch_models`` members at once by one of three batched paths:
 
 * ``"grouped"`` (:mod:`unlearnkit.engine.grouped`): the members as one wide network, convolutions as one
   grouped convolution (``groups = M``), batch norm over the members' concatenated channels, linear layers
@@ -11,11 +11,15 @@ The challenge's forgetting quality (evaluation spec §1) compares N unlearned wi
 * ``"vmap"``: the members' parameters and buffers stacked along a new leading axis
   (``torch.func.stack_module_state``) and one vectorised step (``torch.func.functional_call`` under
   ``torch.vmap`` over the model axis); any model vmap can batch.
+* ``"fused"``: the members' own modules, all their forward passes in one autograd graph, one backward and
+  one fused optimiser step over every member's parameters; on the CPU, 2-D convolutions run in
+  channels-last (NHWC) memory layout, whose oneDNN kernels are faster than NCHW's. For models the grouped
+  path supports or vmap can batch (no random operations: the members share one random stream here).
 
 and ``"loop"`` trains them one after the other. ``mode="auto"`` picks by the fixed rule of
-:func:`auto_path` (model structure and device type, never a timing): on the CPU the loop for models with
-convolutions (nothing batched beat it) and grouped for supported models without; elsewhere grouped when
-the model supports it; else vmap when a probe succeeds, else the loop.
+:func:`auto_path` (model structure and device type, never a timing): on the CPU fused for supported
+models with convolutions and grouped for supported models without; elsewhere grouped when the model
+supports it; else vmap when a probe succeeds, else the loop.
 
 **Same recipe as the loop.** Member ``seed`` is, up to float rounding, exactly what the per-model loop
 gives for that seed, i.e. what the runner does for its original/retrained model::
@@ -35,7 +39,7 @@ gives for that seed, i.e. what the runner does for its original/retrained model:
 * **Batch norm** (``small_cnn``, ResNets) is handled, not avoided: running statistics are stacked
   buffers passed to ``functional_call``, so each member's batch statistics and its in-place running-mean
   / running-variance / ``num_batches_tracked`` updates stay in its own slice. No module is patched.
-* **Why results differ slightly from the loop.** In float64 both batched paths give the loop's weights to
+* **Why results differ slightly from the loop.** In float64 the batched paths give the loop's weights to
   1e-10 (tested: small_cnn with batch norm, 2 epochs; the batched paths use torch's fused Adam/AdamW step,
   the same update in another summation order). In float32 the batched
   matrix products and convolutions are computed by different kernels than the single-model ones, with
@@ -94,9 +98,9 @@ from unlearnkit.engine.loops import (
 from unlearnkit.engine.seed import seed_everything
 from unlearnkit.errors import UnlearnkitError
 
-Mode = Literal["auto", "grouped", "vmap", "loop"]
-MODES = ("auto", "grouped", "vmap", "loop")
-EnsemblePath = Literal["grouped", "vmap", "loop"]
+Mode = Literal["auto", "fused", "grouped", "vmap", "loop"]
+MODES = ("auto", "fused", "grouped", "vmap", "loop")
+EnsemblePath = Literal["fused", "grouped", "vmap", "loop"]
 
 
 class EnsembleFallbackWarning(UserWarning):
@@ -239,17 +243,21 @@ def vmap_unsupported_reason(make_model: Callable[[], nn.Module], dataset: Datase
 def auto_path(model: nn.Module, device: torch.device) -> EnsemblePath | None:
     """The path ``mode="auto"`` takes for this model and device, by a fixed rule (``None``: vmap if it can).
 
-    Measured once on the CPU with ``benchmarks/bench_ensemble.py`` (one thread, digits, default recipe,
-    process CPU time on a shared 2-core machine; figures in ``docs/ensembles.md``):
+    Measured once on the CPU with ``benchmarks/bench_ensemble.py`` (one thread, default recipe, process CPU
+    time and wall time in one run on a shared 2-core machine; figures in ``docs/ensembles.md``):
 
-    * **CPU, a model with convolutions → "loop".** A small CNN's training step is dominated by its
-      convolutions, which already run at matrix-multiply speed one model at a time; batching them was
-      slower: 16 ``small_cnn`` took 0.85x (grouped) and 0.84x (vmap) the loop's process CPU time
-      (0.95x / 0.83-0.91x with 2 or 4 members per batch), and the loop is exactly
-      :func:`~unlearnkit.engine.train_model`.
+    * **CPU, a model with convolutions → "fused"**: the members' own modules, one backward and one fused
+      optimiser step for all of them, 2-D convolutions in channels-last layout. A small CNN's step is
+      2/3 convolutions that oneDNN already runs near the core's peak one model at a time (~100 GFLOP/s),
+      so only the layout (oneDNN's NHWC kernels, 5-10% faster than NCHW here) and the per-member
+      optimiser and call overhead are left to gain: 16 digits ``small_cnn``, 5 epochs: 1.17-1.21x the
+      loop in process CPU time (grouped 0.85x, vmap 0.78x: one grouped convolution and the wide tensors'
+      batch norm are slower than the members' own kernels); 1-D ``small_cnn`` on mnist1d: 1.08-1.12x
+      (grouped 0.93x). Batched-matmul formulations (im2col, Winograd F(2x2,3x3) and F(4x4,3x3)) were
+      3-4x slower than oneDNN per convolution (``benchmarks/bench_conv_formulations.py``).
     * **CPU, no convolution, a model the grouped trainer supports (MLPs) → "grouped"**: batched matmuls
-      and one fused optimiser step for all members; 32 digits MLPs, 10 epochs: 3.16x the loop in process
-      CPU time (vmap: 2.53x).
+      and one fused optimiser step for all members; 32 digits MLPs, 10 epochs: 3.11-3.16x the loop in
+      process CPU time (vmap: 2.53x).
     * **Other devices, a supported model → "grouped"** (one grouped convolution per layer, the form cuDNN
       runs best and what vmap itself lowers a batched convolution to; not measured: no GPU was available).
     * **Any other model → None**: vmap when the vmap probe succeeds, else the loop (with a warning).
@@ -260,19 +268,20 @@ def auto_path(model: nn.Module, device: torch.device) -> EnsemblePath | None:
     if grouped_unsupported_reason(model) is not None:
         return None
     if device.type == "cpu" and has_convolution(model):
-        return "loop"
+        return "fused"
     return "grouped"
 
 
 def ensemble_path(
     mode: str, make_model: Callable[[], nn.Module], dataset: Dataset, device: torch.device | str = "cpu"
 ) -> EnsemblePath:
-    """The training path ``mode`` resolves to for this model, data and device (``"grouped"``, ``"vmap"`` or
-    ``"loop"``); the same answer every time. ``mode="auto"`` follows :func:`auto_path` and falls back to the
-    loop with an :class:`EnsembleFallbackWarning` when neither batched path can train the model.
+    """The training path ``mode`` resolves to for this model, data and device (``"fused"``, ``"grouped"``,
+    ``"vmap"`` or ``"loop"``); the same answer every time. ``mode="auto"`` follows :func:`auto_path` and falls
+    back to the loop with an :class:`EnsembleFallbackWarning` when no batched path can train the model.
 
     Raises:
-        UnlearnkitError: an unknown mode, or ``"grouped"`` / ``"vmap"`` asked for a model they cannot train.
+        UnlearnkitError: an unknown mode, or ``"fused"`` / ``"grouped"`` / ``"vmap"`` asked for a model they
+            cannot train.
     """
     if mode not in MODES:
         raise UnlearnkitError(f"unknown ensemble mode {mode!r}; expected one of {', '.join(MODES)}")
@@ -286,6 +295,15 @@ def ensemble_path(
         if why is not None:
             raise UnlearnkitError(f"mode='grouped' but the model cannot be trained grouped: {why}")
         return "grouped"
+    if mode == "fused":  # random ops would draw from one stream for all members: the two checks exclude them
+        if grouped_unsupported_reason(probe) is None:
+            return "fused"
+        with torch.random.fork_rng(devices=[]):
+            reason = vmap_unsupported_reason(make_model, dataset, dev)
+        if reason is not None:
+            raise UnlearnkitError(
+                f"mode='fused' but the model is neither a plain layer sequence nor vmappable: {reason}")  # fmt: skip
+        return "fused"
     rule = auto_path(probe, dev) if mode == "auto" else None
     if rule is not None:
         return rule
@@ -382,6 +400,26 @@ def _vmap_step(models: list[nn.Module], device: torch.device) -> _Stepper:
     return list(params.values()), lambda x, y: step(params, buffers, x, y), write_back
 
 
+def _fused_step(models: list[nn.Module], device: torch.device) -> _Stepper:
+    """The members' own modules, all their forward passes in one graph (one backward, one optimiser step);
+    on the CPU, models with 2-D convolutions run in channels-last memory layout (oneDNN's NHWC kernels)."""
+    cl = device.type == "cpu" and has_convolution(models[0], dims=2)
+    if cl:
+        for m in models:
+            m.to(memory_format=torch.channels_last)  # in place: the parameters stay the same leaves
+
+    def step(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        xs = [xi.contiguous(memory_format=torch.channels_last) if cl and xi.dim() == 4 else xi for xi in x]
+        return torch.stack([F.cross_entropy(m(xi), yi) for m, xi, yi in zip(models, xs, y, strict=True)])
+
+    def write_back() -> None:  # the weights are the members' own; only the layout goes back
+        if cl:
+            for m in models:
+                m.to(memory_format=torch.contiguous_format)
+
+    return [p for m in models for p in m.parameters()], step, write_back
+
+
 def _grouped_step(models: list[nn.Module], device: torch.device) -> _Stepper:
     """The wide network of engine/grouped.py (plain convolutions per member on the CPU, one grouped one elsewhere)."""
     wide = GroupedMembers(models, split_convs=device.type == "cpu")
@@ -403,7 +441,8 @@ def _train_batched(job: _Job, seeds: list[int], path: str) -> list[nn.Module]:
     """Train the members of ``seeds`` together by ``path`` ("vmap" or "grouped"): same recipe as the loop."""
     dataset, cfg, device = job.dataset, job.cfg, job.device
     models = [job.init_member(s).train() for s in seeds]
-    leaves, step, write_back = (_grouped_step if path == "grouped" else _vmap_step)(models, device)
+    stepper = {"fused": _fused_step, "grouped": _grouped_step, "vmap": _vmap_step}[path]
+    leaves, step, write_back = stepper(models, device)
     opt = _batched_optimizer(leaves, cfg)
     steps_per_epoch = max(1, math.ceil(len(dataset) / cfg.batch_size))
     sched = (
@@ -525,7 +564,9 @@ def train_ensemble(
         options: keyword options of :func:`iter_ensemble`:
         device: where to train.
         batch_models: members trained together in one batch.
-        mode: ``"grouped"`` (one wide network; raises if the model is not a supported layer sequence),
+        mode: ``"fused"`` (the members' own modules, one backward and one fused optimiser step; channels-last
+            2-D convolutions on the CPU; raises for a model that is neither a supported layer sequence nor
+            vmappable), ``"grouped"`` (one wide network; raises if the model is not a supported layer sequence),
             ``"vmap"`` (stacked models; raises if the model cannot be vmapped), ``"loop"`` (one model
             after the other, exactly :func:`~unlearnkit.engine.train_model`), or ``"auto"`` (the fixed
             rule of :func:`auto_path`: grouped when supported, else vmap when a probe succeeds, else the

@@ -25,7 +25,7 @@ in forward order (``small_cnn``, ``airbench``). Any other layer (dropout, attent
 arithmetic: 32 digits MLPs train 3.2x faster than one by one on one CPU core, but a small CNN's step is
 dominated by convolutions that already run at matrix-multiply speed one model at a time, so on the CPU
 the grouped path is a little slower than the loop for ``small_cnn`` (0.85-0.95x; ``mode="auto"`` takes the
-loop there).
+``fused`` path there: the members' own channels-last convolutions, see engine/ensemble.py).
 
 **Equality with the loop.** Every member computes the same function of its own weights and its own batches
 as :func:`~unlearnkit.engine.train_model`; only the kernels differ (one grouped convolution or one batched
@@ -107,9 +107,11 @@ def grouped_unsupported_reason(model: nn.Module) -> str | None:
     return None
 
 
-def has_convolution(model: nn.Module) -> bool:
-    """Whether the model holds a convolution (the fixed rule of ``mode="auto"`` looks at this)."""
-    return any(isinstance(m, _CONV) for m in model.modules())
+def has_convolution(model: nn.Module, dims: int | None = None) -> bool:
+    """Whether the model holds a convolution (``dims=1`` / ``2``: a ``Conv1d`` / ``Conv2d``); the fixed rule of
+    ``mode="auto"`` looks at this."""
+    kinds = {1: (nn.Conv1d,), 2: (nn.Conv2d,)}.get(dims, _CONV) if dims is not None else _CONV
+    return any(isinstance(m, kinds) for m in model.modules())
 
 
 def _to_channels(h: torch.Tensor, stacked: bool) -> torch.Tensor:

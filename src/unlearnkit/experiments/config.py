@@ -163,9 +163,9 @@ class EvalSection(StrictModel):
     ensemble_n: int = Field(0, ge=0, le=10_000)
     ensemble_batch_models: int = Field(16, ge=1)  # members trained together in one batch
     #: how the ensembles are trained: "auto" (a fixed rule per model family and device, see
-    #: unlearnkit.engine.ensemble.auto_path), "grouped", "vmap" or "loop". Part of the run key when the ε score
-    #: is on; the path it resolved to is stored with each run (config.ensemble_path)
-    ensemble_mode: Literal["auto", "grouped", "vmap", "loop"] = "auto"
+    #: unlearnkit.engine.ensemble.auto_path), "fused", "grouped", "vmap" or "loop". Part of the run key when the
+    #: ε score is on; the path it resolved to is stored with each run (config.ensemble_path)
+    ensemble_mode: Literal["auto", "fused", "grouped", "vmap", "loop"] = "auto"
     #: "shared": every unlearning run starts from the one original model (the published scorer);
     #: "per_seed": from N originals, one per run (N more trainings; not the published set-up)
     ensemble_originals: Literal["shared", "per_seed"] = "shared"
