@@ -10,6 +10,7 @@ models and its Fisher matches a brute-force one.
 from __future__ import annotations
 
 import copy
+import itertools
 
 import numpy as np
 import pytest
@@ -58,13 +59,35 @@ def _reference_importance(model: nn.Module, dataset, batch_size: int) -> dict[st
 # -- SSD -----------------------------------------------------------------------------------------------------
 
 
-def test_ssd_dampens_exactly_the_selected_entries(trained_mlp, digits_class_scenario, data):
+def _reference_per_sample_importance(model: nn.Module, dataset) -> dict[str, torch.Tensor]:
+    """Mean over examples of squared single-example CE gradients, one plain ``backward`` each."""
+    m = copy.deepcopy(model).eval()
+    acc = {n: torch.zeros_like(p) for n, p in m.named_parameters()}
+    for i in range(len(dataset)):
+        x, y = dataset[i]
+        m.zero_grad()
+        F.cross_entropy(m(x.unsqueeze(0)), torch.tensor([int(y)])).backward()
+        for n, p in m.named_parameters():
+            acc[n] += p.grad**2
+    return {n: a / len(dataset) for n, a in acc.items()}
+
+
+@pytest.mark.parametrize("importance", ["batch", "per_sample"])
+def test_ssd_dampens_exactly_the_selected_entries(trained_mlp, digits_class_scenario, data, importance):
     alpha, lam, bs = 3.0, 0.5, 64
-    method = ssd_mod.SelectiveSynapticDampening(selection_weighting=alpha, dampening_constant=lam, batch_size=bs)
+    method = ssd_mod.SelectiveSynapticDampening(
+        selection_weighting=alpha, dampening_constant=lam, batch_size=bs, importance=importance
+    )
     out = method.unlearn(trained_mlp, data)
     scn = digits_class_scenario
-    i_f = _reference_importance(trained_mlp, scn.forget, bs)
-    i_d = _reference_importance(trained_mlp, ConcatDataset([scn.retain, scn.forget]), bs)
+    full = ConcatDataset([scn.retain, scn.forget])
+    if importance == "batch":
+        i_f, i_d = _reference_importance(trained_mlp, scn.forget, bs), _reference_importance(trained_mlp, full, bs)
+    else:
+        i_f, i_d = (
+            _reference_per_sample_importance(trained_mlp, scn.forget),
+            _reference_per_sample_importance(trained_mlp, full),
+        )
     after, before = dict(out.named_parameters()), _params(trained_mlp)
     n_selected = 0
     for name, p0 in before.items():
@@ -73,9 +96,53 @@ def test_ssd_dampens_exactly_the_selected_entries(trained_mlp, digits_class_scen
         p1 = after[name].detach()
         assert torch.equal(p1[~sel], p0[~sel]), f"{name}: an unselected entry changed"
         beta = (lam * i_d[name] / i_f[name]).clamp(max=1.0)
-        torch.testing.assert_close(p1[sel], p0[sel] * beta[sel])
+        torch.testing.assert_close(p1[sel], p0[sel] * beta[sel], rtol=1e-4, atol=1e-7)
         assert (p1[sel].abs() <= p0[sel].abs()).all(), "dampening never grows a weight"
     assert 0 < n_selected == method.report_["ssd_dampened"]
+
+
+def test_ssd_per_sample_ratio_respects_the_bound(trained_mlp, digits_class_scenario):
+    """Per-sample importances obey I_f/I_D <= |D|/|D_f| (the batch estimate need not)."""
+    scn = digits_class_scenario
+    full = ConcatDataset([scn.retain, scn.forget])
+    dev = torch.device("cpu")
+    i_f = ssd_mod.per_sample_importance(trained_mlp, scn.forget, 64, dev, "f")
+    i_d = ssd_mod.per_sample_importance(trained_mlp, full, 64, dev, "d")
+    bound = len(full) / len(scn.forget)
+    worst = max(float((i_f[n] / i_d[n].clamp_min(1e-30))[i_d[n] > 0].max()) for n in i_f)
+    assert bound * 0.5 < worst <= bound * (1 + 1e-4)
+
+
+def test_ssd_calibrated_alpha_is_the_mildest_that_forgets(trained_mlp, digits_class_scenario, data):
+    """α=None scans down from the bound |D|/|D_f| and keeps the first α that drives D_f's accuracy to 0 (a class
+    request) while held-out retain accuracy stays within the tolerance."""
+    from unlearnkit.methods._losses import accuracy_on
+
+    scn, cpu = digits_class_scenario, torch.device("cpu")
+    m = ssd_mod.SelectiveSynapticDampening()
+    out = m.unlearn(trained_mlp, data)
+    alpha, steps = m.report_["ssd_alpha"], m.report_["ssd_calibration_steps"]
+    cands = ssd_mod.alpha_candidates(len(scn.retain) + len(scn.forget), len(scn.forget))
+    assert cands[0] == pytest.approx((len(scn.retain) + len(scn.forget)) / len(scn.forget)) and cands[-1] == 1.0
+    assert all(a > b for a, b in itertools.pairwise(cands))
+    assert m.resolved_params(data) == {"selection_weighting": alpha, "selection_weighting_paper": ssd_mod.PAPER_ALPHA}
+    held_out = Subset(scn.val, [i for i in range(len(scn.val)) if int(scn.val[i][1]) not in scn.forget_classes])
+    floor = accuracy_on(trained_mlp, held_out, cpu) - m.retain_tolerance
+
+    def at(a: float) -> nn.Module:
+        return ssd_mod.SelectiveSynapticDampening(selection_weighting=a).unlearn(trained_mlp, data)
+
+    def ok(model: nn.Module) -> bool:  # within the retain tolerance and forgotten
+        return accuracy_on(model, held_out, cpu) >= floor and accuracy_on(model, scn.forget, cpu) == 0.0
+
+    assert accuracy_on(out, held_out, cpu) >= floor
+    if accuracy_on(out, scn.forget, cpu) == 0.0:  # forgotten: no milder candidate forgot within the tolerance
+        assert alpha == cands[steps - 1] and not any(ok(at(a)) for a in cands[: steps - 1])
+    else:  # nothing forgot within the tolerance: every candidate was scanned
+        assert steps == len(cands) and not any(ok(at(a)) for a in cands)
+    fixed = ssd_mod.SelectiveSynapticDampening(selection_weighting=5.0)
+    fixed.unlearn(trained_mlp, data)
+    assert fixed.report_["ssd_calibration_steps"] == 0 and fixed.resolved_params(data) == {}
 
 
 def test_ssd_selects_less_as_alpha_grows(trained_mlp, data):

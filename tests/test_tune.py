@@ -311,11 +311,11 @@ def test_a_space_naming_no_parameter_is_refused(tmp_path, monkeypatch):
 
 def test_ssd_alpha_follows_the_request_and_is_stored_with_the_run(tmp_path):
     from unlearnkit.experiments import plan, run_cell
-    from unlearnkit.methods.ssd import PAPER_ALPHA, auto_alpha
+    from unlearnkit.methods.ssd import PAPER_ALPHA, alpha_candidates
 
-    assert auto_alpha(10_000, 100) == PAPER_ALPHA  # a 1% forget set: the paper's α
-    assert auto_alpha(1000, 100) == pytest.approx(8.0)  # 10%: 0.8 of the bound |D|/|D_f|
-    assert auto_alpha(1000, 900) == 1.0  # never below 1
+    assert alpha_candidates(10_000, 100)[0] == pytest.approx(100.0)  # from the bound |D|/|D_f| ...
+    assert alpha_candidates(1000, 100)[-1] == 1.0  # ... down to 1
+    assert alpha_candidates(1000, 1000) == [1.0]
     cfg = parse_config({**TINY, "methods": ["ssd"], "metrics": ["acc_forget_test"]})
     cells, _ = plan(cfg)
     (cell,) = [c for c in cells if c.method == "ssd"]
@@ -323,5 +323,27 @@ def test_ssd_alpha_follows_the_request_and_is_stored_with_the_run(tmp_path):
     rec = run_cell(cell, cache_dir=str(tmp_path), device="cpu")
     resolved = rec.config["resolved_params"]
     assert resolved["selection_weighting_paper"] == PAPER_ALPHA
-    assert 1.0 <= resolved["selection_weighting"] < PAPER_ALPHA  # a digits class is ~10% of D
+    assert 1.0 <= resolved["selection_weighting"] <= 10.5  # a digits class is ~10% of D: the bound is ~10
+    assert resolved["selection_weighting"] in alpha_candidates(*_sizes(cell))
     assert rec.metrics["ssd_alpha"] == pytest.approx(resolved["selection_weighting"])
+
+
+def _sizes(cell) -> tuple[int, int]:
+    from unlearnkit.scenario import Scenario
+
+    scn = Scenario(dataset=cell.dataset, forget=cell.forget, seed=cell.seed, val_fraction=cell.val_fraction)
+    return len(scn.retain) + len(scn.forget), len(scn.forget)
+
+
+def test_the_defaults_trial_keeps_a_request_dependent_default(tmp_path):
+    """ssd's α default (None: calibrated per request) lies outside its space: the first trial must run it as None,
+    not draw a value, and a tuning won by the defaults writes no α into tuned.yaml."""
+    cfg = parse_config({**TINY, "methods": ["ssd"]})
+    res = tune(cfg, tmp_path / "out", settings=TuneSettings(trials=2, proxies=1, startup_trials=2), compare=False)
+    first, second = ResultsStore(tmp_path / "out" / "results.db", readonly=True).trials()
+    assert first["info"]["defaults"] and first["params"] == {"dampening_constant": 1.0}
+    (proxy,) = first["info"]["proxies"]
+    assert proxy["resolved"]["selection_weighting_paper"] == 10.0  # the calibrated α ran, and is stored
+    assert set(second["params"]) == {"dampening_constant", "selection_weighting"}
+    if first["value"] <= second["value"]:
+        assert "selection_weighting" not in res.best["ssd"]

@@ -37,6 +37,7 @@ import json
 import math
 import random
 import time
+import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -418,7 +419,9 @@ def _tune_method(
         p.reference = dict(rec.metrics)
 
     def objective(trial: Any) -> float:
-        params = {k: dim.suggest(trial, k) for k, dim in space.items()}
+        # the defaults trial leaves a default the space cannot hold (ssd's request-dependent α: None) unset
+        keys = [k for k in space if not trial.user_attrs.get("defaults") or _inside(space[k], defaults[k])]
+        params = {k: space[k].suggest(trial, k) for k in keys}
         cells = [_with_params(p.template, params) for p in proxies]
         scores: list[float] = []
         ratios: list[float] = []
@@ -475,7 +478,9 @@ def _tune_method(
     result.best_value[name] = best.value if best is not None else None
     importance: dict[str, float] = {}
     try:
-        importance = {k: float(v) for k, v in optuna.importance.get_param_importances(study).items()}
+        with warnings.catch_warnings():  # "some regimes have less than 2 trials": the chart says it is an estimate
+            warnings.simplefilter("ignore", UserWarning)
+            importance = {k: float(v) for k, v in optuna.importance.get_param_importances(study).items()}
     except (RuntimeError, ValueError, ZeroDivisionError):  # too few finished trials, or one value only
         pass
     store.put_study(study_name, name, {
