@@ -17,6 +17,7 @@ import pytest
 import yaml
 from typer.testing import CliRunner
 
+import unlearnkit as uk
 from unlearnkit.cli import app
 from unlearnkit.errors import ConfigError
 from unlearnkit.experiments import ResultsStore, parse_config
@@ -347,3 +348,27 @@ def test_the_defaults_trial_keeps_a_request_dependent_default(tmp_path):
     assert set(second["params"]) == {"dampening_constant", "selection_weighting"}
     if first["value"] <= second["value"]:
         assert "selection_weighting" not in res.best["ssd"]
+
+
+def test_tune_on_ray_runs_the_same_trials_as_in_process(tmp_path):
+    """``--ray``: each trial's proxy runs are Ray tasks; the same draws give the same objective values as in-process
+    (TPE's later draws depend on the measured time ratios, a constraint, so only the start-up draws must agree)."""
+    ray = pytest.importorskip("ray")
+    cfg = parse_config({**TINY, "cache_dir": str(tmp_path / "cache")})
+    settings = {"trials": 3, "proxies": 1, "compare": False}
+    local = uk.tune(cfg, tmp_path / "local", **settings)
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, logging_level="ERROR")
+    try:
+        remote = uk.tune(cfg, tmp_path / "ray", ray=True, **settings)
+    finally:
+        ray.shutdown()
+    assert remote.ran == local.ran == {"finetune": 3}
+
+    def trials(out: Path) -> list[tuple[dict, float, list]]:
+        rows = ResultsStore(out / "results.db", readonly=True).trials()
+        return [(t["params"], t["value"], [(p["forget"], p["seed"]) for p in t["info"]["proxies"]]) for t in rows]
+
+    on_ray, here = trials(tmp_path / "ray"), trials(tmp_path / "local")
+    assert on_ray[:2] == here[:2]  # the defaults and the first random draw: same params, same objective
+    assert [t[2] for t in on_ray] == [t[2] for t in here]  # the same proxy requests
+    assert all(0.0 <= t[1] <= 1.0 for t in on_ray)
