@@ -250,6 +250,11 @@ def test_plan_pairs_hysac_with_a_meru_original_and_keeps_euclidean_keys() -> Non
     assert "lorentz_checkpoint" not in cells[0].concept["clip"]  # Euclidean run keys as before
     only = plan_concept(parse_concept_config({**TINY, "methods": {"hysac": {"epochs": 1}}}))
     assert [(c.method, c.model) for c in only] == [("original", "clip_tiny-meru"), ("hysac", "clip_tiny-meru")]
+    # pretrain.meru_epochs: only the MERU cells train (and key) their original with it
+    longer = plan_concept(parse_concept_config({**TINY, "pretrain": {**TINY["pretrain"], "meru_epochs": 3}}))
+    assert [c.key for c in longer[:2]] == [c.key for c in cells[:2]]
+    assert [c.concept["pretrain"]["epochs"] for c in longer] == [1, 1, 3, 3]
+    assert longer[2].key != cells[2].key and "meru_epochs" not in longer[2].concept["pretrain"]
 
 
 @pytest.mark.slow
