@@ -183,6 +183,42 @@ def test_hysac_terms_cross_entailment_options_differ_only_in_term_7(world, meru)
     torch.testing.assert_close(paper[4], L.entailment_loss(s, v, c))
 
 
+def test_hysac_retention_term_is_zero_at_the_original_and_keeps_safe_embeddings_near_it(world, meru) -> None:
+    """Our retention option: ℓ_ret = 0 for the model itself, > 0 once it moved; with a large λ_ret the safe
+    test embeddings stay much nearer the original's than without it (same seed, same schedule)."""
+    import unlearnkit as uk
+    from unlearnkit.concept import ConceptUnlearnData
+    from unlearnkit.concept._method import quad_batches
+    from unlearnkit.concept.hysac import retention_term
+    from unlearnkit.concept.meru import lorentz_images, lorentz_texts
+
+    b = next(quad_batches(world.train, world.tokenizer, 8, torch.device("cpu"), shuffle=False))
+    with torch.no_grad():
+        s, v = meru.embed_text(*b.s), meru.embed_image(b.v)
+        assert float(retention_term(meru, meru, b, s, v)) < 1e-2
+        # "direction" ignores depth (a point moved along its ray to the root costs nothing), "geodesic" does not
+        assert float(retention_term(meru, meru, b, 0.5 * s, 0.5 * v, "direction")) < 1e-6
+        assert float(retention_term(meru, meru, b, 0.5 * s, 0.5 * v, "geodesic")) > 0.05
+        turned = torch.roll(s, 1, dims=-1), torch.roll(v, 1, dims=-1)
+        assert float(retention_term(meru, meru, b, *turned, "direction")) > 0.05
+    q = world.test
+
+    def drift(lambda_retain: float) -> float:
+        method = uk.create_method(
+            "hysac", epochs=3, batch_size=8, lr=2e-2, lora_alpha=16.0, restore="last", lambda_retain=lambda_retain
+        )
+        out = method.unlearn(meru, ConceptUnlearnData(world.train, world.tokenizer))
+        c, tok = float(out.curvature().detach()), world.tokenizer
+        d_text = L.dist(lorentz_texts(out, tok, q.safe_text), lorentz_texts(meru, tok, q.safe_text), c)
+        d_img = L.dist(lorentz_images(out, q.safe_image), lorentz_images(meru, q.safe_image), c)
+        return float(0.5 * (d_text.mean() + d_img.mean()))
+
+    free, kept = drift(0.0), drift(50.0)
+    assert free > 0.05 and kept < 0.5 * free
+    with pytest.raises(Exception, match="lambda_retain"):
+        uk.create_method("hysac", lambda_retain=-1.0).unlearn(meru, ConceptUnlearnData(world.train, world.tokenizer))
+
+
 def test_hysac_refuses_a_euclidean_clip(world) -> None:
     import unlearnkit as uk
     from unlearnkit.concept import ConceptUnlearnData
@@ -214,6 +250,11 @@ def test_plan_pairs_hysac_with_a_meru_original_and_keeps_euclidean_keys() -> Non
     assert "lorentz_checkpoint" not in cells[0].concept["clip"]  # Euclidean run keys as before
     only = plan_concept(parse_concept_config({**TINY, "methods": {"hysac": {"epochs": 1}}}))
     assert [(c.method, c.model) for c in only] == [("original", "clip_tiny-meru"), ("hysac", "clip_tiny-meru")]
+    # pretrain.meru_epochs: only the MERU cells train (and key) their original with it
+    longer = plan_concept(parse_concept_config({**TINY, "pretrain": {**TINY["pretrain"], "meru_epochs": 3}}))
+    assert [c.key for c in longer[:2]] == [c.key for c in cells[:2]]
+    assert [c.concept["pretrain"]["epochs"] for c in longer] == [1, 1, 3, 3]
+    assert longer[2].key != cells[2].key and "meru_epochs" not in longer[2].concept["pretrain"]
 
 
 @pytest.mark.slow

@@ -29,6 +29,21 @@ L = Σ λ_k ℓ_k / 7 as in the code):
 ℓ_con(a, b) = ½ [CE(−s·D, I) + CE(−s·Dᵀ, I)], D_ij = d(a_i, b_j) the geodesic distance;
 ℓ_ent(x ⊒ y) = mean max(0, ext(x, y) − σ·aper(x)) with the aperture scale σ (1 in the code).
 
+[OURS, not in the paper or the code] an eighth, *retention* term keeps the safe embeddings where the
+original put them (Safe-CLIP has four terms for that, HySAC none, and on the concept world safe T→V
+retrieval drifts without one):
+
+    ``retention="geodesic"``:  ℓ_ret = ½ [mean_i d(s_i, s⁰_i) + mean_i d(v_i, v⁰_i)]
+    ``retention="direction"``: ℓ_ret = ½ [mean_i (1 − cos(s_i, s⁰_i)) + mean_i (1 − cos(v_i, v⁰_i))]
+    L = Σ_k λ_k ℓ_k / 7 + λ_ret ℓ_ret
+
+s⁰, v⁰ the embeddings of a frozen copy of the original (towers and scalars). "geodesic" reads both as
+points of the current hyperboloid (curvature c of the model being trained), d the geodesic distance (its
+arccosh is clamped at 1 + 1e-7, so the pull fades within ~1e-3 of the reference): it holds depth and
+direction. "direction" holds only the direction of the tangent vector at the root, log0(x) ∝ x (the cosine
+of the space components): the depth d(O, x), which HySAC's hierarchy moves, stays free. ``lambda_retain
+= 0`` (no term, no frozen copy) is the paper's method.
+
 Entailment puts the entailed (unsafe) item beyond the entailing (safe) one, farther from the root: unsafe
 content can then be told apart by its distance to the root, and redirected at inference by moving it
 back toward the root (:mod:`unlearnkit.concept.traversal`, a metric variant of the same run).
@@ -42,9 +57,11 @@ result is a plain :class:`~unlearnkit.concept.meru.LorentzCLIP` around a plain `
 
 from __future__ import annotations
 
+import copy
 from typing import Any, ClassVar
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from unlearnkit.concept import lorentz as L
@@ -80,13 +97,23 @@ HYSAC_LAMBDAS = (
 )  # fmt: skip
 
 
+def hysac_embeddings(model: LorentzCLIP, b: Any) -> tuple[torch.Tensor, ...]:
+    """(s, u, v, g): the batch's safe and unsafe caption and image embeddings (differentiable)."""
+    return model.embed_text(*b.s), model.embed_text(*b.u), model.embed_image(b.v), model.embed_image(b.g)
+
+
 def hysac_terms(
-    model: LorentzCLIP, b: Any, *, cross_entailment: str = "paper", aperture_scale: float = 1.0
+    model: LorentzCLIP,
+    b: Any,
+    *,
+    cross_entailment: str = "paper",
+    aperture_scale: float = 1.0,
+    embeddings: tuple[torch.Tensor, ...] | None = None,
 ) -> torch.Tensor:
-    """The seven loss terms ``[7]`` of one batch of quadruplets (see the module table)."""
+    """The seven loss terms ``[7]`` of one batch of quadruplets (see the module table); ``embeddings``:
+    :func:`hysac_embeddings` of the batch if already computed."""
     c, scale = model.curvature(), model.logit_scale_value()
-    s, u = model.embed_text(*b.s), model.embed_text(*b.u)
-    v, g = model.embed_image(b.v), model.embed_image(b.g)
+    s, u, v, g = embeddings if embeddings is not None else hysac_embeddings(model, b)
 
     def ent(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         return L.entailment_loss(x, y, c, aperture_scale)
@@ -101,6 +128,20 @@ def hysac_terms(
         ent(u, g),  # 6 unsafe text entails unsafe image
         cross,  # 7 safety entailment: unsafe under safe
     ])  # fmt: skip
+
+
+def retention_term(
+    model: LorentzCLIP, frozen: LorentzCLIP, b: Any, s: torch.Tensor, v: torch.Tensor, kind: str = "geodesic"
+) -> torch.Tensor:
+    """Our retention term ℓ_ret (module doc) of the safe caption and image embeddings ``s``, ``v`` of batch
+    ``b`` against the frozen original's: mean geodesic distance on the current hyperboloid (``"geodesic"``)
+    or mean 1 − cosine of the tangent directions at the root (``"direction"``)."""
+    with torch.no_grad():
+        s0, v0 = frozen.embed_text(*b.s), frozen.embed_image(b.v)
+    if kind == "direction":
+        return 0.5 * ((1 - F.cosine_similarity(s, s0, dim=-1)).mean() + (1 - F.cosine_similarity(v, v0, dim=-1)).mean())
+    c = model.curvature()
+    return 0.5 * (L.dist(s, s0, c).mean() + L.dist(v, v0, c).mean())
 
 
 @torch.no_grad()
@@ -126,6 +167,8 @@ class HySAC(ConceptMethod):
         batch_size: quadruplets per step.
         weight_decay: AdamW weight decay of the LoRA matrices (0.2; none on biases and scalars).
         lambda_*: the seven term weights (module table; 1 each in the code).
+        lambda_retain: weight of our retention term (module doc; 0, the paper's method, switches it off).
+        retention: ``"geodesic"`` or ``"direction"``, what the retention term holds (module doc).
         cross_entailment: ``"paper"`` (s ⊒ u and v ⊒ g) or ``"code"`` (v ⊒ u), term 7.
         aperture_scale: σ, multiplies every cone's half-aperture (1 in the code).
         lora_r, lora_alpha, lora_dropout, lora_targets: the adapters (16, 1, 0.1, Safe-CLIP's six targets).
@@ -140,6 +183,7 @@ class HySAC(ConceptMethod):
     _parameter_constraints = {
         "epochs": [POSITIVE_INT], "lr": [POSITIVE], "batch_size": [Interval(int, 2, None, "left")],
         "weight_decay": [NON_NEGATIVE], **{name: [NON_NEGATIVE] for name in HYSAC_LAMBDAS},
+        "lambda_retain": [NON_NEGATIVE], "retention": [Options(frozenset({"geodesic", "direction"}))],
         "cross_entailment": [Options(frozenset({"paper", "code"}))], "aperture_scale": [POSITIVE],
         "lora_r": [POSITIVE_INT], "lora_alpha": [POSITIVE], "lora_dropout": [Interval(float, 0.0, 1.0, "left")],
         "lora_targets": [NAMES], "patience": [POSITIVE_INT, NONE],
@@ -150,7 +194,8 @@ class HySAC(ConceptMethod):
         self, *, epochs: int = 10, lr: float = 1e-5, batch_size: int = 128, weight_decay: float = 0.2,
         lambda_safe_con: float = 1.0, lambda_unsafe_con: float = 1.0, lambda_safe_text_unsafe_image_con: float = 1.0,
         lambda_unsafe_text_safe_image_con: float = 1.0, lambda_safe_entail: float = 1.0,
-        lambda_unsafe_entail: float = 1.0, lambda_safety_entail: float = 1.0, cross_entailment: str = "paper",
+        lambda_unsafe_entail: float = 1.0, lambda_safety_entail: float = 1.0, lambda_retain: float = 0.0,
+        retention: str = "geodesic", cross_entailment: str = "paper",
         aperture_scale: float = 1.0, lora_r: int = 16, lora_alpha: float = 1.0, lora_dropout: float = 0.1,
         lora_targets: tuple[str, ...] = SAFE_CLIP_LORA_TARGETS, patience: int | None = 5,
         restore: str = "best_recall",
@@ -166,6 +211,8 @@ class HySAC(ConceptMethod):
         self.lambda_safe_entail = lambda_safe_entail
         self.lambda_unsafe_entail = lambda_unsafe_entail
         self.lambda_safety_entail = lambda_safety_entail
+        self.lambda_retain = lambda_retain
+        self.retention = retention
         self.cross_entailment = cross_entailment
         self.aperture_scale = aperture_scale
         self.lora_r = lora_r
@@ -184,14 +231,21 @@ class HySAC(ConceptMethod):
             raise UnlearnkitError(f"method {self.name!r}: at least one λ must be positive, got all zeros")
         check_lora_targets(model.clip, self.lora_targets)
 
-    def _loss(self, model: LorentzCLIP, b: Any, weights: torch.Tensor) -> torch.Tensor:
-        """L = Σ λ_k ℓ_k / 7."""
-        terms = hysac_terms(model, b, cross_entailment=self.cross_entailment, aperture_scale=self.aperture_scale)
-        return (weights * terms).sum() / len(HYSAC_LAMBDAS)
+    def _loss(self, model: LorentzCLIP, frozen: LorentzCLIP | None, b: Any, weights: torch.Tensor) -> torch.Tensor:
+        """L = Σ λ_k ℓ_k / 7 (+ λ_ret ℓ_ret with a frozen original)."""
+        emb = hysac_embeddings(model, b)
+        terms = hysac_terms(
+            model, b, cross_entailment=self.cross_entailment, aperture_scale=self.aperture_scale, embeddings=emb
+        )
+        loss = (weights * terms).sum() / len(HYSAC_LAMBDAS)
+        if frozen is not None:
+            loss = loss + self.lambda_retain * retention_term(model, frozen, b, emb[0], emb[2], self.retention)
+        return loss
 
     def _unlearn(self, model: LorentzCLIP, data: ConceptUnlearnData, generator: torch.Generator) -> LorentzCLIP:
         dev = next(model.parameters()).device
         weights = torch.tensor([float(getattr(self, n)) for n in HYSAC_LAMBDAS], device=dev)
+        frozen = copy.deepcopy(model).eval().requires_grad_(False) if self.lambda_retain > 0 else None
         peft_model = add_lora(
             model.clip, r=self.lora_r, alpha=self.lora_alpha, dropout=self.lora_dropout, targets=self.lora_targets
         )
@@ -217,7 +271,7 @@ class HySAC(ConceptMethod):
             total, steps = 0.0, 0
             for b in quad_batches(data.train, data.tokenizer, self.batch_size, dev, generator=generator):
                 model.clamp_scalars_()
-                loss = self._loss(model, b, weights)
+                loss = self._loss(model, frozen, b, weights)
                 check_finite(loss, "hysac")
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
@@ -229,7 +283,7 @@ class HySAC(ConceptMethod):
                 model.eval()
                 with torch.no_grad():
                     vb = list(quad_batches(data.val, data.tokenizer, self.batch_size, dev, shuffle=False))
-                    row["val_loss"] = sum(self._loss(model, b, weights).item() for b in vb) / len(vb)
+                    row["val_loss"] = sum(self._loss(model, frozen, b, weights).item() for b in vb) / len(vb)
                 row["val_recall_sum"] = hysac_validation_recall_sum(model, data)
                 improved = False
                 if row["val_loss"] < best_loss:

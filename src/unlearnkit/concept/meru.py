@@ -23,7 +23,10 @@ the second term MERU's entailment loss (a caption's cone contains its image: tex
 
 :func:`pretrain_meru` trains it on the same safe and unsafe pairs and recipe as the Euclidean original
 (:func:`unlearnkit.concept.pretrain.pretrain_clip`); :func:`original_meru` caches it per seed with the
-same :class:`~unlearnkit.engine.ModelCache` mechanism (``role: concept_original_meru``).
+same :class:`~unlearnkit.engine.ModelCache` mechanism (``role: concept_original_meru``). A config's
+``pretrain.meru_epochs`` gives it a schedule of its own: on the concept world 30 epochs leave it short of
+the Euclidean original (safe T→V R@1 .797/.773/.605 on seeds 0-2, the Euclidean .875 on seed 0), 60 reach
+.934 on each seed (the Euclidean original on 60 epochs: .941 on seed 0).
 """
 
 from __future__ import annotations

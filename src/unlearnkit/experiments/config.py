@@ -429,6 +429,9 @@ class PretrainSection(StrictModel):
     lr: float = Field(2e-3, gt=0)
     batch_size: int = Field(128, ge=2)
     weight_decay: float = Field(0.05, ge=0)
+    #: epochs of the hyperbolic (MERU) original, if it needs another schedule than the Euclidean one
+    #: (``None``: ``epochs``); only the MERU cells carry it, as their ``epochs``
+    meru_epochs: int | None = Field(None, ge=1)
 
 
 class ConceptRelearnSection(StrictModel):
@@ -501,8 +504,8 @@ class ConceptRunConfig(StrictModel):
         if self.dataset == "concept_world" and self.clip.from_pretrained is not None:
             raise ValueError("the concept world has its own word vocabulary: use a small clip.config with it")
         specs = [] if self.methods == "all" else self.method_specs()
-        check_run_length([("pretrain.epochs", self.pretrain.epochs), *param_lengths((m.name, m.params) for m in specs)],
-                         self.allow_long)  # fmt: skip
+        lengths = [("pretrain.epochs", self.pretrain.epochs), ("pretrain.meru_epochs", self.pretrain.meru_epochs or 0)]
+        check_run_length([*lengths, *param_lengths((m.name, m.params) for m in specs)], self.allow_long)
         return self
 
     def method_specs(self) -> list[MethodSpec]:
@@ -532,7 +535,7 @@ class ConceptRunConfig(StrictModel):
             "clip": self.clip.model_dump(
                 exclude={"lorentz_checkpoint"} if self.clip.lorentz_checkpoint is None else None
             ),
-            "pretrain": self.pretrain.model_dump() if self.clip.config is not None else None,
+            "pretrain": self.pretrain.model_dump(exclude={"meru_epochs"}) if self.clip.config is not None else None,
             "eval_batch_size": self.eval_batch_size,
             "save_models": self.save_models,
         }

@@ -363,6 +363,8 @@ def plan_concept(cfg: ConceptRunConfig, *, with_methods: bool = True) -> list[Ce
             if geometry == "lorentz":
                 payload["geometry"] = "lorentz"
                 row["model"] = f"{cfg.clip.label}-meru"
+                if payload.get("pretrain") and cfg.pretrain.meru_epochs is not None:  # the MERU original's schedule
+                    payload["pretrain"] = {**payload["pretrain"], "epochs": cfg.pretrain.meru_epochs}
             same = [m for m in chosen if getattr(m, "geometry", "euclidean") == geometry]
             for name, params in [(ORIGINAL, {}), *((m.name, m.get_params()) for m in same)]:
                 cells.append(Cell(seed=seed, method=name, params=params, concept=dict(payload), **row))
