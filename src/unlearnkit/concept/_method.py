@@ -203,3 +203,45 @@ def quad_batches(
             s=(s[0].to(device), s[1].to(device)), u=(u[0].to(device), u[1].to(device)),
             v=data.safe_image.batch(j).to(device), g=data.unsafe_image.batch(j).to(device),
         )  # fmt: skip
+
+
+@dataclass
+class ValidationKeeper:
+    """Early stopping and weight restoring on two validation figures, as Safe-CLIP and HySAC train.
+
+    An epoch improves when its validation loss drops or its validation recall sum rises; each best keeps a
+    snapshot of the trainable weights. Training stops after ``patience`` epochs without improvement (``None``:
+    never), and :meth:`restore` copies back the weights ``restore`` names (``"best_recall"``, ``"best_loss"``;
+    ``"last"`` keeps the last epoch's).
+    """
+
+    model: nn.Module
+    patience: int | None
+    best_loss: float = float("inf")
+    best_recall: float = float("-inf")
+    stale: int = 0
+    kept: dict[str, dict[str, torch.Tensor]] = field(default_factory=dict)  # "loss"/"recall" -> trainable weights
+
+    def _snapshot(self) -> dict[str, torch.Tensor]:
+        return {n: p.detach().clone() for n, p in self.model.named_parameters() if p.requires_grad}
+
+    def update(self, val_loss: float, val_recall_sum: float) -> None:
+        """Record one epoch's validation figures."""
+        improved = False
+        if val_loss < self.best_loss:
+            self.best_loss, self.kept["loss"], improved = val_loss, self._snapshot(), True
+        if val_recall_sum > self.best_recall:
+            self.best_recall, self.kept["recall"], improved = val_recall_sum, self._snapshot(), True
+        self.stale = 0 if improved else self.stale + 1
+
+    def should_stop(self) -> bool:
+        return self.patience is not None and self.stale >= self.patience
+
+    @torch.no_grad()
+    def restore(self, restore: str) -> None:
+        """Copy the kept weights that ``restore`` names back into the model (nothing for ``"last"``)."""
+        choice = {"best_recall": "recall", "best_loss": "loss"}.get(restore)
+        if choice in self.kept:
+            named = dict(self.model.named_parameters())
+            for n, t in self.kept[choice].items():
+                named[n].copy_(t)

@@ -66,6 +66,7 @@ from unlearnkit.concept._method import (
     ConceptMethod,
     ConceptUnlearnData,
     QuadBatch,
+    ValidationKeeper,
     add_lora,
     check_lora_targets,
     contrastive,
@@ -256,13 +257,7 @@ class SafeCLIP(ConceptMethod):
         self.report_ = {"trainable_params": float(sum(p.numel() for p in params))}
         opt = torch.optim.Adam(params, lr=self.lr)  # no weight decay (spec §3.4)
         use_val = data.val is not None and len(data.val) >= 2
-        best_loss, best_recall = float("inf"), float("-inf")
-        kept: dict[str, dict[str, torch.Tensor]] = {}  # "loss"/"recall" -> the trainable weights of that epoch
-
-        def snapshot() -> dict[str, torch.Tensor]:
-            return {n: p.detach().clone() for n, p in model.named_parameters() if p.requires_grad}
-
-        stale = 0
+        keeper = ValidationKeeper(model, self.patience)
         self.history_: list[dict[str, float]] = []
         for epoch in range(self.epochs):
             model.train()
@@ -281,23 +276,13 @@ class SafeCLIP(ConceptMethod):
                     vb = list(quad_batches(data.val, data.tokenizer, self.batch_size, dev, shuffle=False))
                     row["val_loss"] = sum(self._loss(model, frozen, b, weights).item() for b in vb) / len(vb)
                 row["val_recall_sum"] = validation_recall_sum(model, data)
-                # an epoch improves if the validation loss drops or the validation recall sum rises
-                improved = False
-                if row["val_loss"] < best_loss:
-                    best_loss, kept["loss"], improved = row["val_loss"], snapshot(), True
-                if row["val_recall_sum"] > best_recall:
-                    best_recall, kept["recall"], improved = row["val_recall_sum"], snapshot(), True
-                stale = 0 if improved else stale + 1
+                keeper.update(row["val_loss"], row["val_recall_sum"])
             self.history_.append(row)
             if data.on_epoch:
                 data.on_epoch(epoch + 1, self.epochs, row["train_loss"])
-            if use_val and self.patience is not None and stale >= self.patience:
+            if use_val and keeper.should_stop():
                 break
         self.report_["epochs_run"] = float(len(self.history_))
-        choice = {"best_recall": "recall", "best_loss": "loss"}.get(self.restore)
-        if use_val and choice in kept:
-            with torch.no_grad():
-                named = dict(model.named_parameters())
-                for n, t in kept[choice].items():
-                    named[n].copy_(t)
+        if use_val:
+            keeper.restore(self.restore)
         return merge_lora(peft_model) if peft_model is not None else model

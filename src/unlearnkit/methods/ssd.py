@@ -76,7 +76,7 @@ from torch import nn
 from torch.func import functional_call, grad, vmap
 from torch.utils.data import ConcatDataset, Dataset, Subset
 
-from unlearnkit.engine import check_finite, iterate
+from unlearnkit.engine import check_finite, iterate, labels_of
 from unlearnkit.errors import DataAccessError, TrainingDivergedError
 from unlearnkit.methods._base import (
     NONE,
@@ -261,19 +261,15 @@ def _calibration_set(data: UnlearnData, n: int, generator: torch.Generator) -> t
     set when no validation split is given), at most ``n``; and, for a sample-level request, the held-out
     examples whose accuracy stands for retraining's accuracy on D_f (``None`` for a class request)."""
     try:
-        pool = data.val
+        pool: Dataset | None = data.val
     except DataAccessError:
         pool = None
-    sample_level = None
-    if pool is not None and len(pool) and data.forget_classes:
-        forgotten = set(data.forget_classes)
-        pool = Subset(pool, [i for i in range(len(pool)) if int(pool[i][1]) not in forgotten])
-    elif pool is not None and len(pool):
-        sample_level = pool
+    if pool is not None and data.forget_classes:
+        keep = ~torch.isin(labels_of(pool), torch.tensor(data.forget_classes))
+        pool = Subset(pool, keep.nonzero().flatten().tolist())
     if pool is None or len(pool) == 0:
         pool = data.retain
-    if sample_level is None and not data.forget_classes:
-        sample_level = pool
+    sample_level = None if data.forget_classes else pool
     idx = torch.randperm(len(pool), generator=generator)[: min(n, len(pool))].tolist()
     return Subset(pool, idx), sample_level
 
